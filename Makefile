@@ -1,0 +1,40 @@
+# Every target sets up .venv on its own: a fresh machine needs only python3.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: all venv test lint protos demo bench clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## test: lint, type-check and run the whole test suite (unit + multi-process end-to-end).
+test: $(STAMP) lint
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy host guest attest tdxsim
+
+## protos: regenerate tdxsim/v1 from protos/ with the pinned grpcio-tools.
+protos: $(STAMP)
+	$(PY) scripts/gen_protos.py
+
+## demo: run a host process and drive it with a scripted client.
+demo: $(STAMP)
+	$(PY) -m tdxsim.demo
+
+bench: $(STAMP)
+	$(VENV)/bin/tdxsim bench memory
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

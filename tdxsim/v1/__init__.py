@@ -1,0 +1,1 @@
+"""Generated gRPC/protobuf modules for package tdxsim.v1 (make protos). Do not edit."""
