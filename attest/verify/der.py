@@ -1,0 +1,98 @@
+"""Minimal strict DER reader for the Intel SGX PCK certificate extension (attestation.md §6).
+
+Only what the extension uses: definite lengths, SEQUENCE, OBJECT IDENTIFIER, INTEGER, ENUMERATED, OCTET
+STRING, BOOLEAN. Every overrun or unsupported encoding raises ``CertificateChainError`` (the extension is part
+of the PCK certificate); nothing else escapes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from attest.errors import CertificateChainError
+
+TAG_BOOLEAN = 0x01
+TAG_INTEGER = 0x02
+TAG_OCTET_STRING = 0x04
+TAG_OID = 0x06
+TAG_ENUMERATED = 0x0A
+TAG_SEQUENCE = 0x30
+MAX_LENGTH_OCTETS = 4
+
+
+@dataclass(frozen=True)
+class Tlv:
+    tag: int
+    value: bytes
+
+
+def _fail(what: str) -> CertificateChainError:
+    return CertificateChainError(f"malformed sgx extension: {what}")
+
+
+def read_tlvs(buf: bytes) -> list[Tlv]:
+    """Split ``buf`` into consecutive TLVs; the last one must end exactly at the end of ``buf``."""
+    out: list[Tlv] = []
+    pos = 0
+    while pos < len(buf):
+        if pos + 2 > len(buf):
+            raise _fail("truncated header")
+        tag = buf[pos]
+        if tag & 0x1F == 0x1F:
+            raise _fail("multi-byte tag")
+        first = buf[pos + 1]
+        pos += 2
+        if first < 0x80:
+            length = first
+        else:
+            n = first & 0x7F
+            if n == 0 or n > MAX_LENGTH_OCTETS or pos + n > len(buf):
+                raise _fail("bad length")
+            length = int.from_bytes(buf[pos : pos + n], "big")
+            pos += n
+        if pos + length > len(buf):
+            raise _fail("length overruns buffer")
+        out.append(Tlv(tag, buf[pos : pos + length]))
+        pos += length
+    return out
+
+
+def read_one(buf: bytes, tag: int) -> bytes:
+    tlvs = read_tlvs(buf)
+    if len(tlvs) != 1 or tlvs[0].tag != tag:
+        raise _fail(f"expected one element with tag {tag:#x}")
+    return tlvs[0].value
+
+
+def decode_oid(value: bytes) -> str:
+    if not value or value[-1] & 0x80:
+        raise _fail("bad oid")
+    arcs: list[int] = []
+    acc = 0
+    for byte in value:
+        acc = (acc << 7) | (byte & 0x7F)
+        if not byte & 0x80:
+            arcs.append(acc)
+            acc = 0
+    first = arcs[0]
+    head = [min(first // 40, 2), first - 40 * min(first // 40, 2)]
+    return ".".join(str(a) for a in head + arcs[1:])
+
+
+def decode_int(value: bytes) -> int:
+    if not value:
+        raise _fail("empty integer")
+    return int.from_bytes(value, "big", signed=True)
+
+
+def oid_value_pairs(seq_value: bytes) -> list[tuple[str, Tlv]]:
+    """Decode ``SEQUENCE OF SEQUENCE { OID, value }`` content into (dotted oid, value TLV) pairs."""
+    out: list[tuple[str, Tlv]] = []
+    for item in read_tlvs(seq_value):
+        if item.tag != TAG_SEQUENCE:
+            raise _fail("expected sequence")
+        parts = read_tlvs(item.value)
+        if len(parts) != 2 or parts[0].tag != TAG_OID:
+            raise _fail("expected (oid, value)")
+        out.append((decode_oid(parts[0].value), parts[1]))
+    return out
