@@ -1,0 +1,70 @@
+"""/dev/kvm: VM creation and the TDX KeyID allocator (memory-model.md §6.1, §6.6).
+
+KVM allocates a TD's HKID from the module's private KeyID range (an IDA in Linux; exhausted
+→ ENOSPC, the misc cgroup capacity is the number of TDX KeyIDs) and frees it after
+TDH.MNG.KEY.FREEID.
+"""
+
+from __future__ import annotations
+
+from host.kvm.errors import KvmError, einval
+from host.kvm.pagealloc import PageAllocator
+from host.kvm.usermem import AddressSpace
+from host.kvm.vm import KVM_X86_TDX_VM, KvmVm
+from host.tdx.hostbus import HostMemoryBus
+from host.tdx.module import TdxModule
+from host.tdx.td import TdParams
+
+
+class Kvm:
+    def __init__(
+        self,
+        module: TdxModule,
+        bus: HostMemoryBus,
+        pages: PageAllocator,
+        mm: AddressSpace,
+        *,
+        legacy: bool = False,
+    ) -> None:
+        self._module = module
+        self._bus = bus
+        self.pages = pages
+        self._mm = mm
+        self.legacy = legacy
+        info = module.tdh_sys_info()
+        self.keyids_total = info.keyid_count
+        self._free_hkids = list(range(info.keyid_first + info.keyid_count - 1, info.keyid_first - 1, -1))
+        self._next_vm = 1
+
+    @property
+    def keyids_free(self) -> int:
+        return len(self._free_hkids)
+
+    def create_vm(self, vm_type: int) -> KvmVm:
+        if vm_type != KVM_X86_TDX_VM:
+            raise einval(f"VM type {vm_type} is not KVM_X86_TDX_VM ({KVM_X86_TDX_VM})")
+        vm = KvmVm(
+            self._next_vm,
+            self._module,
+            self.pages,
+            self._mm,
+            self._bus,
+            self._release_hkid,
+            legacy=self.legacy,
+        )
+        self._next_vm += 1
+        return vm
+
+    def tdx_init_vm(self, vm: KvmVm, params: TdParams) -> None:
+        """KVM_TDX_INIT_VM: allocate an HKID, then MNG.CREATE / KEY.CONFIG / ADDCX / MNG.INIT."""
+        if not self._free_hkids:
+            raise KvmError("ENOSPC", f"all {self.keyids_total} TDX KeyIDs are in use")
+        hkid = self._free_hkids.pop()
+        try:
+            vm.tdx_init_vm(params, hkid)
+        except BaseException:
+            self._free_hkids.append(hkid)
+            raise
+
+    def _release_hkid(self, hkid: int) -> None:
+        self._free_hkids.append(hkid)

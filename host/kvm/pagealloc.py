@@ -1,0 +1,42 @@
+"""The host kernel's page allocator over simulated physical memory.
+
+Frames are handed out from a free list, lowest address first when the pool is fresh, so
+consecutive allocations are physically contiguous (as a buddy allocator behaves on an idle
+machine); that keeps guest_memfd-backed runs contiguous for the memory controller's batch
+path. Freed frames are reused last-in first-out.
+"""
+
+from __future__ import annotations
+
+from host.kvm.errors import KvmError
+
+PAGE = 4096
+
+
+class PageAllocator:
+    def __init__(self, phys_bytes: int, *, reserved_bytes: int = 1 << 20) -> None:
+        self.total = (phys_bytes - reserved_bytes) // PAGE
+        self._next = reserved_bytes  # never-used frames start here
+        self._end = phys_bytes
+        self._free: list[int] = []
+
+    @property
+    def free_pages(self) -> int:
+        return len(self._free) + (self._end - self._next) // PAGE
+
+    def alloc(self) -> int:
+        if self._free:
+            return self._free.pop()
+        if self._next >= self._end:
+            raise KvmError("ENOMEM", "out of physical memory")
+        pa = self._next
+        self._next += PAGE
+        return pa
+
+    def alloc_many(self, count: int) -> list[int]:
+        if count > self.free_pages:
+            raise KvmError("ENOMEM", f"out of physical memory ({count} pages asked, {self.free_pages} free)")
+        return [self.alloc() for _ in range(count)]
+
+    def free(self, pa: int) -> None:
+        self._free.append(pa)

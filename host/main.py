@@ -1,0 +1,101 @@
+"""``tdxsim host``: run one simulated TDX host machine as a gRPC server process.
+
+Prints ``listening on HOST:PORT`` as the first line of stdout (so launchers can bind port 0),
+shuts down gracefully on SIGTERM/SIGINT, and exits with status 3 after a simulated host
+machine check ("host crashed"), as a real machine would go down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from types import FrameType
+
+from host.platform import PlatformConfig, build_platform
+from host.rpc.server import create_server
+
+HOST_CRASH_EXIT = 3
+
+
+def parse_size(text: str) -> int:
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    text = text.strip().upper().removesuffix("B").removesuffix("I")
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(text)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--listen", default="127.0.0.1:50051", help="address to bind (port 0 picks a free port)"
+    )
+    parser.add_argument(
+        "--memory-mode",
+        choices=["gmem", "legacy"],
+        default="gmem",
+        help="gmem: private memory in guest_memfd, never mapped by the host (default); "
+        "legacy: pre-2021 world where host userspace maps private memory too",
+    )
+    parser.add_argument(
+        "--no-integrity",
+        action="store_true",
+        help="TD-owner bit only (Li mode) instead of a 28-bit MAC per cache line (Ci mode)",
+    )
+    parser.add_argument(
+        "--phys-mem", type=parse_size, default=4 << 30, help="simulated physical memory (default 4G)"
+    )
+    parser.add_argument(
+        "--keyids", type=int, default=48, help="number of TDX private KeyIDs (default 48: [16, 64))"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    config = PlatformConfig(
+        phys_bytes=args.phys_mem,
+        memory_mode=args.memory_mode,
+        integrity=not args.no_integrity,
+        keyid_count=args.keyids,
+    )
+    try:
+        platform = build_platform(config)
+    except ValueError as err:
+        print(f"tdxsim host: {err}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    crash: list[str] = []
+
+    def on_host_crash(reason: str) -> None:
+        crash.append(reason)
+        stop.set()
+
+    try:
+        server, port, health = create_server(args.listen, platform, on_host_crash)
+    except (OSError, RuntimeError) as err:
+        print(f"tdxsim host: cannot listen on {args.listen}: {err}", file=sys.stderr)
+        return 2
+    host = args.listen.rsplit(":", 1)[0]
+    print(f"listening on {host}:{port}", flush=True)
+    print(
+        f"tdxsim host: memory mode {config.memory_mode}, integrity {'on' if config.integrity else 'off'}, "
+        f"{config.keyid_count} TDX KeyIDs, {config.phys_bytes >> 20} MiB physical memory",
+        file=sys.stderr,
+        flush=True,
+    )
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    while not stop.wait(0.5):
+        pass
+    health.enter_graceful_shutdown()
+    if crash:
+        print(f"tdxsim host: HOST CRASHED: {crash[0]}; every TD is dead", file=sys.stderr, flush=True)
+        server.stop(0.5).wait(2)
+        return HOST_CRASH_EXIT
+    server.stop(2.0).wait(5)
+    platform.vmm.events.close()
+    return 0

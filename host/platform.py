@@ -1,0 +1,55 @@
+"""Assembles one simulated TDX machine: memory controller, TDX module, host kernel and VMM.
+
+The only place that holds both the trusted pieces and the untrusted ones; it hands KVM the
+module's SEAMCALL interface and the KeyID-0 host bus, never the memory controller itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from host.kvm.kvm import Kvm
+from host.kvm.pagealloc import PageAllocator
+from host.kvm.usermem import AddressSpace
+from host.tdx.hostbus import HostMemoryBus
+from host.tdx.memctl import MemoryController
+from host.tdx.module import TdxModule
+from host.vmm.events import EventBus
+from host.vmm.vmm import Vmm
+
+
+@dataclass(frozen=True)
+class PlatformConfig:
+    phys_bytes: int = 4 << 30
+    memory_mode: str = "gmem"  # or "legacy"
+    integrity: bool = True
+    keyid_first: int = 16
+    keyid_count: int = 48
+
+    def check(self) -> None:
+        if self.memory_mode not in ("gmem", "legacy"):
+            raise ValueError(f"memory mode {self.memory_mode!r} is not 'gmem' or 'legacy'")
+        if self.phys_bytes < 16 << 20 or self.phys_bytes % 4096:
+            raise ValueError("physical memory must be page-aligned and at least 16 MiB")
+
+
+@dataclass
+class Platform:
+    config: PlatformConfig
+    mc: MemoryController
+    module: TdxModule
+    vmm: Vmm
+
+
+def build_platform(config: PlatformConfig | None = None) -> Platform:
+    config = config or PlatformConfig()
+    config.check()
+    mc = MemoryController(config.phys_bytes, integrity=config.integrity)
+    module = TdxModule(mc, keyid_first=config.keyid_first, keyid_count=config.keyid_count)
+    bus = HostMemoryBus(mc)
+    pages = PageAllocator(config.phys_bytes)
+    mm = AddressSpace(bus, pages)
+    legacy = config.memory_mode == "legacy"
+    kvm = Kvm(module, bus, pages, mm, legacy=legacy)
+    vmm = Vmm(kvm, mm, EventBus(), legacy=legacy)
+    return Platform(config, mc, module, vmm)

@@ -1,0 +1,217 @@
+"""HostService servicer: admin/VMM requests → :class:`~host.vmm.vmm.Vmm` calls."""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Callable, Iterator
+
+import grpc
+
+from host.platform import Platform
+from host.rpc.errors import translate
+from host.tdx.measure import MR_SIZE
+from host.tdx.td import TdParams
+from host.vmm.events import Event as VmmEvent
+from tdxsim.v1 import host_pb2, host_pb2_grpc
+
+MAX_HOST_ACCESS = 16 << 20
+
+
+def _mr(value: bytes, name: str) -> bytes:
+    if not value:
+        return bytes(MR_SIZE)
+    if len(value) != MR_SIZE:
+        raise ValueError(f"{name} must be {MR_SIZE} bytes, got {len(value)}")
+    return bytes(value)
+
+
+def td_params(request: host_pb2.CreateTdRequest) -> TdParams:
+    defaults = TdParams()
+    return TdParams(
+        attributes=request.attributes if request.HasField("attributes") else defaults.attributes,
+        xfam=request.xfam if request.HasField("xfam") else defaults.xfam,
+        gpaw=request.gpaw or 48,
+        mrconfigid=_mr(request.mrconfigid, "mrconfigid"),
+        mrowner=_mr(request.mrowner, "mrowner"),
+        mrownerconfig=_mr(request.mrownerconfig, "mrownerconfig"),
+    )
+
+
+class HostServicer(host_pb2_grpc.HostServiceServicer):
+    def __init__(self, platform: Platform, on_host_crash: Callable[[str], None]) -> None:
+        self._platform = platform
+        self._vmm = platform.vmm
+        self.on_host_crash = on_host_crash
+
+    @translate
+    def CreateTd(
+        self, request: host_pb2.CreateTdRequest, context: grpc.ServicerContext
+    ) -> host_pb2.CreateTdResponse:
+        handle = self._vmm.create_td(td_params(request), request.memory_bytes, request.name)
+        fds = list(handle.fds)
+        return host_pb2.CreateTdResponse(
+            td_id=handle.td_id,
+            hkid=handle.vm.hkid,
+            shared_bit=handle.vm.shared_bit,
+            guest_memfd=fds[0] if fds else -1,
+        )
+
+    @translate
+    def InitMemRegion(
+        self, request: host_pb2.InitMemRegionRequest, context: grpc.ServicerContext
+    ) -> host_pb2.InitMemRegionResponse:
+        added = self._vmm.init_mem_region(request.td_id, request.gpa, request.source, request.measure)
+        return host_pb2.InitMemRegionResponse(pages_added=added)
+
+    @translate
+    def FinalizeTd(
+        self, request: host_pb2.FinalizeTdRequest, context: grpc.ServicerContext
+    ) -> host_pb2.FinalizeTdResponse:
+        self._vmm.finalize(request.td_id)
+        return host_pb2.FinalizeTdResponse()
+
+    @translate
+    def DestroyTd(
+        self, request: host_pb2.DestroyTdRequest, context: grpc.ServicerContext
+    ) -> host_pb2.DestroyTdResponse:
+        reclaimed, hkid = self._vmm.destroy_td(request.td_id)
+        return host_pb2.DestroyTdResponse(pages_reclaimed=reclaimed, hkid_freed=hkid)
+
+    @translate
+    def ListTds(
+        self, request: host_pb2.ListTdsRequest, context: grpc.ServicerContext
+    ) -> host_pb2.ListTdsResponse:
+        tds = []
+        with self._vmm.locked():
+            for handle in self._vmm.tds():
+                vm = handle.vm
+                info = self._platform.module.td_summary(vm.tdr_pa) if vm.tdr_pa >= 0 else None
+                tds.append(
+                    host_pb2.TdInfo(
+                        td_id=handle.td_id,
+                        name=handle.name,
+                        hkid=vm.hkid,
+                        lifecycle=info.lifecycle.name if info else "",
+                        op_state=info.op_state.name if info else "",
+                        dead=bool(vm.dead),
+                        dead_reason=vm.dead,
+                        private_pages=len(vm.private_map),
+                        attributes=vm.params.attributes,
+                    )
+                )
+        return host_pb2.ListTdsResponse(tds=tds)
+
+    @translate
+    def CreateGuestMemfd(
+        self, request: host_pb2.CreateGuestMemfdRequest, context: grpc.ServicerContext
+    ) -> host_pb2.CreateGuestMemfdResponse:
+        return host_pb2.CreateGuestMemfdResponse(
+            fd=self._vmm.create_guest_memfd(request.td_id, request.size, request.flags)
+        )
+
+    @translate
+    def CloseGuestMemfd(
+        self, request: host_pb2.CloseGuestMemfdRequest, context: grpc.ServicerContext
+    ) -> host_pb2.CloseGuestMemfdResponse:
+        self._vmm.close_guest_memfd(request.td_id, request.fd)
+        return host_pb2.CloseGuestMemfdResponse()
+
+    @translate
+    def SetUserMemoryRegion(
+        self, request: host_pb2.SetUserMemoryRegionRequest, context: grpc.ServicerContext
+    ) -> host_pb2.SetUserMemoryRegionResponse:
+        hva = self._vmm.set_user_memory_region(
+            request.td_id,
+            request.slot,
+            request.flags,
+            request.guest_phys_addr,
+            request.memory_size,
+            request.userspace_addr,
+            request.guest_memfd,
+            request.guest_memfd_offset,
+        )
+        return host_pb2.SetUserMemoryRegionResponse(userspace_addr=hva)
+
+    @translate
+    def SetMemoryAttributes(
+        self, request: host_pb2.SetMemoryAttributesRequest, context: grpc.ServicerContext
+    ) -> host_pb2.SetMemoryAttributesResponse:
+        self._vmm.set_memory_attributes(
+            request.td_id, request.address, request.size, request.attributes, request.flags
+        )
+        return host_pb2.SetMemoryAttributesResponse()
+
+    @translate
+    def Fallocate(
+        self, request: host_pb2.FallocateRequest, context: grpc.ServicerContext
+    ) -> host_pb2.FallocateResponse:
+        self._vmm.fallocate(request.td_id, request.fd, request.mode, request.offset, request.len)
+        return host_pb2.FallocateResponse()
+
+    @translate
+    def HostRead(
+        self, request: host_pb2.HostReadRequest, context: grpc.ServicerContext
+    ) -> host_pb2.HostReadResponse:
+        if request.length > MAX_HOST_ACCESS:
+            raise ValueError(f"length {request.length} exceeds {MAX_HOST_ACCESS} bytes per request")
+        return host_pb2.HostReadResponse(data=self._vmm.host_read(request.td_id, request.gpa, request.length))
+
+    @translate
+    def HostWrite(
+        self, request: host_pb2.HostWriteRequest, context: grpc.ServicerContext
+    ) -> host_pb2.HostWriteResponse:
+        self._vmm.host_write(request.td_id, request.gpa, request.data)
+        return host_pb2.HostWriteResponse()
+
+    @translate
+    def GetStats(
+        self, request: host_pb2.GetStatsRequest, context: grpc.ServicerContext
+    ) -> host_pb2.GetStatsResponse:
+        vmm = self._vmm
+        with vmm.locked():
+            kvm = vmm.kvm
+            tds = vmm.tds()
+            return host_pb2.GetStatsResponse(
+                memory_mode=self._platform.config.memory_mode,
+                integrity=self._platform.config.integrity,
+                tds=len(tds),
+                keyids_total=kvm.keyids_total,
+                keyids_free=kvm.keyids_free,
+                phys_pages_total=kvm.pages.total,
+                phys_pages_free=kvm.pages.free_pages,
+                private_pages=sum(len(h.vm.private_map) for h in tds),
+                poisoned_lines=self._platform.module.poisoned_lines,
+                exits=sum(h.vm.exits for h in tds),
+                conversions=vmm.conversions,
+            )
+
+    def WatchEvents(
+        self, request: host_pb2.WatchEventsRequest, context: grpc.ServicerContext
+    ) -> Iterator[host_pb2.Event]:
+        events = self._vmm.events
+        q = events.watch()
+        context.add_callback(lambda: q.put(None))
+        try:
+            while context.is_active():
+                try:
+                    event = q.get(timeout=1.0)
+                except queue.Empty:
+                    continue
+                if event is None:
+                    return
+                if request.all_tds or not request.td_id or event.td_id in (0, request.td_id):
+                    yield _event_message(event)
+        finally:
+            events.unwatch(q)
+
+
+def _event_message(event: VmmEvent) -> host_pb2.Event:
+    return host_pb2.Event(
+        kind=int(event.kind),  # type: ignore[arg-type]
+        td_id=event.td_id,
+        gpa=event.gpa,
+        size=event.size,
+        flags=event.flags,
+        detail=event.detail,
+        time=event.time,
+    )

@@ -1,0 +1,47 @@
+"""The host process's gRPC server: services, health, reflection and graceful shutdown
+(conventions.md §3, §4)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent import futures
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from host.platform import Platform
+from host.rpc.guest_service import GuestServicer
+from host.rpc.host_service import HostServicer
+from tdxsim.v1 import guest_pb2, guest_pb2_grpc, host_pb2, host_pb2_grpc
+
+MAX_MESSAGE = 64 << 20
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE),
+    ("grpc.max_send_message_length", MAX_MESSAGE),
+]
+
+
+def create_server(
+    address: str, platform: Platform, on_host_crash: Callable[[str], None], *, max_workers: int = 16
+) -> tuple[grpc.Server, int, health.HealthServicer]:
+    """Build and start the server; returns it, the bound port and its health servicer."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), options=CHANNEL_OPTIONS)
+    host_pb2_grpc.add_HostServiceServicer_to_server(HostServicer(platform, on_host_crash), server)
+    guest_pb2_grpc.add_TdGuestServiceServicer_to_server(GuestServicer(platform, on_host_crash), server)
+    health_servicer = health.HealthServicer(
+        experimental_non_blocking=True, experimental_thread_pool=futures.ThreadPoolExecutor(max_workers=2)
+    )
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = [
+        host_pb2.DESCRIPTOR.services_by_name["HostService"].full_name,
+        guest_pb2.DESCRIPTOR.services_by_name["TdGuestService"].full_name,
+    ]
+    for name in [*names, ""]:
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"cannot bind {address}")
+    server.start()
+    return server, port, health_servicer

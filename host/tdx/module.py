@@ -1,0 +1,442 @@
+"""The TDX module: SEAMCALL leaves for the host and the TD-execution path
+(memory-model.md §4–§6, §8; intel/tdx-module ``src/vmm_dispatcher/api_calls/``,
+``src/td_dispatcher/``).
+
+Public methods named ``tdh_*`` are the SEAMCALL leaves KVM may call; :meth:`TdxModule.vp_enter`
+is TDH.VP.ENTER: it runs guest instructions (:mod:`host.tdx.vcpu`) in SEAM non-root mode,
+translating private GPAs through the Secure-EPT and touching memory with the TD's KeyID via
+the memory controller, until the host must act. A leaf that fails raises
+:class:`~host.tdx.status.TdxError` with the real status; a warning is returned.
+
+TDs are addressed, as on the real module, by the physical address of their TDR page.
+Callers hold the host lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from host.tdx.keys import KeyOwnerTable
+from host.tdx.measure import MR_EXTEND_CHUNK
+from host.tdx.memctl import PAGE, MachineCheck, MemoryController
+from host.tdx.sept import BLOCKED_STATES, PENDING_STATES, Leaf, SeptState
+from host.tdx.status import OperandId, TdxError, TdxStatus
+from host.tdx.td import OpState, Td, TdAttributes, TdLifecycle, TdParams
+from host.tdx.vcpu import (
+    Accept,
+    AcceptResult,
+    ExitReason,
+    MemRead,
+    MemWrite,
+    TdExit,
+    TdVmCallResult,
+    VcpuRun,
+)
+
+PAGE_SHIFT = 12
+MAX_FAULT_RUN = 512  # pages reported by one EPT-violation exit (2 MiB)
+TDVMCALL_MAP_GPA = 0x10001
+
+
+class PamtType:
+    """PAMT page types (memory-model.md §6.5)."""
+
+    PT_NDA = 0
+    PT_REG = 2
+    PT_TDR = 3
+    PT_TDCX = 4
+    PT_TDVPR = 5
+
+
+@dataclass(frozen=True)
+class SysInfo:
+    """TDH.SYS.INFO: what the host needs to know about the module."""
+
+    keyid_first: int
+    keyid_count: int
+    integrity: bool
+    phys_bytes: int
+
+
+class TdxModule:
+    def __init__(self, mc: MemoryController, *, keyid_first: int = 16, keyid_count: int = 48) -> None:
+        self._mc = mc
+        self._kot = KeyOwnerTable(keyid_first, keyid_count)
+        self._tds: dict[int, Td] = {}
+        #: PAMT: pa → (page type, owning TDR pa). Absent = PT_NDA.
+        self._pamt: dict[int, tuple[int, int]] = {}
+
+    # ---- queries -------------------------------------------------------------------------
+    def tdh_sys_info(self) -> SysInfo:
+        return SysInfo(self._kot.first, self._kot.count, self._mc.integrity, len(self._mc.phys))
+
+    def td_summary(self, tdr_pa: int) -> Td:
+        """Read-only view for host diagnostics (TDH.MNG.RD of non-secret fields)."""
+        return self._td(tdr_pa)
+
+    @property
+    def poisoned_lines(self) -> int:
+        return self._mc.poisoned_lines
+
+    # ---- helpers -------------------------------------------------------------------------
+    def _td(self, tdr_pa: int) -> Td:
+        td = self._tds.get(tdr_pa)
+        if td is None:
+            raise TdxError(TdxStatus.OPERAND_INVALID | OperandId.RCX, f"0x{tdr_pa:x} is not a TDR page")
+        return td
+
+    def _claim_page(self, pa: int, page_type: int, owner: int, operand: OperandId) -> None:
+        if pa % PAGE or not 0 <= pa < len(self._mc.phys):
+            raise TdxError(TdxStatus.OPERAND_ADDR_RANGE_ERROR | operand, f"page 0x{pa:x} is not a valid page")
+        if pa in self._pamt:
+            raise TdxError(TdxStatus.PAGE_METADATA_INCORRECT | operand, f"page 0x{pa:x} is not PT_NDA")
+        self._pamt[pa] = (page_type, owner)
+
+    def _private_gfn(self, td: Td, gpa: int) -> int:
+        if gpa % PAGE or gpa & td.params.shared_bit or gpa >= (1 << td.params.gpaw):
+            raise TdxError(
+                TdxStatus.OPERAND_INVALID | OperandId.RCX, f"gpa 0x{gpa:x} is not a private page GPA"
+            )
+        return gpa >> PAGE_SHIFT
+
+    # ---- TD build ------------------------------------------------------------------------
+    def tdh_mng_create(self, tdr_pa: int, hkid: int) -> None:
+        self._kot.assign(hkid)
+        try:
+            self._claim_page(tdr_pa, PamtType.PT_TDR, tdr_pa, OperandId.RCX)
+        except TdxError:
+            self._kot.flush(hkid)
+            self._kot.free(hkid)
+            raise
+        self._tds[tdr_pa] = Td(tdr_pa=tdr_pa, hkid=hkid)
+
+    def tdh_mng_key_config(self, tdr_pa: int) -> None:
+        """Program the TD's random ephemeral key (PCONFIG SET_KEY_RANDOM) on every package."""
+        td = self._td(tdr_pa)
+        if td.lifecycle is TdLifecycle.TD_KEYS_CONFIGURED:
+            raise TdxError(TdxStatus.KEY_CONFIGURED, "keys already configured")
+        td.require_lifecycle("TDH.MNG.KEY.CONFIG", TdLifecycle.TD_HKID_ASSIGNED)
+        self._mc.program_key(td.hkid)
+        td.lifecycle = TdLifecycle.TD_KEYS_CONFIGURED
+
+    def tdh_mng_addcx(self, tdr_pa: int, page_pa: int) -> None:
+        td = self._td(tdr_pa)
+        td.require_op_state("TDH.MNG.ADDCX", OpState.UNINITIALIZED)
+        self._claim_page(page_pa, PamtType.PT_TDCX, tdr_pa, OperandId.RCX)
+        td.control_pages.append(page_pa)
+
+    def tdh_mng_init(self, tdr_pa: int, params: TdParams) -> None:
+        td = self._td(tdr_pa)
+        td.require_lifecycle("TDH.MNG.INIT", TdLifecycle.TD_KEYS_CONFIGURED)
+        td.require_op_state("TDH.MNG.INIT", OpState.UNINITIALIZED)
+        params.check()
+        td.params = params
+        td.op_state = OpState.INITIALIZED
+
+    def tdh_vp_create(self, tdr_pa: int, tdvpr_pa: int) -> None:
+        td = self._td(tdr_pa)
+        td.require_op_state("TDH.VP.CREATE", OpState.INITIALIZED, OpState.RUNNABLE)
+        self._claim_page(tdvpr_pa, PamtType.PT_TDVPR, tdr_pa, OperandId.RCX)
+        td.control_pages.append(tdvpr_pa)
+        td.vcpus += 1
+
+    def tdh_mem_page_add(self, tdr_pa: int, gpa: int, page_pa: int, source: bytes) -> None:
+        """Copy ``source`` into ``page_pa`` under the TD key, map it MAPPED and extend MRTD."""
+        td = self._td(tdr_pa)
+        td.require_op_state("TDH.MEM.PAGE.ADD", OpState.INITIALIZED)
+        gfn = self._private_gfn(td, gpa)
+        if len(source) != PAGE:
+            raise TdxError(TdxStatus.OPERAND_INVALID | OperandId.R8, "source must be one 4 KiB page")
+        if td.sept.state(gfn) is not SeptState.FREE:
+            raise TdxError(TdxStatus.EPT_ENTRY_NOT_FREE | OperandId.RCX, f"gpa 0x{gpa:x} is already mapped")
+        self._claim_page(page_pa, PamtType.PT_REG, tdr_pa, OperandId.R8)
+        td.sept.transition(Leaf.PAGE_ADD, gfn, page_pa)
+        self._mc.write(td.hkid, [(page_pa, source)])
+        td.mrtd.page_add(gpa)
+
+    def tdh_mr_extend(self, tdr_pa: int, gpa: int) -> None:
+        """Extend MRTD with one 256-byte chunk of a MAPPED page, read with the TD key."""
+        td = self._td(tdr_pa)
+        td.require_op_state("TDH.MR.EXTEND", OpState.INITIALIZED)
+        if gpa % MR_EXTEND_CHUNK:
+            raise TdxError(
+                TdxStatus.OPERAND_INVALID | OperandId.RCX, f"gpa 0x{gpa:x} is not 256-byte aligned"
+            )
+        entry = td.sept.get(gpa >> PAGE_SHIFT)
+        if entry is None or entry.state is not SeptState.MAPPED:
+            raise TdxError(TdxStatus.EPT_ENTRY_NOT_PRESENT | OperandId.RCX, f"gpa 0x{gpa:x} is not MAPPED")
+        (chunk,) = self._mc.read(td.hkid, [(entry.pa + gpa % PAGE, MR_EXTEND_CHUNK)])
+        td.mrtd.extend(gpa, chunk)
+
+    def tdh_mr_finalize(self, tdr_pa: int) -> bytes:
+        td = self._td(tdr_pa)
+        td.require_op_state("TDH.MR.FINALIZE", OpState.INITIALIZED)
+        td.op_state = OpState.RUNNABLE
+        return td.mrtd.finalize()
+
+    # ---- runtime memory management ---------------------------------------------------------
+    def tdh_mem_page_aug(self, tdr_pa: int, gpa: int, page_pa: int) -> None:
+        """Map ``page_pa`` at ``gpa`` as PENDING: the guest must TDG.MEM.PAGE.ACCEPT it."""
+        td = self._td(tdr_pa)
+        td.require_op_state("TDH.MEM.PAGE.AUG", OpState.INITIALIZED, OpState.RUNNABLE)
+        gfn = self._private_gfn(td, gpa)
+        if td.sept.state(gfn) not in (SeptState.FREE, SeptState.REMOVED):
+            raise TdxError(TdxStatus.EPT_ENTRY_STATE_INCORRECT | OperandId.RCX, f"gpa 0x{gpa:x} is mapped")
+        self._claim_page(page_pa, PamtType.PT_REG, tdr_pa, OperandId.R8)
+        td.sept.transition(Leaf.PAGE_AUG, gfn, page_pa)
+
+    def tdh_mem_range_block(self, tdr_pa: int, gpa: int) -> int:
+        td = self._td(tdr_pa)
+        gfn = self._private_gfn(td, gpa)
+        entry = td.sept.get(gfn)
+        if entry is not None and entry.state in BLOCKED_STATES:
+            return int(TdxStatus.GPA_RANGE_ALREADY_BLOCKED)
+        entry = td.sept.transition(Leaf.RANGE_BLOCK, gfn)
+        entry.block_epoch = td.epoch
+        return int(TdxStatus.SUCCESS)
+
+    def tdh_mem_track(self, tdr_pa: int) -> None:
+        """Advance the TD's TLB epoch; KVM then kicks every vCPU out of the old epoch."""
+        self._td(tdr_pa).epoch += 1
+
+    def tdh_mem_page_remove(self, tdr_pa: int, gpa: int) -> int:
+        """Unmap a blocked, TLB-tracked page; returns its PA, now PT_NDA (contents destroyed)."""
+        td = self._td(tdr_pa)
+        gfn = self._private_gfn(td, gpa)
+        entry = td.sept.get(gfn)
+        if entry is None:
+            raise TdxError(TdxStatus.EPT_ENTRY_FREE | OperandId.RCX, f"gpa 0x{gpa:x} is FREE")
+        if td.op_state is OpState.RUNNABLE and not td.fatal:
+            if entry.state not in BLOCKED_STATES:
+                raise TdxError(
+                    TdxStatus.GPA_RANGE_NOT_BLOCKED | OperandId.RCX, f"gpa 0x{gpa:x} is not blocked"
+                )
+            if entry.block_epoch >= td.epoch:
+                raise TdxError(TdxStatus.TLB_TRACKING_NOT_DONE | OperandId.TD_EPOCH, "TDH.MEM.TRACK not done")
+        td.sept.transition(Leaf.PAGE_REMOVE, gfn)
+        del self._pamt[entry.pa]
+        return entry.pa
+
+    def tdh_phymem_page_wbinvd(self, page_pa: int) -> None:
+        """Write back and invalidate the cache lines of a page with its private KeyID (no-op here:
+        the simulated memory controller has no cache)."""
+        if page_pa in self._pamt:
+            raise TdxError(TdxStatus.PAGE_METADATA_INCORRECT | OperandId.RCX, f"page 0x{page_pa:x} is in use")
+
+    # ---- teardown ------------------------------------------------------------------------
+    def tdh_mng_vpflushdone(self, tdr_pa: int) -> None:
+        td = self._td(tdr_pa)
+        td.require_lifecycle(
+            "TDH.MNG.VPFLUSHDONE", TdLifecycle.TD_KEYS_CONFIGURED, TdLifecycle.TD_HKID_ASSIGNED
+        )
+        td.lifecycle = TdLifecycle.TD_BLOCKED
+
+    def tdh_phymem_cache_wb(self, tdr_pa: int) -> int:
+        td = self._td(tdr_pa)
+        td.require_lifecycle("TDH.PHYMEM.CACHE.WB", TdLifecycle.TD_BLOCKED)
+        self._kot.flush(td.hkid)
+        return int(TdxStatus.SUCCESS)
+
+    def tdh_mng_key_freeid(self, tdr_pa: int) -> None:
+        td = self._td(tdr_pa)
+        td.require_lifecycle("TDH.MNG.KEY.FREEID", TdLifecycle.TD_BLOCKED)
+        self._kot.free(td.hkid)
+        self._mc.clear_key(td.hkid)
+        td.lifecycle = TdLifecycle.TD_TEARDOWN
+
+    def tdh_phymem_page_reclaim(self, page_pa: int) -> None:
+        """Return a page of a torn-down TD to the host (PT_NDA). The TDR page goes last."""
+        owner = self._pamt.get(page_pa)
+        if owner is None:
+            raise TdxError(TdxStatus.PAGE_METADATA_INCORRECT | OperandId.RCX, f"page 0x{page_pa:x} is PT_NDA")
+        page_type, tdr_pa = owner
+        td = self._td(tdr_pa)
+        td.require_lifecycle("TDH.PHYMEM.PAGE.RECLAIM", TdLifecycle.TD_TEARDOWN)
+        if page_type == PamtType.PT_TDR:
+            if any(o == tdr_pa for pa, (_, o) in self._pamt.items() if pa != page_pa):
+                raise TdxError(
+                    TdxStatus.OPERAND_BUSY | OperandId.TDR, "TDR reclaimed before the TD's other pages"
+                )
+            del self._tds[tdr_pa]
+        elif page_type == PamtType.PT_REG:
+            for gfn, entry in td.sept.items():
+                if entry.pa == page_pa:
+                    td.sept.transition(Leaf.PAGE_REMOVE, gfn)
+                    break
+        del self._pamt[page_pa]
+
+    def td_pages(self, tdr_pa: int) -> list[int]:
+        """Every page a TD still owns (TDR last), for the host's reclaim loop."""
+        pages = [pa for pa, (_, owner) in self._pamt.items() if owner == tdr_pa and pa != tdr_pa]
+        return [*pages, tdr_pa]
+
+    # ---- TD execution --------------------------------------------------------------------
+    def vp_enter(
+        self,
+        tdr_pa: int,
+        run: VcpuRun,
+        shared_ept: Mapping[int, int],
+        tdvmcall_return: TdVmCallResult | None = None,
+    ) -> TdExit:
+        """TDH.VP.ENTER: run ``run`` from its cursor until it is done or the host must act.
+
+        ``shared_ept`` is KVM's shared EPT (gfn → host PA, KeyID 0). ``tdvmcall_return``
+        completes the TDVMCALL the previous exit asked for."""
+        td = self._td(tdr_pa)
+        if td.fatal:
+            raise TdxError(TdxStatus.NON_RECOVERABLE_TD_NON_ACCESSIBLE, td.fatal)
+        td.require_op_state("TDH.VP.ENTER", OpState.RUNNABLE)
+        if tdvmcall_return is not None:
+            run.results[run.index] = tdvmcall_return
+            run.index += 1
+            run.offset = 0
+        while run.index < len(run.ops):
+            op = run.ops[run.index]
+            try:
+                if isinstance(op, MemRead | MemWrite):
+                    td_exit = self._access(td, op, run, shared_ept)
+                elif isinstance(op, Accept):
+                    td_exit = self._accept(td, op, run)
+                else:
+                    td_exit = TdExit(
+                        ExitReason.TDVMCALL, gpa=op.gpa, size=op.size, subfunction=TDVMCALL_MAP_GPA
+                    )
+            except MachineCheck as mc:
+                td.fatal = f"machine check consuming poisoned line at PA 0x{mc.pa:x}"
+                return TdExit(
+                    ExitReason.FATAL, status=int(TdxStatus.NON_RECOVERABLE_TD_NON_ACCESSIBLE), detail=td.fatal
+                )
+            if td_exit is not None:
+                return td_exit
+            run.index += 1
+            run.offset = 0
+            run.buffer = bytearray()
+        return TdExit(ExitReason.DONE)
+
+    def _missing_run(self, td: Td, gfn: int, last_gfn: int, shared: bool, ept: Mapping[int, int]) -> int:
+        n = 1
+        while n < MAX_FAULT_RUN and gfn + n <= last_gfn:
+            present = (gfn + n) in ept if shared else td.sept.get(gfn + n) is not None
+            if present:
+                break
+            n += 1
+        return n
+
+    def _access(self, td: Td, op: MemRead | MemWrite, run: VcpuRun, ept: Mapping[int, int]) -> TdExit | None:
+        """Private (S-EPT, TD KeyID) or shared (shared EPT, KeyID 0) read/write from the cursor."""
+        shared_bit = td.params.shared_bit
+        shared = bool(op.gpa & shared_bit)
+        base = op.gpa & ~shared_bit
+        total = op.length if isinstance(op, MemRead) else len(op.data)
+        if base + total > shared_bit:
+            status = TdxStatus.OPERAND_INVALID | OperandId.RCX
+            return TdExit(ExitReason.TDCALL_ERROR, gpa=op.gpa, status=status, detail="access beyond GPAW")
+        keyid = 0 if shared else td.hkid
+        runs: list[tuple[int, int, int]] = []  # (pa, op offset, length)
+        pos = run.offset
+        stop: TdExit | None = None
+        while pos < total:
+            gpa = base + pos
+            gfn = gpa >> PAGE_SHIFT
+            chunk = min(total - pos, PAGE - gpa % PAGE)
+            if shared:
+                frame = ept.get(gfn)
+                if frame is None:
+                    last = (base + total - 1) >> PAGE_SHIFT
+                    n = self._missing_run(td, gfn, last, True, ept)
+                    stop = TdExit(
+                        ExitReason.EPT_VIOLATION, gpa=gfn << PAGE_SHIFT, size=n * PAGE, private=False
+                    )
+                    break
+            else:
+                entry = td.sept.get(gfn)
+                if entry is None or entry.state in BLOCKED_STATES or entry.state is SeptState.REMOVED:
+                    last = (base + total - 1) >> PAGE_SHIFT
+                    n = self._missing_run(td, gfn, last, False, ept) if entry is None else 1
+                    stop = TdExit(
+                        ExitReason.EPT_VIOLATION, gpa=gfn << PAGE_SHIFT, size=n * PAGE, private=True
+                    )
+                    break
+                if entry.state in PENDING_STATES:
+                    if td.params.attributes & TdAttributes.SEPT_VE_DISABLE:
+                        stop = TdExit(ExitReason.PENDING_EPT_VIOLATION, gpa=gfn << PAGE_SHIFT, private=True)
+                    else:
+                        stop = TdExit(
+                            ExitReason.VE,
+                            gpa=gfn << PAGE_SHIFT,
+                            private=True,
+                            detail="#VE: page not accepted",
+                        )
+                    break
+                frame = entry.pa
+            pa = frame + gpa % PAGE
+            if runs and runs[-1][0] + runs[-1][2] == pa:
+                prev = runs[-1]
+                runs[-1] = (prev[0], prev[1], prev[2] + chunk)
+            else:
+                runs.append((pa, pos, chunk))
+            pos += chunk
+        if runs:
+            if isinstance(op, MemWrite):
+                data = memoryview(op.data)
+                self._mc.write(keyid, [(pa, data[off : off + n]) for pa, off, n in runs])
+            else:
+                for piece in self._mc.read(keyid, [(pa, n) for pa, _, n in runs]):
+                    run.buffer += piece
+        run.offset = pos
+        if stop is None:
+            run.results[run.index] = bytes(run.buffer) if isinstance(op, MemRead) else total
+        return stop
+
+    def _accept(self, td: Td, op: Accept, run: VcpuRun) -> TdExit | None:
+        """TDG.MEM.PAGE.ACCEPT page by page from the cursor (memory-model.md §5)."""
+        result = run.results[run.index]
+        if not isinstance(result, AcceptResult):
+            result = run.results[run.index] = AcceptResult()
+        if op.level not in (0, 1, 2):
+            result.status = TdxStatus.OPERAND_INVALID | OperandId.RCX
+            return None
+        unit = PAGE << (9 * op.level)
+        if (
+            op.gpa % unit
+            or op.size % unit
+            or op.gpa & td.params.shared_bit
+            or op.gpa + op.size > td.params.shared_bit
+        ):
+            result.status = TdxStatus.OPERAND_INVALID | OperandId.RCX
+            return None
+        pages_per_unit = unit // PAGE
+        to_zero: list[tuple[int, int]] = []
+        stop: TdExit | None = None
+        pos = run.offset  # in pages
+        total = op.size // PAGE
+        last_gfn = (op.gpa + op.size - 1) >> PAGE_SHIFT
+        while pos < total:
+            gfn = (op.gpa >> PAGE_SHIFT) + pos
+            entry = td.sept.get(gfn)
+            if entry is None or entry.state in BLOCKED_STATES:
+                n = self._missing_run(td, gfn, last_gfn, False, {}) if entry is None else 1
+                stop = TdExit(
+                    ExitReason.EPT_VIOLATION, gpa=gfn << PAGE_SHIFT, size=n * PAGE, private=True, accept=True
+                )
+                break
+            if pages_per_unit > 1:
+                # Mainline KVM maps TD memory at 4 KiB: a 2M/1G accept finds a 4K leaf.
+                result.status = TdxStatus.PAGE_SIZE_MISMATCH | op.level
+                break
+            if entry.state is SeptState.MAPPED:
+                result.already_accepted += 1
+                result.status = TdxStatus.PAGE_ALREADY_ACCEPTED | op.level
+            else:
+                td.sept.transition(Leaf.PAGE_ACCEPT, gfn)
+                result.accepted += 1
+                if to_zero and to_zero[-1][0] + to_zero[-1][1] == entry.pa:
+                    to_zero[-1] = (to_zero[-1][0], to_zero[-1][1] + PAGE)
+                else:
+                    to_zero.append((entry.pa, PAGE))
+            pos += 1
+        if to_zero:
+            self._mc.zero(td.hkid, to_zero)
+        run.offset = pos
+        return stop

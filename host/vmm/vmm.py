@@ -1,0 +1,330 @@
+"""The VMM: TD creation, vCPU exit handling and memory conversion (memory-model.md §1–§3, §6;
+QEMU ``kvm_convert_memory()``).
+
+All TD memory is reached through KVM (ioctls, KVM_RUN) and the VMM's own address space. Two
+memory modes:
+
+- ``gmem`` (default): private memory lives in guest_memfd files the host cannot read, write or
+  map; a host attempt to read private memory is refused (EINVAL from read(2) on the
+  guest_memfd) and nothing breaks.
+- ``legacy``: the pre-RFC world: private memory is also mapped in host userspace. A host read
+  of a TD-owned line returns zeros; a host write clears the line's owner bit, so the TD's next
+  read is poisoned and the TD dies; the host consuming that poison is a host machine check.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from host.kvm.attributes import KVM_MEMORY_ATTRIBUTE_PRIVATE
+from host.kvm.errors import KvmError
+from host.kvm.gmem import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, GuestMemfd
+from host.kvm.kvm import Kvm
+from host.kvm.memslots import KVM_MEM_GUEST_MEMFD
+from host.kvm.pagealloc import PAGE
+from host.kvm.usermem import AddressSpace
+from host.kvm.vm import KVM_X86_TDX_VM, ExitKind, KvmVm
+from host.tdx.memctl import MachineCheck
+from host.tdx.status import TdxError
+from host.tdx.td import TdParams
+from host.tdx.vcpu import GuestOp, VcpuRun
+from host.vmm.errors import HostCrashed, Refusal, VmmError
+from host.vmm.events import Event, EventBus, EventKind
+
+PAGE_SHIFT = 12
+
+
+@dataclass
+class TdHandle:
+    td_id: int
+    name: str
+    vm: KvmVm
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    #: guest_memfd fd numbers the VMM opened for this TD.
+    fds: dict[int, GuestMemfd] = field(default_factory=dict)
+    #: host userspace mappings the VMM made for memslots (slot → hva).
+    user_maps: dict[int, int] = field(default_factory=dict)
+    conversions: int = 0
+
+
+class Vmm:
+    def __init__(self, kvm: Kvm, mm: AddressSpace, events: EventBus, *, legacy: bool = False) -> None:
+        self._kvm = kvm
+        self._mm = mm
+        self.events = events
+        self.legacy = legacy
+        self._lock = threading.RLock()
+        self._tds: dict[int, TdHandle] = {}
+        self._next_td = 1
+        self._next_fd = 10
+        self.crashed = ""
+        self.conversions = 0
+
+    # ---- registry ------------------------------------------------------------------------
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        with self._lock:
+            if self.crashed:
+                raise HostCrashed(self.crashed)
+            yield
+
+    def td(self, td_id: int) -> TdHandle:
+        handle = self._tds.get(td_id)
+        if handle is None:
+            raise VmmError(Refusal.NOT_FOUND, "TD_NOT_FOUND", f"no TD with id {td_id}")
+        return handle
+
+    def tds(self) -> list[TdHandle]:
+        return list(self._tds.values())
+
+    @property
+    def kvm(self) -> Kvm:
+        return self._kvm
+
+    # ---- TD lifecycle ----------------------------------------------------------------------
+    def create_td(self, params: TdParams, memory_bytes: int = 0, name: str = "") -> TdHandle:
+        with self.locked():
+            if memory_bytes % PAGE or memory_bytes < 0:
+                raise VmmError(
+                    Refusal.INVALID_ARGUMENT, "UNALIGNED", "memory_bytes must be a multiple of 4096"
+                )
+            if memory_bytes > (1 << (params.gpaw - 1)):
+                raise VmmError(
+                    Refusal.OUT_OF_RANGE, "BEYOND_GPAW", "memory_bytes exceeds the private GPA space"
+                )
+            vm = self._kvm.create_vm(KVM_X86_TDX_VM)
+            self._kvm.tdx_init_vm(vm, params)
+            handle = TdHandle(self._next_td, name or f"td{self._next_td}", vm)
+            self._next_td += 1
+            self._tds[handle.td_id] = handle
+            if memory_bytes:
+                fd = self.create_guest_memfd(handle.td_id, memory_bytes, 0) if not self.legacy else -1
+                flags = 0 if self.legacy else KVM_MEM_GUEST_MEMFD
+                self.set_user_memory_region(handle.td_id, 0, flags, 0, memory_bytes, 0, fd, 0)
+                # Like QEMU for a confidential guest: RAM starts private.
+                vm.set_memory_attributes(0, memory_bytes, KVM_MEMORY_ATTRIBUTE_PRIVATE, 0)
+            self.events.publish(Event(EventKind.TD_CREATED, handle.td_id, detail=f"hkid {vm.hkid}"))
+            return handle
+
+    def init_mem_region(self, td_id: int, gpa: int, source: bytes, measure: bool) -> int:
+        with self.locked():
+            return self.td(td_id).vm.tdx_init_mem_region(gpa, source, 1 if measure else 0)
+
+    def finalize(self, td_id: int) -> None:
+        with self.locked():
+            self.td(td_id).vm.tdx_finalize_vm()
+            self.events.publish(Event(EventKind.TD_FINALIZED, td_id))
+
+    def destroy_td(self, td_id: int) -> tuple[int, int]:
+        with self._lock:
+            handle = self.td(td_id)
+            hkid = handle.vm.hkid
+            reclaimed = handle.vm.destroy()
+            for hva in handle.user_maps.values():
+                self._mm.munmap(hva)
+            del self._tds[td_id]
+            self.events.publish(Event(EventKind.TD_DESTROYED, td_id, detail=f"{reclaimed} pages reclaimed"))
+            return reclaimed, hkid
+
+    # ---- guest_memfd / memslots / attributes --------------------------------------------
+    def create_guest_memfd(self, td_id: int, size: int, flags: int) -> int:
+        with self.locked():
+            handle = self.td(td_id)
+            fd = self._next_fd
+            handle.fds[fd] = handle.vm.create_guest_memfd(fd, size, flags)
+            self._next_fd += 1
+            return fd
+
+    def _gmem(self, handle: TdHandle, fd: int) -> GuestMemfd:
+        gmem = handle.fds.get(fd)
+        if gmem is None:
+            for other in self._tds.values():
+                if fd in other.fds:
+                    return other.fds[fd]
+            raise KvmError("EBADF", f"fd {fd} is not an open guest_memfd")
+        return gmem
+
+    def close_guest_memfd(self, td_id: int, fd: int) -> None:
+        with self.locked():
+            handle = self.td(td_id)
+            handle.vm.close_guest_memfd(self._gmem(handle, fd))
+            del handle.fds[fd]
+
+    def set_user_memory_region(
+        self, td_id: int, slot: int, flags: int, gpa: int, size: int, hva: int, fd: int, offset: int
+    ) -> int:
+        with self.locked():
+            handle = self.td(td_id)
+            gmem = self._gmem(handle, fd) if flags & KVM_MEM_GUEST_MEMFD else None
+            made = 0
+            if size and not hva:
+                made = hva = self._mm.mmap(size)
+            try:
+                handle.vm.set_user_memory_region2(slot, flags, gpa, size, hva, gmem, offset)
+            except BaseException:
+                if made:
+                    self._mm.munmap(made)
+                raise
+            if size == 0 and slot in handle.user_maps:
+                self._mm.munmap(handle.user_maps.pop(slot))
+            if made:
+                handle.user_maps[slot] = made
+            return hva
+
+    def set_memory_attributes(self, td_id: int, address: int, size: int, attributes: int, flags: int) -> None:
+        with self.locked():
+            self.td(td_id).vm.set_memory_attributes(address, size, attributes, flags)
+
+    def fallocate(self, td_id: int, fd: int, mode: int, offset: int, length: int) -> None:
+        with self.locked():
+            handle = self.td(td_id)
+            handle.vm.fallocate(self._gmem(handle, fd), mode, offset, length)
+
+    # ---- conversion (QEMU kvm_convert_memory) ---------------------------------------------
+    def convert(self, handle: TdHandle, gpa: int, size: int, to_private: bool) -> None:
+        """Set the attributes, then discard the backing no longer used: its contents are lost."""
+        vm = handle.vm
+        vm.set_memory_attributes(gpa, size, KVM_MEMORY_ATTRIBUTE_PRIVATE if to_private else 0, 0)
+        start, end = gpa >> PAGE_SHIFT, (gpa + size) >> PAGE_SHIFT
+        for slot in list(vm.memslots.slots.values()):
+            lo, hi = max(start, slot.base_gfn), min(end, slot.end_gfn)
+            if lo >= hi:
+                continue
+            if to_private and not self.legacy and self._mm.contains(slot.hva(lo), (hi - lo) * PAGE):
+                self._mm.madvise_dontneed(slot.hva(lo), (hi - lo) * PAGE)
+            elif not to_private and slot.guest_memfd >= 0 and slot.guest_memfd in vm.gmems:
+                vm.fallocate(
+                    vm.gmems[slot.guest_memfd],
+                    FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE,
+                    slot.gmem_index(lo) * PAGE,
+                    (hi - lo) * PAGE,
+                )
+        handle.conversions += 1
+        self.conversions += 1
+        self.events.publish(
+            Event(
+                EventKind.CONVERSION,
+                handle.td_id,
+                gpa,
+                size,
+                detail="to private" if to_private else "to shared",
+            )
+        )
+
+    # ---- vCPU loop ---------------------------------------------------------------------
+    def run_vcpu(self, td_id: int, ops: list[GuestOp]) -> list[object]:
+        """Run guest instructions to completion, handling every exit as QEMU's vCPU thread does."""
+        with self.locked():
+            handle = self.td(td_id)
+            run = VcpuRun(ops)
+            vm = handle.vm
+            while True:
+                try:
+                    exit_ = vm.vcpu_run(run)
+                except MachineCheck as mc:  # pragma: no cover - the module turns TD #MC into exits
+                    raise self._host_crash(mc) from mc
+                if exit_.kind is ExitKind.DONE:
+                    return run.results
+                if exit_.kind is ExitKind.MEMORY_FAULT:
+                    self.events.publish(
+                        Event(EventKind.MEMORY_FAULT, td_id, exit_.gpa, exit_.size, exit_.flags)
+                    )
+                    if exit_.detail:
+                        raise VmmError(
+                            Refusal.FAILED_PRECONDITION,
+                            "MEMORY_FAULT",
+                            exit_.detail,
+                            errno="EFAULT",
+                            gpa=exit_.gpa,
+                        )
+                    # Implicit conversion request: convert the page to what the guest accessed.
+                    self.convert(
+                        handle, exit_.gpa, exit_.size, bool(exit_.flags & KVM_MEMORY_ATTRIBUTE_PRIVATE)
+                    )
+                elif exit_.kind is ExitKind.HYPERCALL:
+                    self.events.publish(Event(EventKind.MAP_GPA, td_id, exit_.gpa, exit_.size, exit_.flags))
+                    ret = 0
+                    try:
+                        self.convert(handle, exit_.gpa, exit_.size, bool(exit_.flags))
+                    except (KvmError, TdxError):
+                        ret = 22  # -EINVAL to the guest as INVALID_OPERAND
+                    vm.complete_hypercall(ret)
+                elif exit_.kind is ExitKind.INTERNAL_ERROR:
+                    self.events.publish(Event(EventKind.POISON, td_id, detail=exit_.detail))
+                    self.events.publish(Event(EventKind.TD_DEAD, td_id, detail=exit_.detail))
+                    raise VmmError(
+                        Refusal.DATA_LOSS,
+                        "TD_MACHINE_CHECK",
+                        f"TD is dead: {exit_.detail}",
+                        tdx_status=exit_.status,
+                    )
+                elif exit_.kind is ExitKind.GUEST_VE:
+                    raise VmmError(
+                        Refusal.FAILED_PRECONDITION, "VE_PENDING_PAGE", exit_.detail, gpa=exit_.gpa
+                    )
+                else:
+                    raise VmmError(
+                        Refusal.INVALID_ARGUMENT,
+                        "TDCALL_ERROR",
+                        exit_.detail,
+                        tdx_status=exit_.status,
+                        gpa=exit_.gpa,
+                    )
+
+    # ---- host userspace touching guest memory -----------------------------------------
+    def _host_view(self, handle: TdHandle, gpa: int, length: int) -> int:
+        """The host virtual address of [gpa, gpa + length), or refuse for private memory."""
+        vm = handle.vm
+        if length <= 0:
+            raise VmmError(Refusal.INVALID_ARGUMENT, "EMPTY", "length must be positive")
+        start, end = gpa >> PAGE_SHIFT, (gpa + length - 1 >> PAGE_SHIFT) + 1
+        slot = vm.memslots.find(start)
+        if slot is None or end > slot.end_gfn:
+            raise VmmError(
+                Refusal.OUT_OF_RANGE, "NO_MEMSLOT", f"0x{gpa:x}+{length} is not inside one memslot"
+            )
+        private = not vm.attributes.uniform(start, end, 0)
+        if private and not self.legacy:
+            self.events.publish(Event(EventKind.HOST_ACCESS_REFUSED, handle.td_id, gpa, length))
+            gmem = vm.gmems.get(slot.guest_memfd)
+            try:
+                if gmem is None:
+                    raise KvmError("EINVAL", "private memory has no host mapping")
+                gmem.read()
+            except KvmError as err:
+                raise VmmError(
+                    Refusal.PERMISSION_DENIED,
+                    "PRIVATE_MEMORY_NOT_ACCESSIBLE",
+                    f"0x{gpa:x} is TD-private: guest_memfd cannot be read by the host ({err})",
+                    errno=err.errno,
+                    gpa=gpa,
+                ) from err
+        return slot.hva(start) + gpa % PAGE
+
+    def host_read(self, td_id: int, gpa: int, length: int) -> bytes:
+        with self.locked():
+            hva = self._host_view(self.td(td_id), gpa, length)
+            try:
+                return self._mm.read(hva, length)
+            except MachineCheck as mc:
+                raise self._host_crash(mc) from mc
+
+    def host_write(self, td_id: int, gpa: int, data: bytes) -> None:
+        with self.locked():
+            hva = self._host_view(self.td(td_id), gpa, len(data))
+            try:
+                self._mm.write(hva, data)
+            except MachineCheck as mc:
+                raise self._host_crash(mc) from mc
+
+    def _host_crash(self, mc: MachineCheck) -> HostCrashed:
+        """Poison consumed outside SEAM: the machine is gone, and every TD with it."""
+        self.crashed = f"host machine check: consumed poisoned memory at PA 0x{mc.pa:x}"
+        for handle in self._tds.values():
+            handle.vm.dead = self.crashed
+            self.events.publish(Event(EventKind.TD_DEAD, handle.td_id, detail=self.crashed))
+        self.events.publish(Event(EventKind.HOST_CRASH, detail=self.crashed))
+        return HostCrashed(self.crashed)
