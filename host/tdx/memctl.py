@@ -1,0 +1,449 @@
+"""The memory controller: physical memory behind TME-MK encryption and integrity (memory-model.md §7).
+
+Real thing modelled: DRAM plus the memory controller's multi-key encryption engine. Every access
+carries a KeyID (in hardware, the upper physical-address bits); the controller encrypts and decrypts
+each 64-byte cache line with that KeyID's AES-XTS key and keeps, per line, a TD-owner bit and — in Ci
+mode — a 28-bit MAC. The observable rules are those of memory-model.md §7, "Access to a TD-owned line":
+
+* **private write** (KeyID ≠ 0): encrypt, set the owner bit, store the MAC, clear poison of every fully
+  written line. A partial-line write is a read-modify-write of the line under the same key, so the
+  read checks below apply to that line first.
+* **private read**: a poisoned line is consumed → :class:`MachineCheck` (``in_td=True``). A line whose
+  owner bit is clear, or (Ci) whose MAC does not match, is poisoned first (sticky, counted) and then
+  consumed. Li mode (``integrity=False``) checks only the owner bit: a flipped ciphertext bit
+  decrypts to garbage, undetected.
+* **shared write** (KeyID 0): stored as plaintext, owner bit cleared — how a host write silently
+  corrupts a TD line. A full-line write clears poison; a partial-line write to a poisoned line
+  consumes it → ``MachineCheck(in_td=False)``.
+* **shared read** (KeyID 0): TD-owned lines read as all zeros (no new poison, which also stops MAC
+  probing); poisoned lines are consumed → ``MachineCheck(in_td=False)``, the host machine check.
+* :meth:`MemoryController.zero` is MOVDIR64B: full-line stores that clear poison; with a private
+  KeyID they write encrypted zeros (TDG.MEM.PAGE.ACCEPT), with KeyID 0 plaintext zeros (page reclaim).
+
+KeyID 0 is the host's shared KeyID. On a real platform it is encrypted with the platform TME key;
+that key never changes and is never observable, so it is modelled as TME bypass (plaintext), which
+keeps shared memory readable in :attr:`MemoryController.phys` for tests and debugging.
+
+Storage: one anonymous ``mmap`` each for data, per-line metadata (bit 0 owner, bit 1 poison) and
+per-line MAC (4 bytes, 28 significant bits). Anonymous mappings are lazily zero, so a 4 GiB machine
+costs nothing until touched (a ``bytearray`` would commit 64 MiB of metadata and 256 MiB of MACs).
+
+Cost model (conventions.md §8): a contiguous run costs three bulk AES passes (see :mod:`host.tdx.xts`)
+plus three for the MAC in Ci mode; Cipher objects are made per contiguous run, never per page. Runs
+are processed in the order given, and adjacent runs whose physical addresses are contiguous share
+one set of cipher contexts. Callers hold the host lock; nothing here locks.
+"""
+
+from __future__ import annotations
+
+import enum
+import mmap
+from collections.abc import Sequence
+
+from host.tdx.xts import LINE, SLACK, TAG_BYTES, LineMac, XtsKey, random_xts_key
+
+__all__ = [
+    "KEYID_MAX",
+    "LINE",
+    "PAGE",
+    "EncryptionAlgorithm",
+    "KeyNotProgrammed",
+    "MachineCheck",
+    "MemoryController",
+]
+
+PAGE = 4096
+KEYID_MAX = (1 << 15) - 1  # PCONFIG's keyid field is 16 bits; KeyIDs above 2**15-1 never exist
+SHARED_KEYID = 0
+
+_OWNER = 0x01
+_POISON = 0x02
+_ZERO_CHUNK = 1 << 20  # zero() works through large ranges in pieces of this size
+
+
+class MachineCheck(Exception):
+    """Poison was consumed: the #MC of memory-model.md §7.
+
+    ``in_td`` is True when a TD (or the TDX module on its behalf) consumed it with a private KeyID —
+    the TD becomes FATAL; False when the host consumed it with KeyID 0 — a host machine check.
+    ``pa`` is the physical address of the first consumed line.
+    """
+
+    def __init__(self, pa: int, *, in_td: bool) -> None:
+        self.pa = pa
+        self.in_td = in_td
+        where = "in TD" if in_td else "in host"
+        super().__init__(f"machine check {where}: poison consumed at line {pa:#x}")
+
+
+class KeyNotProgrammed(Exception):
+    """A private KeyID was used with no key programmed (never set, or cleared by CLEAR_KEY)."""
+
+    def __init__(self, keyid: int) -> None:
+        self.keyid = keyid
+        super().__init__(f"KeyID {keyid} has no key programmed")
+
+
+class EncryptionAlgorithm(enum.Enum):
+    """TME-MK algorithms, valued as the PCONFIG ``keyid_ctrl.enc_algo`` bits (memory-model.md §7)."""
+
+    AES_XTS_128 = 0x1
+    AES_XTS_128_WITH_INTEGRITY = 0x2
+    AES_XTS_256 = 0x4
+    AES_XTS_256_WITH_INTEGRITY = 0x8
+
+
+class MemoryController:
+    """Physical memory ``[0, phys_bytes)`` behind the TME-MK engine (see the module docstring)."""
+
+    phys: mmap.mmap
+    integrity: bool
+
+    def __init__(self, phys_bytes: int = 4 << 30, *, integrity: bool = True, xts_bits: int = 128) -> None:
+        if phys_bytes <= 0 or phys_bytes % PAGE:
+            raise ValueError(f"physical memory must be a positive multiple of {PAGE} bytes, got {phys_bytes}")
+        if xts_bits not in (128, 256):
+            raise ValueError(f"xts_bits must be 128 or 256, got {xts_bits}")
+        self.phys_bytes = phys_bytes
+        self.integrity = integrity
+        self.xts_bits = xts_bits
+        self.phys = mmap.mmap(-1, phys_bytes)
+        self._pv = memoryview(self.phys)
+        self._meta = mmap.mmap(-1, phys_bytes // LINE)
+        # Li mode keeps no MAC storage at all; the platform MAC key is made once, at "boot".
+        self._mac = mmap.mmap(-1, phys_bytes // LINE * TAG_BYTES) if integrity else None
+        self._linemac = LineMac() if integrity else None
+        self._keys: dict[int, XtsKey] = {}
+        self._poisoned = 0
+        self._a = bytearray()
+        self._b = bytearray()
+        self._ones = b""
+        self._zeros = bytes(_ZERO_CHUNK)
+
+    # ---- keys (PCONFIG) -------------------------------------------------------------------------
+
+    @property
+    def algorithm(self) -> EncryptionAlgorithm:
+        """The algorithm every private key is programmed with (fixed at platform init)."""
+        if self.xts_bits == 128:
+            return (
+                EncryptionAlgorithm.AES_XTS_128_WITH_INTEGRITY
+                if self.integrity
+                else EncryptionAlgorithm.AES_XTS_128
+            )
+        return (
+            EncryptionAlgorithm.AES_XTS_256_WITH_INTEGRITY
+            if self.integrity
+            else EncryptionAlgorithm.AES_XTS_256
+        )
+
+    def program_key(self, keyid: int) -> None:
+        """PCONFIG SET_KEY_RANDOM: a fresh random key for private ``keyid``; replaces any earlier key."""
+        _check_private_keyid(keyid)
+        self._keys[keyid] = XtsKey(random_xts_key(self.xts_bits))
+
+    def clear_key(self, keyid: int) -> None:
+        """PCONFIG CLEAR_KEY: drop the key; later private accesses raise :class:`KeyNotProgrammed`."""
+        _check_private_keyid(keyid)
+        self._keys.pop(keyid, None)
+
+    def key_programmed(self, keyid: int) -> bool:
+        return keyid in self._keys
+
+    def _key(self, keyid: int) -> XtsKey:
+        _check_private_keyid(keyid)
+        key = self._keys.get(keyid)
+        if key is None:
+            raise KeyNotProgrammed(keyid)
+        return key
+
+    # ---- public accessors -----------------------------------------------------------------------
+
+    def write(self, keyid: int, runs: Sequence[tuple[int, bytes | memoryview]]) -> None:
+        """Store each ``(pa, data)`` run, in order, with ``keyid`` (0 = shared, else private)."""
+        views = [(pa, _bytes_view(data)) for pa, data in runs]
+        limit = self.phys_bytes
+        for pa, view in views:
+            if pa < 0 or pa + len(view) > limit:
+                self._check_range(pa, len(view))
+        if keyid == SHARED_KEYID:
+            for pa, view in views:
+                self._write_shared(pa, view)
+            return
+        key = self._key(keyid)
+        if all(pa % LINE == 0 and len(v) % LINE == 0 for pa, v in views):
+            self._write_private_lines(key, views)
+            return
+        for pa, view in views:  # partial lines: read-modify-write, one run at a time, in order
+            self._write_private_partial(key, pa, view)
+
+    def read(self, keyid: int, runs: Sequence[tuple[int, int]]) -> list[bytes]:
+        """Load each ``(pa, length)`` run with ``keyid``; one ``bytes`` per run."""
+        total = sum(n for _, n in runs)
+        out = bytearray(total)
+        self.read_into(keyid, runs, memoryview(out))
+        result: list[bytes] = []
+        off = 0
+        for _, n in runs:
+            result.append(bytes(out[off : off + n]))
+            off += n
+        return result
+
+    def read_into(self, keyid: int, runs: Sequence[tuple[int, int]], out: memoryview) -> None:
+        """Like :meth:`read`, with the runs concatenated into ``out`` (the allocation-free bulk path)."""
+        out = out.cast("B") if out.format != "B" else out
+        total = 0
+        for pa, n in runs:
+            self._check_range(pa, n)
+            total += n
+        if len(out) < total:
+            raise ValueError(f"output buffer holds {len(out)} bytes, the runs need {total}")
+        if keyid == SHARED_KEYID:
+            off = 0
+            for pa, n in runs:
+                self._read_shared(pa, n, out[off : off + n])
+                off += n
+            return
+        self._read_private(self._key(keyid), list(runs), out)
+
+    def zero(self, keyid: int, runs: Sequence[tuple[int, int]]) -> None:
+        """MOVDIR64B-style zeroing of whole lines (``pa`` and ``length`` multiples of 64).
+
+        Private KeyID: encrypted zeros, owner bit and MAC set (TDG.MEM.PAGE.ACCEPT). KeyID 0:
+        plaintext zeros, owner bit and poison cleared (page reclaim).
+        """
+        for pa, n in runs:
+            self._check_range(pa, n)
+            if pa % LINE or n % LINE:
+                raise ValueError(f"zero() takes whole 64-byte lines: pa={pa:#x} length={n}")
+        zeros = memoryview(self._zeros)
+        pieces = [(pa + off, min(_ZERO_CHUNK, n - off)) for pa, n in runs for off in range(0, n, _ZERO_CHUNK)]
+        if keyid == SHARED_KEYID:
+            for pa, n in pieces:
+                self._pv[pa : pa + n] = zeros[:n]
+                self._set_meta(pa // LINE, n // LINE, 0)
+            return
+        key = self._key(keyid)
+        batch: list[tuple[int, memoryview]] = []
+        size = 0
+        for pa, n in pieces:
+            batch.append((pa, zeros[:n]))
+            size += n
+            if size >= _ZERO_CHUNK:
+                self._write_private_lines(key, batch)
+                batch, size = [], 0
+        if batch:
+            self._write_private_lines(key, batch)
+
+    def line_state(self, pa: int) -> tuple[bool, bool]:
+        """``(td_owner, poisoned)`` of the line containing ``pa``."""
+        self._check_range(pa, 1)
+        m = self._meta[pa // LINE]
+        return bool(m & _OWNER), bool(m & _POISON)
+
+    @property
+    def poisoned_lines(self) -> int:
+        """Number of lines currently poisoned (poison is cleared only by full-line writes)."""
+        return self._poisoned
+
+    def dangerous_tamper(self, pa: int, xor_mask: bytes) -> None:
+        """A physical attacker flipping DRAM bits: XOR ``xor_mask`` into the stored bytes at ``pa``.
+
+        Bypasses the controller entirely (no owner bit, MAC or poison update). For tests only.
+        """
+        n = len(xor_mask)
+        self._check_range(pa, n)
+        cur = int.from_bytes(self.phys[pa : pa + n], "big")
+        self.phys[pa : pa + n] = (cur ^ int.from_bytes(xor_mask, "big")).to_bytes(n, "big")
+
+    # ---- private (KeyID != 0) paths -----------------------------------------------------------
+
+    def _scratch(self, n: int) -> tuple[memoryview, memoryview]:
+        if len(self._a) < n + SLACK:
+            self._a = bytearray(n + SLACK)
+            self._b = bytearray(n + SLACK)
+        return memoryview(self._a), memoryview(self._b)
+
+    def _write_private_lines(self, key: XtsKey, runs: Sequence[tuple[int, memoryview]]) -> None:
+        """Encrypt whole-line runs: CTR_K2 into A, one ECB_K1 over the batch into B, CTR_K2 into DRAM."""
+        groups: list[tuple[int, int, list[memoryview]]] = []  # (pa, length, segments)
+        gpa = glen = -1
+        segs: list[memoryview] = []
+        for pa, view in runs:
+            n = len(view)
+            if n == 0:
+                continue
+            if gpa + glen == pa:
+                segs.append(view)
+                glen += n
+                continue
+            if segs:
+                groups.append((gpa, glen, segs))
+            gpa, glen, segs = pa, n, [view]
+        if segs:
+            groups.append((gpa, glen, segs))
+        total = sum(g[1] for g in groups)
+        if total == 0:
+            return
+        a, b = self._scratch(total)
+        off = 0
+        for pa, n, segs in groups:
+            key.tweak_xor_segments(pa, segs, a[off : off + n])
+            off += n
+        key.ecb_encrypt(a[:total], b)
+        tags = self._linemac.tags(a[:total]) if self._linemac is not None else b""
+        off = 0
+        for pa, n, _ in groups:
+            key.tweak_xor(pa, b[off : off + n], self._pv[pa : pa + n])
+            line, lines = pa // LINE, n // LINE
+            if self._mac is not None:
+                t0 = off // LINE * TAG_BYTES
+                self._mac[line * TAG_BYTES : (line + lines) * TAG_BYTES] = tags[t0 : t0 + lines * TAG_BYTES]
+            self._set_meta(line, lines, _OWNER)
+            off += n
+
+    def _write_private_partial(self, key: XtsKey, pa: int, data: memoryview) -> None:
+        n = len(data)
+        if n == 0:
+            return
+        start = pa - pa % LINE
+        end = -(-(pa + n) // LINE) * LINE
+        buf = bytearray(end - start)
+        view = memoryview(buf)
+        if pa != start:  # the head line is read with the same key: its checks apply first
+            self._read_private(key, [(start, LINE)], view[:LINE])
+        if (pa + n) % LINE and (end - LINE != start or pa == start):
+            self._read_private(key, [(end - LINE, LINE)], view[-LINE:])
+        view[pa - start : pa - start + n] = data
+        self._write_private_lines(key, [(start, view)])
+
+    def _read_private(self, key: XtsKey, runs: list[tuple[int, int]], out: memoryview) -> None:
+        """Check then decrypt: CTR_K2 from DRAM into B, ECB-decrypt_K1 into A (MAC input), CTR_K2 out."""
+        # group = [line-aligned pa, length, out offset, offset of the wanted bytes, wanted length]
+        groups: list[list[int]] = []
+        out_off = 0
+        for pa, n in runs:
+            if n == 0:
+                continue
+            if pa % LINE == 0 and n % LINE == 0:
+                g = groups[-1] if groups else None
+                if g is not None and g[3] == -1 and g[0] + g[1] == pa:
+                    g[1] += n
+                else:
+                    groups.append([pa, n, out_off, -1, n])
+            else:
+                start = pa - pa % LINE
+                end = -(-(pa + n) // LINE) * LINE
+                groups.append([start, end - start, out_off, pa - start, n])
+            out_off += n
+        total = sum(g[1] for g in groups)
+        if total == 0:
+            return
+        a, b = self._scratch(total)
+        off = 0
+        for gpa, n, *_ in groups:
+            key.tweak_xor(gpa, self._pv[gpa : gpa + n], b[off : off + n])
+            off += n
+        key.ecb_decrypt(b[:total], a)
+        tags = self._linemac.tags(a[:total]) if self._linemac is not None else b""
+        off = 0
+        for gpa, n, *_ in groups:
+            self._check_private_lines(gpa // LINE, n // LINE, tags, off // LINE)
+            off += n
+        off = 0
+        for gpa, n, o, inner, want in groups:
+            if inner == -1:
+                key.tweak_xor(gpa, a[off : off + n], out[o : o + n])
+            else:
+                key.tweak_xor(gpa, a[off : off + n], b[off : off + n])
+                out[o : o + want] = b[off + inner : off + inner + want]
+            off += n
+
+    def _check_private_lines(self, line: int, lines: int, tags: bytes, tag_line: int) -> None:
+        meta = self._meta[line : line + lines]
+        meta_ok = meta.count(_OWNER) == lines
+        stored = b""
+        mac_ok = True
+        if self._mac is not None:
+            stored = self._mac[line * TAG_BYTES : (line + lines) * TAG_BYTES]
+            mac_ok = stored == tags[tag_line * TAG_BYTES : (tag_line + lines) * TAG_BYTES]
+        if meta_ok and mac_ok:
+            return
+        for i in range(lines):  # slow path: find the first bad line, in address order
+            pa = (line + i) * LINE
+            if meta[i] & _POISON:
+                raise MachineCheck(pa, in_td=True)
+            bad = not meta[i] & _OWNER
+            if not bad and self._mac is not None:
+                t = (tag_line + i) * TAG_BYTES
+                bad = stored[i * TAG_BYTES : (i + 1) * TAG_BYTES] != tags[t : t + TAG_BYTES]
+            if bad:
+                self._poison(line + i)
+                raise MachineCheck(pa, in_td=True)
+
+    # ---- shared (KeyID 0) paths ---------------------------------------------------------------
+
+    def _write_shared(self, pa: int, data: memoryview) -> None:
+        n = len(data)
+        if n == 0:
+            return
+        first, last = pa // LINE, (pa + n - 1) // LINE
+        for line in sorted({first, last}):
+            partial = not (line * LINE >= pa and (line + 1) * LINE <= pa + n)
+            if partial and self._meta[line] & _POISON:
+                raise MachineCheck(line * LINE, in_td=False)
+        self._pv[pa : pa + n] = data
+        self._set_meta(first, last - first + 1, 0)
+
+    def _read_shared(self, pa: int, n: int, out: memoryview) -> None:
+        if n == 0:
+            return
+        first, last = pa // LINE, (pa + n - 1) // LINE
+        meta = self._meta[first : last + 1]
+        out[:] = self._pv[pa : pa + n]
+        if meta.count(0) == len(meta):
+            return
+        for i, m in enumerate(meta):
+            if m & _POISON:
+                raise MachineCheck((first + i) * LINE, in_td=False)
+        zeros = memoryview(self._zeros)
+        for i, m in enumerate(meta):
+            if m & _OWNER:  # TD-owned: the host sees zeros, not ciphertext
+                lo = max(pa, (first + i) * LINE)
+                hi = min(pa + n, (first + i + 1) * LINE)
+                out[lo - pa : hi - pa] = zeros[: hi - lo]
+
+    # ---- metadata -----------------------------------------------------------------------------
+
+    def _set_meta(self, line: int, lines: int, value: int) -> None:
+        """Full-line stores: set every line's metadata to ``value`` (clearing poison), keep the count."""
+        old = self._meta[line : line + lines]
+        clean = old.count(0) + old.count(_OWNER)
+        if clean != lines:
+            self._poisoned -= lines - clean
+        if value == 0:
+            self._meta[line : line + lines] = self._zeros[:lines] if lines <= _ZERO_CHUNK else bytes(lines)
+        else:
+            if len(self._ones) < lines:
+                self._ones = bytes([_OWNER]) * max(lines, 2 * len(self._ones), 4096)
+            self._meta[line : line + lines] = self._ones[:lines]
+
+    def _poison(self, line: int) -> None:
+        m = self._meta[line]
+        if not m & _POISON:
+            self._meta[line] = m | _POISON
+            self._poisoned += 1
+
+    def _check_range(self, pa: int, n: int) -> None:
+        if pa < 0 or n < 0 or pa + n > self.phys_bytes:
+            raise ValueError(f"physical range [{pa:#x}, {pa + n:#x}) outside [0, {self.phys_bytes:#x})")
+
+
+def _bytes_view(data: bytes | memoryview) -> memoryview:
+    view = memoryview(data)
+    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
+
+
+def _check_private_keyid(keyid: int) -> None:
+    if not 1 <= keyid <= KEYID_MAX:
+        raise ValueError(f"private KeyID must be in [1, {KEYID_MAX}], got {keyid}")

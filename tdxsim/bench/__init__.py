@@ -1,0 +1,1 @@
+"""Benchmarks of the simulator's hot paths (``tdxsim bench memory``); each returns rows of numbers."""

@@ -1,0 +1,247 @@
+"""The memory controller's access rules (memory-model.md §7, "Access to a TD-owned line")."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from host.tdx.memctl import (
+    LINE,
+    PAGE,
+    EncryptionAlgorithm,
+    KeyNotProgrammed,
+    MachineCheck,
+    MemoryController,
+)
+
+PHYS = 64 << 20
+TD = 17  # a private KeyID
+PATTERN = b"TDX-SECRET-PLAINTEXT-" * 200  # 4200 recognisable bytes
+
+
+@pytest.fixture
+def mc() -> MemoryController:
+    m = MemoryController(PHYS)
+    m.program_key(TD)
+    return m
+
+
+def test_private_round_trip_of_contiguous_and_scattered_pages(mc: MemoryController) -> None:
+    pages = [os.urandom(PAGE) for _ in range(6)]
+    pas = [0x10000, 0x11000, 0x12000, 0x40000, 0x30000, 0x31000]
+    mc.write(TD, list(zip(pas, pages, strict=True)))
+    assert mc.read(TD, [(pa, PAGE) for pa in pas]) == pages
+    out = bytearray(6 * PAGE)
+    mc.read_into(TD, [(pa, PAGE) for pa in pas], memoryview(out))
+    assert bytes(out) == b"".join(pages)
+
+
+def test_private_plaintext_never_in_physical_memory(mc: MemoryController) -> None:
+    mc.zero(TD, [(0x20000, 2 * PAGE)])  # accepted first: the 4200-byte write ends mid-line
+    mc.write(TD, [(0x20000, PATTERN), (0x80000, PATTERN[:PAGE])])
+    used = bytes(mc.phys[0:0x100000])
+    assert used.find(b"TDX-SECRET") == -1
+    assert mc.read(TD, [(0x20000, len(PATTERN))]) == [PATTERN]
+
+
+def test_same_plaintext_at_two_addresses_gives_different_ciphertext(mc: MemoryController) -> None:
+    page = os.urandom(PAGE)
+    mc.write(TD, [(0x1000, page), (0x3000, page)])
+    assert mc.phys[0x1000:0x2000] != mc.phys[0x3000:0x4000]
+
+
+def test_each_keyid_has_its_own_key(mc: MemoryController) -> None:
+    mc.program_key(18)
+    page = os.urandom(PAGE)
+    mc.write(TD, [(0x1000, page)])
+    ct_td = bytes(mc.phys[0x1000:0x2000])
+    mc.write(18, [(0x1000, page)])
+    assert bytes(mc.phys[0x1000:0x2000]) != ct_td
+
+
+def test_host_read_of_td_owned_line_is_zeros(mc: MemoryController) -> None:
+    mc.write(0, [(0x5000, b"\xaa" * 256)])
+    mc.write(TD, [(0x5040, os.urandom(64))])  # one TD line between shared lines
+    got = mc.read(0, [(0x5000, 256)])[0]
+    assert got == b"\xaa" * 64 + bytes(64) + b"\xaa" * 128
+    assert mc.poisoned_lines == 0
+    assert mc.line_state(0x5040) == (True, False)
+
+
+def test_shared_write_is_plaintext_and_clears_owner(mc: MemoryController) -> None:
+    mc.write(TD, [(0x6000, os.urandom(PAGE))])
+    mc.write(0, [(0x6000, b"host data")])
+    assert bytes(mc.phys[0x6000:0x6009]) == b"host data"
+    assert mc.line_state(0x6000) == (False, False)
+    assert mc.line_state(0x6040) == (True, False)
+
+
+def test_host_write_clears_owner_bit_and_td_read_poisons(mc: MemoryController) -> None:
+    mc.write(TD, [(0x7000, os.urandom(PAGE))])
+    mc.write(0, [(0x7080, b"\x01")])  # a one-byte legacy host write into a TD line
+    with pytest.raises(MachineCheck) as exc:
+        mc.read(TD, [(0x7000, PAGE)])
+    assert exc.value.pa == 0x7080 and exc.value.in_td is True
+    assert mc.line_state(0x7080) == (False, True)
+    assert mc.poisoned_lines == 1
+    assert mc.read(TD, [(0x7000, 0x80)])[0] != b""  # lines before the bad one still read
+
+
+def test_poison_is_sticky_and_host_read_machine_checks(mc: MemoryController) -> None:
+    mc.write(TD, [(0x8000, os.urandom(PAGE))])
+    mc.write(0, [(0x8000, bytes(LINE))])
+    with pytest.raises(MachineCheck):
+        mc.read(TD, [(0x8000, LINE)])
+    for _ in range(2):  # sticky: consumed again, not re-counted
+        with pytest.raises(MachineCheck) as exc:
+            mc.read(TD, [(0x8000, 16)])
+        assert exc.value.in_td is True
+    assert mc.poisoned_lines == 1
+    with pytest.raises(MachineCheck) as host:
+        mc.read(0, [(0x7FF0, 32)])
+    assert host.value.pa == 0x8000 and host.value.in_td is False
+
+
+def test_partial_host_write_to_poisoned_line_machine_checks_full_line_clears(mc: MemoryController) -> None:
+    mc.write(TD, [(0x9000, os.urandom(LINE))])
+    mc.write(0, [(0x9000, bytes(LINE))])
+    with pytest.raises(MachineCheck):
+        mc.read(TD, [(0x9000, LINE)])
+    with pytest.raises(MachineCheck) as exc:
+        mc.write(0, [(0x9008, b"xx")])
+    assert exc.value.in_td is False
+    mc.write(0, [(0x9000, b"\x55" * LINE)])  # MOVDIR64B-like full line
+    assert mc.line_state(0x9000) == (False, False)
+    assert mc.poisoned_lines == 0
+    assert mc.read(0, [(0x9000, LINE)]) == [b"\x55" * LINE]
+
+
+def test_full_private_write_clears_poison(mc: MemoryController) -> None:
+    mc.write(0, [(0xA000, b"x")])
+    with pytest.raises(MachineCheck):
+        mc.read(TD, [(0xA000, 1)])  # never written privately: owner clear -> poison
+    assert mc.poisoned_lines == 1
+    mc.write(TD, [(0xA000, b"y" * LINE)])
+    assert mc.poisoned_lines == 0
+    assert mc.read(TD, [(0xA000, LINE)]) == [b"y" * LINE]
+
+
+def test_partial_private_write_is_read_modify_write(mc: MemoryController) -> None:
+    base = os.urandom(3 * LINE)
+    mc.write(TD, [(0xB000, base)])
+    mc.write(TD, [(0xB030, b"0123456789abcdefXYZ" * 4), (0xB0BF, b"!")])  # spans lines 0-2, then last byte
+    expected = bytearray(base)
+    expected[0x30 : 0x30 + 76] = b"0123456789abcdefXYZ" * 4
+    expected[0xBF] = ord("!")
+    assert mc.read(TD, [(0xB000, 3 * LINE)]) == [bytes(expected)]
+
+
+def test_partial_private_write_to_unowned_line_poisons(mc: MemoryController) -> None:
+    with pytest.raises(MachineCheck) as exc:
+        mc.write(TD, [(0xC010, b"48 bytes of rtmr data..........................")])
+    assert exc.value.pa == 0xC000 and exc.value.in_td is True
+    assert mc.line_state(0xC000) == (False, True)
+
+
+def test_byte_granular_private_reads(mc: MemoryController) -> None:
+    data = os.urandom(PAGE)
+    mc.write(TD, [(0xD000, data)])
+    runs = [(0xD007, 48), (0xD040, 64), (0xD0FF, 1), (0xDFFE, 2)]
+    assert mc.read(TD, runs) == [data[7:55], data[64:128], data[255:256], data[-2:]]
+
+
+def test_li_mode_flip_goes_undetected_ci_mode_poisons() -> None:
+    for integrity in (False, True):
+        m = MemoryController(PHYS, integrity=integrity)
+        m.program_key(TD)
+        data = os.urandom(LINE)
+        m.write(TD, [(0x1000, data)])
+        m.dangerous_tamper(0x1020, b"\x80")
+        if integrity:
+            with pytest.raises(MachineCheck) as exc:
+                m.read(TD, [(0x1000, LINE)])
+            assert exc.value.pa == 0x1000
+            assert m.poisoned_lines == 1
+        else:
+            got = m.read(TD, [(0x1000, LINE)])[0]
+            assert got != data and got[:0x20] == data[:0x20]  # only the flipped block is garbage
+            assert m.poisoned_lines == 0
+
+
+def test_relocated_ciphertext_fails_the_mac(mc: MemoryController) -> None:
+    mc.write(TD, [(0xE000, os.urandom(LINE)), (0xF000, os.urandom(LINE))])
+    moved = bytes(mc.phys[0xE000:0xE040])
+    mask = bytes(x ^ y for x, y in zip(moved, mc.phys[0xF000:0xF040], strict=True))
+    mc.dangerous_tamper(0xF000, mask)  # DRAM at 0xF000 now holds 0xE000's ciphertext
+    with pytest.raises(MachineCheck) as exc:
+        mc.read(TD, [(0xF000, LINE)])
+    assert exc.value.pa == 0xF000
+
+
+def test_accept_zero_with_private_key(mc: MemoryController) -> None:
+    mc.write(0, [(0x20000, b"\xff" * PAGE)])
+    mc.zero(TD, [(0x20000, PAGE)])
+    assert mc.read(TD, [(0x20000, PAGE)]) == [bytes(PAGE)]
+    assert mc.line_state(0x20FC0) == (True, False)
+    assert bytes(mc.phys[0x20000:0x21000]) != bytes(PAGE)  # encrypted zeros
+    assert mc.read(0, [(0x20000, PAGE)]) == [bytes(PAGE)]  # host sees zeros, not ciphertext
+
+
+def test_reclaim_zero_with_shared_key_clears_owner_and_poison(mc: MemoryController) -> None:
+    mc.write(TD, [(0x30000, os.urandom(2 * PAGE))])
+    mc.write(0, [(0x30000, b"z")])
+    with pytest.raises(MachineCheck):
+        mc.read(TD, [(0x30000, 1)])
+    mc.zero(0, [(0x30000, 2 * PAGE)])
+    assert mc.poisoned_lines == 0
+    assert mc.line_state(0x30000) == (False, False)
+    assert bytes(mc.phys[0x30000:0x32000]) == bytes(2 * PAGE)
+    with pytest.raises(ValueError, match="whole 64-byte lines"):
+        mc.zero(0, [(0x30010, 64)])
+
+
+def test_cleared_key_cannot_read(mc: MemoryController) -> None:
+    mc.write(TD, [(0x1000, b"k" * LINE)])
+    mc.clear_key(TD)
+    with pytest.raises(KeyNotProgrammed) as exc:
+        mc.read(TD, [(0x1000, LINE)])
+    assert exc.value.keyid == TD
+    with pytest.raises(KeyNotProgrammed):
+        mc.write(TD, [(0x1000, b"k" * LINE)])
+
+
+def test_reprogrammed_key_reads_old_lines_as_poison(mc: MemoryController) -> None:
+    mc.write(TD, [(0x1000, b"k" * LINE)])
+    mc.program_key(TD)  # a new TD got the recycled KeyID without ACCEPTing the page
+    with pytest.raises(MachineCheck):
+        mc.read(TD, [(0x1000, LINE)])
+
+
+def test_keyid_and_range_validation(mc: MemoryController) -> None:
+    with pytest.raises(ValueError, match="private KeyID"):
+        mc.program_key(0)
+    with pytest.raises(ValueError, match="private KeyID"):
+        mc.program_key(1 << 15)
+    with pytest.raises(ValueError, match="outside"):
+        mc.read(TD, [(PHYS - 8, 16)])
+    with pytest.raises(ValueError, match="outside"):
+        mc.write(0, [(-1, b"x")])
+    with pytest.raises(ValueError, match="output buffer"):
+        mc.read_into(TD, [(0, 64)], memoryview(bytearray(32)))
+
+
+def test_algorithm_reflects_platform_configuration() -> None:
+    assert MemoryController(PAGE).algorithm is EncryptionAlgorithm.AES_XTS_128_WITH_INTEGRITY
+    assert MemoryController(PAGE, integrity=False, xts_bits=256).algorithm is EncryptionAlgorithm.AES_XTS_256
+    m = MemoryController(PHYS, xts_bits=256)
+    m.program_key(TD)
+    m.write(TD, [(0, PATTERN[:PAGE])])
+    assert m.read(TD, [(0, PAGE)]) == [PATTERN[:PAGE]]
+
+
+def test_large_default_machine_is_lazy() -> None:
+    m = MemoryController()  # 4 GiB: anonymous mappings, nothing committed until touched
+    m.program_key(TD)
+    m.write(TD, [((4 << 30) - PAGE, PATTERN[:PAGE])])
+    assert m.read(TD, [((4 << 30) - PAGE, PAGE)]) == [PATTERN[:PAGE]]
