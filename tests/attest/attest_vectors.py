@@ -1,12 +1,14 @@
-"""Shared fixtures for the attestation tests: the real vectors of ../shared/vectors/real (read-only)."""
+"""Helpers for the attestation tests: the real vectors of ../shared/vectors/real (read-only).
+
+A uniquely named module (not conftest.py) so `from attest_vectors import …` cannot collide with other
+packages' conftest modules.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 VECTORS = Path(__file__).resolve().parents[2].parent / "shared" / "vectors" / "real"
 EXPECTED: dict[str, dict[str, Any]] = json.loads((VECTORS / "expected.json").read_text())
@@ -24,8 +26,3 @@ def read_collateral(name: str) -> str:
 
 def intel_root_pem() -> bytes:
     return (VECTORS / "intel_sgx_root_ca.pem").read_bytes()
-
-
-@pytest.fixture(scope="session")
-def v4_quote() -> bytes:
-    return read_quote("tdx_v4_quote.bin")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import EXPECTED, QUOTE_NAMES, VERIFIABLE, intel_root_pem, read_collateral, read_quote
+from attest_vectors import EXPECTED, QUOTE_NAMES, VERIFIABLE, intel_root_pem, read_collateral, read_quote
 
 from attest import cli
 from attest.errors import CollateralError, QuoteFormatError

@@ -6,11 +6,16 @@ import random
 import struct
 
 import pytest
-from conftest import EXPECTED, QUOTE_NAMES, read_quote
+from attest_vectors import EXPECTED, QUOTE_NAMES, read_quote
 
 from attest.codec import decode_quote, decode_tdreport, encode_quote
 from attest.codec import layout as L
 from attest.errors import QuoteFormatError
+
+
+@pytest.fixture(scope="module")
+def v4_quote() -> bytes:
+    return read_quote("tdx_v4_quote.bin")
 
 
 @pytest.mark.parametrize("name", QUOTE_NAMES)

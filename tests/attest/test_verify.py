@@ -6,7 +6,7 @@ import datetime as dt
 import json
 
 import pytest
-from conftest import EXPECTED, VERIFIABLE, intel_root_pem, read_collateral, read_quote
+from attest_vectors import EXPECTED, VERIFIABLE, intel_root_pem, read_collateral, read_quote
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
