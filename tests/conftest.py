@@ -1,0 +1,65 @@
+"""Shared fixtures: real host processes on 127.0.0.1:0, always cleaned up."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+START_TIMEOUT = 30.0
+
+
+@dataclass
+class HostProcess:
+    proc: subprocess.Popen[str]
+    address: str
+    channel: grpc.Channel
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        self.channel.close()
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(5)
+
+
+def start_host(*extra: str) -> HostProcess:
+    """Start ``tdxsim host`` as a separate process and wait until it serves."""
+    cmd = [sys.executable, "-m", "tdxsim.cli", "host", "--listen", "127.0.0.1:0", "--phys-mem", "256M", *extra]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    if not line.startswith("listening on "):
+        proc.kill()
+        _, err = proc.communicate(timeout=5)
+        raise RuntimeError(f"host did not start: {line!r} {err}")
+    address = line.removeprefix("listening on ")
+    channel = grpc.insecure_channel(address)
+    grpc.channel_ready_future(channel).result(timeout=START_TIMEOUT)
+    return HostProcess(proc, address, channel)
+
+
+@pytest.fixture
+def host_factory() -> Iterator[Callable[..., HostProcess]]:
+    started: list[HostProcess] = []
+
+    def factory(*extra: str) -> HostProcess:
+        host = start_host(*extra)
+        started.append(host)
+        return host
+
+    yield factory
+    for host in started:
+        host.stop(signal.SIGKILL if host.proc.poll() is None else signal.SIGTERM)

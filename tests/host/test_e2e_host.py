@@ -1,0 +1,168 @@
+"""End to end: the host as a real separate process, driven over gRPC (issue 2's scenario)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+
+from tdxsim.v1 import guest_pb2, guest_pb2_grpc, host_pb2, host_pb2_grpc
+from tests.conftest import HostProcess
+
+MIB = 1 << 20
+SECRET = b"TD-SECRET-" * 409 + b"!!!!!!"  # 4096 bytes
+
+
+def error_info(err: grpc.RpcError) -> error_details_pb2.ErrorInfo:
+    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    assert status is not None, "status carries no details"
+    info = error_details_pb2.ErrorInfo()
+    assert status.details[0].Unpack(info)
+    return info
+
+
+def launch_td(host: HostProcess, memory: int = 16 * MIB) -> tuple[int, int]:
+    admin = host_pb2_grpc.HostServiceStub(host.channel)
+    guest = guest_pb2_grpc.TdGuestServiceStub(host.channel)
+    td = admin.CreateTd(host_pb2.CreateTdRequest(memory_bytes=memory, name="e2e"), timeout=10)
+    admin.FinalizeTd(host_pb2.FinalizeTdRequest(td_id=td.td_id), timeout=10)
+    accepted = guest.AcceptPages(
+        guest_pb2.AcceptPagesRequest(td_id=td.td_id, ranges=[guest_pb2.GpaRange(gpa=0, length=MIB)]), timeout=10
+    )
+    assert accepted.pages_accepted == 256
+    guest.WriteMemory(
+        guest_pb2.WriteMemoryRequest(td_id=td.td_id, writes=[guest_pb2.GpaData(gpa=0, data=SECRET)]), timeout=10
+    )
+    return td.td_id, td.shared_bit
+
+
+def test_gmem_host_private_memory_is_refused_and_conversion_loses_contents(
+    host_factory: Callable[..., HostProcess],
+) -> None:
+    host = host_factory()
+    admin = host_pb2_grpc.HostServiceStub(host.channel)
+    guest = guest_pb2_grpc.TdGuestServiceStub(host.channel)
+    td_id, shared_bit = launch_td(host)
+
+    read = guest.ReadMemory(
+        guest_pb2.ReadMemoryRequest(td_id=td_id, ranges=[guest_pb2.GpaRange(gpa=0, length=len(SECRET))]), timeout=10
+    )
+    assert read.data[0] == SECRET
+
+    with pytest.raises(grpc.RpcError) as refused:
+        admin.HostRead(host_pb2.HostReadRequest(td_id=td_id, gpa=0, length=64), timeout=10)
+    assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    info = error_info(refused.value)
+    assert info.reason == "PRIVATE_MEMORY_NOT_ACCESSIBLE"
+    assert info.metadata["errno"] == "EINVAL"
+
+    mapped = guest.MapGpa(guest_pb2.MapGpaRequest(td_id=td_id, gpa=shared_bit | 0, size=4096), timeout=10)
+    assert (mapped.status, mapped.chunks) == (0, 1)
+    shared = guest.ReadMemory(
+        guest_pb2.ReadMemoryRequest(td_id=td_id, ranges=[guest_pb2.GpaRange(gpa=shared_bit, length=4096)]), timeout=10
+    )
+    assert shared.data[0] == bytes(4096), "private contents must be gone after conversion"
+
+    admin.HostWrite(host_pb2.HostWriteRequest(td_id=td_id, gpa=0, data=b"from the host"), timeout=10)
+    shared = guest.ReadMemory(
+        guest_pb2.ReadMemoryRequest(td_id=td_id, ranges=[guest_pb2.GpaRange(gpa=shared_bit, length=13)]), timeout=10
+    )
+    assert shared.data[0] == b"from the host"
+    stats = admin.GetStats(host_pb2.GetStatsRequest(), timeout=10)
+    assert (stats.memory_mode, stats.tds, stats.poisoned_lines) == ("gmem", 1, 0)
+    assert stats.keyids_free == stats.keyids_total - 1
+    assert host.stop() == 0
+
+
+def test_legacy_host_write_poisons_td_then_host_machine_check_crashes_host(
+    host_factory: Callable[..., HostProcess],
+) -> None:
+    host = host_factory("--memory-mode", "legacy")
+    admin = host_pb2_grpc.HostServiceStub(host.channel)
+    guest = guest_pb2_grpc.TdGuestServiceStub(host.channel)
+    td_id, _ = launch_td(host)
+
+    zeros = admin.HostRead(host_pb2.HostReadRequest(td_id=td_id, gpa=0, length=64), timeout=10)
+    assert zeros.data == bytes(64), "a host read of a TD-owned line returns zeros"
+
+    admin.HostWrite(host_pb2.HostWriteRequest(td_id=td_id, gpa=0, data=b"host scribble"), timeout=10)
+    with pytest.raises(grpc.RpcError) as poisoned:
+        guest.ReadMemory(
+            guest_pb2.ReadMemoryRequest(td_id=td_id, ranges=[guest_pb2.GpaRange(gpa=0, length=64)]), timeout=10
+        )
+    assert poisoned.value.code() is grpc.StatusCode.DATA_LOSS
+    assert error_info(poisoned.value).reason == "TD_MACHINE_CHECK"
+    tds = admin.ListTds(host_pb2.ListTdsRequest(), timeout=10).tds
+    assert tds[0].dead and "machine check" in tds[0].dead_reason
+    assert admin.GetStats(host_pb2.GetStatsRequest(), timeout=10).poisoned_lines >= 1
+
+    with pytest.raises(grpc.RpcError) as crashed:
+        admin.HostRead(host_pb2.HostReadRequest(td_id=td_id, gpa=0, length=64), timeout=10)
+    assert crashed.value.code() is grpc.StatusCode.DATA_LOSS
+    assert error_info(crashed.value).reason == "HOST_MACHINE_CHECK"
+    assert host.proc.wait(15) == 3, "a host machine check takes the host process down"
+    assert host.proc.stderr is not None
+    assert "HOST CRASHED" in host.proc.stderr.read()
+
+
+def test_bad_requests_get_precise_statuses_and_the_host_survives(host_factory: Callable[..., HostProcess]) -> None:
+    host = host_factory()
+    admin = host_pb2_grpc.HostServiceStub(host.channel)
+    cases: list[tuple[Callable[[], object], grpc.StatusCode, str]] = [
+        (lambda: admin.FinalizeTd(host_pb2.FinalizeTdRequest(td_id=99), timeout=5), grpc.StatusCode.NOT_FOUND, "TD_NOT_FOUND"),
+        (
+            lambda: admin.CreateTd(host_pb2.CreateTdRequest(mrconfigid=b"short"), timeout=5),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            lambda: admin.CreateTd(host_pb2.CreateTdRequest(memory_bytes=4097), timeout=5),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "UNALIGNED",
+        ),
+        (
+            lambda: admin.CreateTd(host_pb2.CreateTdRequest(gpaw=50), timeout=5),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "EINVAL",
+        ),
+    ]
+    for call, code, reason in cases:
+        with pytest.raises(grpc.RpcError) as err:
+            call()
+        assert err.value.code() is code, err.value.details()
+        assert error_info(err.value).reason == reason
+    td = admin.CreateTd(host_pb2.CreateTdRequest(), timeout=5)
+    fd = admin.CreateGuestMemfd(host_pb2.CreateGuestMemfdRequest(td_id=td.td_id, size=2 * MIB), timeout=5).fd
+    with pytest.raises(grpc.RpcError) as unaligned:
+        admin.Fallocate(host_pb2.FallocateRequest(td_id=td.td_id, fd=fd, mode=1, offset=0, len=4095), timeout=5)
+    assert error_info(unaligned.value).reason == "EINVAL"
+    with pytest.raises(grpc.RpcError) as nomode:
+        admin.Fallocate(host_pb2.FallocateRequest(td_id=td.td_id, fd=fd, mode=0, offset=0, len=4096), timeout=5)
+    assert nomode.value.code() is grpc.StatusCode.UNIMPLEMENTED
+    assert error_info(nomode.value).reason == "EOPNOTSUPP"
+    region = host_pb2.SetUserMemoryRegionRequest(
+        td_id=td.td_id, slot=0, flags=4, guest_phys_addr=0, memory_size=MIB, guest_memfd=fd
+    )
+    admin.SetUserMemoryRegion(region, timeout=5)
+    overlap = host_pb2.SetUserMemoryRegionRequest(
+        td_id=td.td_id, slot=1, flags=4, guest_phys_addr=0, memory_size=MIB, guest_memfd=fd, guest_memfd_offset=MIB
+    )
+    with pytest.raises(grpc.RpcError) as exists:
+        admin.SetUserMemoryRegion(overlap, timeout=5)
+    assert exists.value.code() is grpc.StatusCode.ALREADY_EXISTS
+    assert error_info(exists.value).reason == "EEXIST"
+    assert host.proc.poll() is None
+    assert admin.GetStats(host_pb2.GetStatsRequest(), timeout=5).tds == 1
+
+
+def test_host_serves_health_and_stops_cleanly_on_sigterm(host_factory: Callable[..., HostProcess]) -> None:
+    host = host_factory()
+    health = health_pb2_grpc.HealthStub(host.channel)
+    for service in ("", "tdxsim.v1.HostService", "tdxsim.v1.TdGuestService"):
+        reply = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    assert host.stop() == 0

@@ -1,0 +1,67 @@
+"""Whole-machine properties of one in-process platform (no gRPC)."""
+
+from __future__ import annotations
+
+import pytest
+
+from host.platform import PlatformConfig, build_platform
+from host.tdx.td import TdParams
+from host.tdx.vcpu import Accept, MapGpa, MemRead, MemWrite
+from host.vmm.events import EventKind
+
+MIB = 1 << 20
+PATTERN = bytes(range(256)) * 16  # 4 KiB, recognisable
+
+
+@pytest.mark.parametrize("integrity", [True, False])
+def test_private_plaintext_never_appears_in_physical_memory(integrity: bool) -> None:
+    platform = build_platform(PlatformConfig(phys_bytes=64 * MIB, integrity=integrity))
+    vmm = platform.vmm
+    td = vmm.create_td(TdParams(), memory_bytes=8 * MIB)
+    vmm.finalize(td.td_id)
+    vmm.run_vcpu(td.td_id, [Accept(0, 4 * MIB), MemWrite(0, PATTERN * 1024)])
+    (back,) = vmm.run_vcpu(td.td_id, [MemRead(0, 4 * MIB)])
+    assert back == PATTERN * 1024
+    physical = bytes(platform.mc.phys)
+    assert physical.find(PATTERN[:64]) == -1
+    assert physical.find(PATTERN[1000:1064]) == -1
+
+    # The same bytes written to a shared page are plain (KeyID 0 is not encrypted here).
+    shared = td.vm.shared_bit
+    vmm.run_vcpu(td.td_id, [MapGpa(shared | 4 * MIB, 4096), MemWrite(shared | 4 * MIB, PATTERN)])
+    assert bytes(platform.mc.phys).find(PATTERN[:64]) != -1
+
+
+def test_conversion_events_are_published_per_map_gpa_chunk() -> None:
+    platform = build_platform(PlatformConfig(phys_bytes=64 * MIB))
+    vmm = platform.vmm
+    watcher = vmm.events.watch()
+    td = vmm.create_td(TdParams(), memory_bytes=8 * MIB)
+    vmm.finalize(td.td_id)
+    (result,) = vmm.run_vcpu(td.td_id, [MapGpa(td.vm.shared_bit | 0, 5 * MIB)])
+    events = []
+    while not watcher.empty():
+        event = watcher.get_nowait()
+        assert event is not None
+        events.append(event)
+    kinds = [e.kind for e in events]
+    assert kinds.count(EventKind.MAP_GPA) == 3
+    assert kinds.count(EventKind.CONVERSION) == 3
+    assert [e.size for e in events if e.kind is EventKind.MAP_GPA] == [2 * MIB, 2 * MIB, MIB]
+    assert getattr(result, "chunks", None) == 3
+
+
+def test_destroy_returns_every_page_and_keyid() -> None:
+    platform = build_platform(PlatformConfig(phys_bytes=64 * MIB))
+    vmm = platform.vmm
+    free_pages = vmm.kvm.pages.free_pages
+    free_keyids = vmm.kvm.keyids_free
+    td = vmm.create_td(TdParams(), memory_bytes=8 * MIB)
+    vmm.finalize(td.td_id)
+    vmm.run_vcpu(td.td_id, [Accept(0, MIB), MemWrite(0, PATTERN)])
+    assert vmm.kvm.pages.free_pages < free_pages
+    reclaimed, hkid = vmm.destroy_td(td.td_id)
+    assert reclaimed == 256 + 3  # 256 private pages + TDR, TDCS, TDVPR
+    assert hkid == 16
+    assert vmm.kvm.pages.free_pages == free_pages
+    assert vmm.kvm.keyids_free == free_keyids
