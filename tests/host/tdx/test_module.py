@@ -168,7 +168,7 @@ def test_second_accept_is_page_already_accepted_warning_and_keeps_data() -> None
     td_exit, (result, data) = env.enter(Accept(0, 2 * PAGE), MemRead(0, 7))
     assert td_exit.reason is ExitReason.DONE
     assert isinstance(result, AcceptResult)
-    assert result.status == TdxStatus.PAGE_ALREADY_ACCEPTED == 0x00000B0A00000000
+    assert result.status == int(TdxStatus.PAGE_ALREADY_ACCEPTED) == 0x00000B0A00000000
     assert not result.status & (1 << 63)
     assert not is_error(result.status)
     assert (result.accepted, result.already_accepted) == (0, 2)
@@ -259,7 +259,7 @@ def test_block_twice_returns_gpa_range_already_blocked_warning() -> None:
     env = mapped_runnable_env()
     env.module.tdh_mem_range_block(env.tdr, 0)
     status = env.module.tdh_mem_range_block(env.tdr, 0)
-    assert status == TdxStatus.GPA_RANGE_ALREADY_BLOCKED == 0x00000B0700000000
+    assert status == int(TdxStatus.GPA_RANGE_ALREADY_BLOCKED) == 0x00000B0700000000
     assert not is_error(status)
     assert env.state(0) is SeptState.BLOCKED
 

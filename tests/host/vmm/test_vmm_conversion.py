@@ -58,7 +58,7 @@ def map_gpa(vmm: Vmm, handle: TdHandle, gpa: int, size: int) -> TdVmCallResult:
 def test_map_gpa_unaligned_is_align_error(vmm: Vmm, gpa: int, size: int) -> None:
     handle = running_td(vmm)
     result = map_gpa(vmm, handle, gpa, size)
-    assert result.status == TdVmCallStatus.ALIGN_ERROR == 0x8000000000000002
+    assert result.status == int(TdVmCallStatus.ALIGN_ERROR) == 0x8000000000000002
     assert result.failed_gpa == gpa
     assert handle.conversions == 0
 
@@ -78,7 +78,7 @@ def test_map_gpa_size_zero_mixed_shared_bit_or_illegal_is_invalid_operand(
 ) -> None:
     handle = running_td(vmm)
     result = map_gpa(vmm, handle, gpa, size)
-    assert result.status == TdVmCallStatus.INVALID_OPERAND == 0x8000000000000000
+    assert result.status == int(TdVmCallStatus.INVALID_OPERAND) == 0x8000000000000000
     assert result.failed_gpa == gpa
     assert handle.conversions == 0
 
