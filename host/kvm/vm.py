@@ -150,8 +150,13 @@ class KvmVm:
         self.gmems[fd] = gmem
         return gmem
 
+    def _own(self, gmem: GuestMemfd) -> None:
+        if gmem.vm_id != self.vm_id or gmem.fd not in self.gmems:
+            raise KvmError("EBADF", f"guest_memfd {gmem.fd} is not a file of VM {self.vm_id}")
+
     def close_guest_memfd(self, gmem: GuestMemfd) -> None:
         """Closing the file zaps every mapping of it; later faults exit with EFAULT."""
+        self._own(gmem)
         for first, end, slot_id in list(gmem.bindings):
             slot = self.memslots.slots[slot_id]
             self._zap_private(slot.base_gfn + first - slot.gmem_first, slot.base_gfn + end - slot.gmem_first)
@@ -244,6 +249,8 @@ class KvmVm:
 
     # ---- fallocate on a guest_memfd -----------------------------------------------------
     def fallocate(self, gmem: GuestMemfd, mode: int, offset: int, length: int) -> None:
+        self._own(gmem)
+
         def punch(indices: list[int]) -> None:
             for first, end, slot_id in gmem.bindings:
                 slot = self.memslots.slots[slot_id]

@@ -138,13 +138,14 @@ class Vmm:
             self._next_fd += 1
             return fd
 
-    def _gmem(self, handle: TdHandle, fd: int) -> GuestMemfd:
+    def _gmem(self, handle: TdHandle, fd: int, *, any_td: bool = False) -> GuestMemfd:
+        """The guest_memfd ``fd`` of this TD. fd numbers are per TD in this API; only binding
+        (``any_td``) looks at other TDs' files, so that KVM can refuse them with EINVAL."""
         gmem = handle.fds.get(fd)
+        if gmem is None and any_td:
+            gmem = next((other.fds[fd] for other in self._tds.values() if fd in other.fds), None)
         if gmem is None:
-            for other in self._tds.values():
-                if fd in other.fds:
-                    return other.fds[fd]
-            raise KvmError("EBADF", f"fd {fd} is not an open guest_memfd")
+            raise KvmError("EBADF", f"fd {fd} is not an open guest_memfd of TD {handle.td_id}")
         return gmem
 
     def close_guest_memfd(self, td_id: int, fd: int) -> None:
@@ -158,7 +159,7 @@ class Vmm:
     ) -> int:
         with self.locked():
             handle = self.td(td_id)
-            gmem = self._gmem(handle, fd) if flags & KVM_MEM_GUEST_MEMFD else None
+            gmem = self._gmem(handle, fd, any_td=True) if flags & KVM_MEM_GUEST_MEMFD else None
             made = 0
             if size and not hva:
                 made = hva = self._mm.mmap(size)
