@@ -24,12 +24,21 @@ KeyID 0 is the host's shared KeyID. On a real platform it is encrypted with the 
 that key never changes and is never observable, so it is modelled as TME bypass (plaintext), which
 keeps shared memory readable in :attr:`MemoryController.phys` for tests and debugging.
 
-Storage: one anonymous ``mmap`` each for data, per-line metadata (bit 0 owner, bit 1 poison) and
-per-line MAC (4 bytes, 28 significant bits). Anonymous mappings are lazily zero, so a 4 GiB machine
-costs nothing until touched (a ``bytearray`` would commit 64 MiB of metadata and 256 MiB of MACs).
+Storage: one anonymous ``mmap`` each for data and per-line metadata (bit 0 owner, bit 1 poison).
+Anonymous mappings are lazily zero, so a 4 GiB machine costs nothing until touched.
 
-Cost model (conventions.md §8): a contiguous run costs three bulk AES passes (see :mod:`host.tdx.xts`)
-plus three for the MAC in Ci mode; Cipher objects are made per contiguous run, never per page. Runs
+**The MAC is evaluated lazily, with the same outcome as eager evaluation.** A TD-owned line's
+ciphertext can change without a private write of that line in exactly two ways: a shared-KeyID
+write (which clears the owner bit, so the owner check already fails) and a physical attack on
+DRAM (:meth:`MemoryController.dangerous_tamper`). So instead of computing and storing a tag on
+every private write, the controller computes the tag a line had when it was last written at the
+moment its ciphertext is about to be tampered with (its content is still exactly what was
+written), keeps it in a sparse table, and a private read recomputes and compares the tags of the
+lines in that table. A read of an untampered line would have compared a tag with itself. Any full
+private write of a line drops its stored tag, as a new write would replace it.
+
+Cost model (conventions.md §8): a contiguous run costs three bulk AES passes (see :mod:`host.tdx.xts`);
+Cipher objects are made per contiguous run, never per page. Runs
 are processed in the order given, and adjacent runs whose physical addresses are contiguous share
 one set of cipher contexts. Callers hold the host lock; nothing here locks.
 """
@@ -38,9 +47,11 @@ from __future__ import annotations
 
 import enum
 import mmap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
-from host.tdx.xts import LINE, SLACK, TAG_BYTES, LineMac, XtsKey, random_xts_key
+from host.tdx.xts import LANES, LINE, SLACK, LineMac, XtsKey, random_xts_key
 
 __all__ = [
     "KEYID_MAX",
@@ -59,6 +70,8 @@ SHARED_KEYID = 0
 _OWNER = 0x01
 _POISON = 0x02
 _ZERO_CHUNK = 1 << 20  # zero() works through large ranges in pieces of this size
+#: Below this, handing half a batch to the second lane costs more than it saves.
+_PARALLEL_MIN = 256 << 10
 
 
 class MachineCheck(Exception):
@@ -110,13 +123,14 @@ class MemoryController:
         self.phys = mmap.mmap(-1, phys_bytes)
         self._pv = memoryview(self.phys)
         self._meta = mmap.mmap(-1, phys_bytes // LINE)
-        # Li mode keeps no MAC storage at all; the platform MAC key is made once, at "boot".
-        self._mac = mmap.mmap(-1, phys_bytes // LINE * TAG_BYTES) if integrity else None
+        # Li mode has no MAC at all; the platform MAC key is made once, at "boot".
         self._linemac = LineMac() if integrity else None
+        #: line → tag it had when last written, for lines whose ciphertext was tampered with since.
+        self._tags: dict[int, bytes] = {}
         self._keys: dict[int, XtsKey] = {}
         self._poisoned = 0
-        self._a = bytearray()
-        self._b = bytearray()
+        self._lane_buffers = [(bytearray(), bytearray()) for _ in range(LANES)]
+        self._pool: ThreadPoolExecutor | None = None
         self._ones = b""
         self._zeros = bytes(_ZERO_CHUNK)
 
@@ -161,21 +175,27 @@ class MemoryController:
 
     def write(self, keyid: int, runs: Sequence[tuple[int, bytes | memoryview]]) -> None:
         """Store each ``(pa, data)`` run, in order, with ``keyid`` (0 = shared, else private)."""
-        views = [(pa, _bytes_view(data)) for pa, data in runs]
         limit = self.phys_bytes
-        for pa, view in views:
-            if pa < 0 or pa + len(view) > limit:
-                self._check_range(pa, len(view))
+        views: list[tuple[int, memoryview | bytes]] = []
+        aligned = True
+        for pa, data in runs:
+            view = data if type(data) is bytes else _bytes_view(data)
+            n = len(view)
+            if pa < 0 or pa + n > limit:
+                self._check_range(pa, n)
+            if pa % LINE or n % LINE:
+                aligned = False
+            views.append((pa, view))
         if keyid == SHARED_KEYID:
             for pa, view in views:
-                self._write_shared(pa, view)
+                self._write_shared(pa, memoryview(view))
             return
         key = self._key(keyid)
-        if all(pa % LINE == 0 and len(v) % LINE == 0 for pa, v in views):
+        if aligned:
             self._write_private_lines(key, views)
             return
         for pa, view in views:  # partial lines: read-modify-write, one run at a time, in order
-            self._write_private_partial(key, pa, view)
+            self._write_private_partial(key, pa, memoryview(view))
 
     def read(self, keyid: int, runs: Sequence[tuple[int, int]]) -> list[bytes]:
         """Load each ``(pa, length)`` run with ``keyid``; one ``bytes`` per run."""
@@ -221,6 +241,7 @@ class MemoryController:
         if keyid == SHARED_KEYID:
             for pa, n in pieces:
                 self._pv[pa : pa + n] = zeros[:n]
+                self._forget_tags(pa // LINE, n // LINE)
                 self._set_meta(pa // LINE, n // LINE, 0)
             return
         key = self._key(keyid)
@@ -253,54 +274,127 @@ class MemoryController:
         """
         n = len(xor_mask)
         self._check_range(pa, n)
+        if self._linemac is not None and n:
+            first, last = pa // LINE, (pa + n - 1) // LINE
+            for line in range(first, last + 1):
+                if line not in self._tags and self._meta[line] & _OWNER:
+                    start = line * LINE
+                    self._tags[line] = self._linemac.tags(start, self._pv[start : start + LINE])
         cur = int.from_bytes(self.phys[pa : pa + n], "big")
         self.phys[pa : pa + n] = (cur ^ int.from_bytes(xor_mask, "big")).to_bytes(n, "big")
 
     # ---- private (KeyID != 0) paths -----------------------------------------------------------
 
-    def _scratch(self, n: int) -> tuple[memoryview, memoryview]:
-        if len(self._a) < n + SLACK:
-            self._a = bytearray(n + SLACK)
-            self._b = bytearray(n + SLACK)
-        return memoryview(self._a), memoryview(self._b)
+    def _scratch(self, n: int, lane: int = 0) -> tuple[memoryview, memoryview]:
+        a, b = self._lane_buffers[lane]
+        if len(a) < n + SLACK:
+            a, b = bytearray(n + SLACK), bytearray(n + SLACK)
+            self._lane_buffers[lane] = (a, b)
+        return memoryview(a), memoryview(b)
 
-    def _write_private_lines(self, key: XtsKey, runs: Sequence[tuple[int, memoryview]]) -> None:
-        """Encrypt whole-line runs: CTR_K2 into A, one ECB_K1 over the batch into B, CTR_K2 into DRAM."""
-        groups: list[tuple[int, int, list[memoryview]]] = []  # (pa, length, segments)
-        gpa = glen = -1
-        segs: list[memoryview] = []
+    def _in_lanes(
+        self,
+        total: int,
+        work: Callable[[int, list[tuple[int, int, int]]], None],
+        pieces: list[tuple[int, int, int]],
+    ) -> None:
+        """Run ``work(lane, pieces)`` over (pa, length, offset) pieces, split across two lanes
+        when the batch is large enough to pay for the hand-off."""
+        if total < _PARALLEL_MIN:
+            work(0, pieces)
+            return
+        half = total // 2 // LINE * LINE
+        first: list[tuple[int, int, int]] = []
+        second: list[tuple[int, int, int]] = []
+        for pa, n, off in pieces:
+            if off + n <= half:
+                first.append((pa, n, off))
+            elif off >= half:
+                second.append((pa, n, off))
+            else:
+                cut = half - off
+                first.append((pa, cut, off))
+                second.append((pa + cut, n - cut, half))
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mktme-lane")
+        other = self._pool.submit(work, 1, second)
+        work(0, first)
+        other.result()
+
+    def _write_private_lines(self, key: XtsKey, runs: Sequence[tuple[int, memoryview | bytes]]) -> None:
+        """Encrypt whole-line runs: CTR_K2 into A, ECB_K1 into B, CTR_K2 into DRAM, per lane."""
+        pieces: list[tuple[int, int, int]] = []  # (pa, length, offset in the staged plaintext)
+        segments: list[memoryview | bytes] = []
+        total = 0
         for pa, view in runs:
             n = len(view)
             if n == 0:
                 continue
-            if gpa + glen == pa:
-                segs.append(view)
-                glen += n
-                continue
-            if segs:
-                groups.append((gpa, glen, segs))
-            gpa, glen, segs = pa, n, [view]
-        if segs:
-            groups.append((gpa, glen, segs))
-        total = sum(g[1] for g in groups)
+            if pieces and pieces[-1][0] + pieces[-1][1] == pa:
+                last = pieces[-1]
+                pieces[-1] = (last[0], last[1] + n, last[2])
+            else:
+                pieces.append((pa, n, total))
+            segments.append(view)
+            total += n
         if total == 0:
             return
-        a, b = self._scratch(total)
-        off = 0
-        for pa, n, segs in groups:
-            key.tweak_xor_segments(pa, segs, a[off : off + n])
-            off += n
-        key.ecb_encrypt(a[:total], b)
-        tags = self._linemac.tags(a[:total]) if self._linemac is not None else b""
-        off = 0
-        for pa, n, _ in groups:
-            key.tweak_xor(pa, b[off : off + n], self._pv[pa : pa + n])
-            line, lines = pa // LINE, n // LINE
-            if self._mac is not None:
-                t0 = off // LINE * TAG_BYTES
-                self._mac[line * TAG_BYTES : (line + lines) * TAG_BYTES] = tags[t0 : t0 + lines * TAG_BYTES]
-            self._set_meta(line, lines, _OWNER)
-            off += n
+        # One C-level join stages the batch; copying segment by segment from Python costs more.
+        plain = memoryview(b"".join(segments) if len(segments) > 1 else segments[0])
+        pv = self._pv
+        lanes = self._split(pieces, total)
+        plans: list[_LanePlan] = []
+        for lane, part in enumerate(lanes):
+            base = part[0][2]
+            size = part[-1][2] + part[-1][1] - base
+            a, b = self._scratch(size, lane)
+            tweak_in = [
+                (key.tweak_context(pa), plain[off : off + n], a[off - base : off - base + n])
+                for pa, n, off in part
+            ]
+            tweak_out = [
+                (key.tweak_context(pa), b[off - base : off - base + n], pv[pa : pa + n])
+                for pa, n, off in part
+            ]
+            plans.append((tweak_in, key.ecb_encryptor(lane), a[:size], b, tweak_out))
+        self._run_lanes(plans)
+        for pa, n, _ in pieces:
+            self._mark_owned(pa, pa + n)
+
+    def _split(self, pieces: list[tuple[int, int, int]], total: int) -> list[list[tuple[int, int, int]]]:
+        """One lane for small batches; else two halves of (pa, length, offset) pieces."""
+        if total < _PARALLEL_MIN:
+            return [pieces]
+        half = total // 2 // LINE * LINE
+        first: list[tuple[int, int, int]] = []
+        second: list[tuple[int, int, int]] = []
+        for pa, n, off in pieces:
+            if off + n <= half:
+                first.append((pa, n, off))
+            elif off >= half:
+                second.append((pa, n, off))
+            else:
+                cut = half - off
+                first.append((pa, cut, off))
+                second.append((pa + cut, n - cut, half))
+        return [first, second]
+
+    def _run_lanes(self, plans: list[_LanePlan]) -> None:
+        """Run each lane's three passes; every Python decision was made before, so the lanes
+        only call into the cipher library (which releases the GIL)."""
+        if len(plans) == 1:
+            _run_plan(plans[0])
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mktme-lane")
+        other = self._pool.submit(_run_plan, plans[1])
+        _run_plan(plans[0])
+        other.result()
+
+    def _mark_owned(self, start: int, end: int) -> None:
+        line, lines = start // LINE, (end - start) // LINE
+        self._forget_tags(line, lines)
+        self._set_meta(line, lines, _OWNER)
 
     def _write_private_partial(self, key: XtsKey, pa: int, data: memoryview) -> None:
         n = len(data)
@@ -318,68 +412,87 @@ class MemoryController:
         self._write_private_lines(key, [(start, view)])
 
     def _read_private(self, key: XtsKey, runs: list[tuple[int, int]], out: memoryview) -> None:
-        """Check then decrypt: CTR_K2 from DRAM into B, ECB-decrypt_K1 into A (MAC input), CTR_K2 out."""
-        # group = [line-aligned pa, length, out offset, offset of the wanted bytes, wanted length]
-        groups: list[list[int]] = []
+        """Check, then decrypt per lane: CTR_K2 from DRAM into B, ECB-decrypt_K1 into A, CTR_K2 out."""
+        # Each run widened to whole lines: (line-aligned pa, length, offset of the wanted bytes,
+        # wanted length, offset in out).
+        spans: list[tuple[int, int, int, int, int]] = []
         out_off = 0
         for pa, n in runs:
-            if n == 0:
-                continue
-            if pa % LINE == 0 and n % LINE == 0:
-                g = groups[-1] if groups else None
-                if g is not None and g[3] == -1 and g[0] + g[1] == pa:
-                    g[1] += n
-                else:
-                    groups.append([pa, n, out_off, -1, n])
-            else:
+            if n:
                 start = pa - pa % LINE
                 end = -(-(pa + n) // LINE) * LINE
-                groups.append([start, end - start, out_off, pa - start, n])
+                last = spans[-1] if spans else None
+                if (
+                    last is not None
+                    and start == pa
+                    and end == pa + n
+                    and last[0] + last[1] == start
+                    and last[2] == 0
+                    and last[1] == last[3]
+                    and last[4] + last[3] == out_off
+                ):
+                    spans[-1] = (last[0], last[1] + n, 0, last[3] + n, last[4])
+                else:
+                    spans.append((start, end - start, pa - start, n, out_off))
             out_off += n
-        total = sum(g[1] for g in groups)
-        if total == 0:
-            return
-        a, b = self._scratch(total)
-        off = 0
-        for gpa, n, *_ in groups:
-            key.tweak_xor(gpa, self._pv[gpa : gpa + n], b[off : off + n])
-            off += n
-        key.ecb_decrypt(b[:total], a)
-        tags = self._linemac.tags(a[:total]) if self._linemac is not None else b""
-        off = 0
-        for gpa, n, *_ in groups:
-            self._check_private_lines(gpa // LINE, n // LINE, tags, off // LINE)
-            off += n
-        off = 0
-        for gpa, n, o, inner, want in groups:
-            if inner == -1:
-                key.tweak_xor(gpa, a[off : off + n], out[o : o + n])
-            else:
-                key.tweak_xor(gpa, a[off : off + n], b[off : off + n])
-                out[o : o + want] = b[off + inner : off + inner + want]
-            off += n
+        for start, size, *_ in spans:
+            self._check_private_lines(start // LINE, size // LINE)
+        if all(inner == 0 and size == want for _, size, inner, want, _ in spans):
+            # The bulk path: whole lines decrypt straight into out, split across lanes.
+            pieces = [(start, size, o) for start, size, _, _, o in spans]
+            pv = self._pv
+            total = sum(size for _, size, *_ in spans)
 
-    def _check_private_lines(self, line: int, lines: int, tags: bytes, tag_line: int) -> None:
+            def work(lane: int, part: list[tuple[int, int, int]]) -> None:
+                if not part:
+                    return
+                base = part[0][2]
+                size = part[-1][2] + part[-1][1] - base
+                a, b = self._scratch(size, lane)
+                for pa, n, off in part:
+                    key.tweak_xor(pa, pv[pa : pa + n], b[off - base : off - base + n])
+                key.ecb_decrypt(b[:size], a, lane)
+                for pa, n, off in part:
+                    key.tweak_xor(pa, a[off - base : off - base + n], out[off : off + n])
+
+            self._in_lanes(total, work, pieces)
+            return
+        for start, size, inner, want, o in spans:  # sub-line pieces: small, one at a time
+            a, b = self._scratch(size)
+            key.tweak_xor(start, self._pv[start : start + size], b[:size])
+            key.ecb_decrypt(b[:size], a)
+            key.tweak_xor(start, a[:size], b[:size])
+            out[o : o + want] = b[inner : inner + want]
+
+    def _check_private_lines(self, line: int, lines: int) -> None:
+        """Owner bit and (Ci) MAC of every line, in address order; the first bad line is poisoned
+        and consumed."""
         meta = self._meta[line : line + lines]
-        meta_ok = meta.count(_OWNER) == lines
-        stored = b""
-        mac_ok = True
-        if self._mac is not None:
-            stored = self._mac[line * TAG_BYTES : (line + lines) * TAG_BYTES]
-            mac_ok = stored == tags[tag_line * TAG_BYTES : (tag_line + lines) * TAG_BYTES]
-        if meta_ok and mac_ok:
+        tampered = self._tampered(line, lines)
+        if meta.count(_OWNER) == lines and not tampered:
             return
         for i in range(lines):  # slow path: find the first bad line, in address order
             pa = (line + i) * LINE
             if meta[i] & _POISON:
                 raise MachineCheck(pa, in_td=True)
             bad = not meta[i] & _OWNER
-            if not bad and self._mac is not None:
-                t = (tag_line + i) * TAG_BYTES
-                bad = stored[i * TAG_BYTES : (i + 1) * TAG_BYTES] != tags[t : t + TAG_BYTES]
+            if not bad and line + i in tampered:
+                assert self._linemac is not None
+                bad = self._linemac.tags(pa, self._pv[pa : pa + LINE]) != self._tags[line + i]
             if bad:
                 self._poison(line + i)
                 raise MachineCheck(pa, in_td=True)
+
+    def _tampered(self, line: int, lines: int) -> set[int]:
+        if not self._tags:
+            return set()
+        if lines > len(self._tags):
+            return {t for t in self._tags if line <= t < line + lines}
+        return {t for t in range(line, line + lines) if t in self._tags}
+
+    def _forget_tags(self, line: int, lines: int) -> None:
+        for t in self._tampered(line, lines):
+            del self._tags[t]
 
     # ---- shared (KeyID 0) paths ---------------------------------------------------------------
 
@@ -393,6 +506,7 @@ class MemoryController:
             if partial and self._meta[line] & _POISON:
                 raise MachineCheck(line * LINE, in_td=False)
         self._pv[pa : pa + n] = data
+        self._forget_tags(first, last - first + 1)
         self._set_meta(first, last - first + 1, 0)
 
     def _read_shared(self, pa: int, n: int, out: memoryview) -> None:
@@ -437,6 +551,20 @@ class MemoryController:
     def _check_range(self, pa: int, n: int) -> None:
         if pa < 0 or n < 0 or pa + n > self.phys_bytes:
             raise ValueError(f"physical range [{pa:#x}, {pa + n:#x}) outside [0, {self.phys_bytes:#x})")
+
+
+_CipherOps = list[tuple[Any, memoryview, memoryview]]
+#: (first CTR pass, ECB context, ECB input, ECB output, second CTR pass) of one lane.
+_LanePlan = tuple[_CipherOps, Any, memoryview, memoryview, _CipherOps]
+
+
+def _run_plan(plan: _LanePlan) -> None:
+    first, ecb, a, b, last = plan
+    for ctx, src, dst in first:
+        ctx.update_into(src, dst)
+    ecb.update_into(a, b)
+    for ctx, src, dst in last:
+        ctx.update_into(src, dst)
 
 
 def _bytes_view(data: bytes | memoryview) -> memoryview:

@@ -16,30 +16,30 @@ contiguous run have consecutive tweak values, ``T`` over the run is exactly the 
 so the ECB contexts live as long as the key and a CTR context is made per contiguous run only.
 
 **MAC (Ci mode).** Hardware uses a SHA-3-based MAC over {512-bit ciphertext, tweak, TD-owner bit}
-truncated to 28 bits. Hashing 64-byte lines one at a time from Python costs ~1 µs per line, so we
-use a bulk keyed construction instead, built only from AES passes that run at C speed:
+truncated to 28 bits, keyed by a platform MAC key. Hashing 64-byte lines one at a time from Python
+costs ~1 µs per line, so :class:`LineMac` is a bulk keyed construction built only from AES passes
+that run at C speed, and like the hardware MAC it needs only the platform key, never a TD key:
 
-1. ``A_k = D_K1(C_k ^ T_k)`` for every block — the XTS intermediate (``P ^ T``) that encryption and
-   decryption compute anyway. It is a keyed permutation of each ciphertext block *and* its physical
-   address, so a one-bit change of ``C_k`` or a move to another PA changes ``A_k`` unpredictably.
-2. Three AES-CBC-*decrypt* passes with the platform MAC key ``Km`` over the whole stream. CBC
-   decryption gives ``D_Km(x_k) ^ x_{k-1}`` for every block in one call, so after three passes the
-   block at position 3 of each line depends on exactly the line's four blocks ``A_0..A_3`` (and on
-   nothing in neighbouring lines: chaining state carried between calls only reaches positions 0-2).
+1. ``A_k = E_Kb(C_k ^ E_Ka(pa_k >> 4))`` — an AES-CTR pass with the MAC address key binds every
+   block to its physical address (moving a line changes its tag), and an ECB pass makes every
+   bit of the block matter to every bit of ``A_k``.
+2. Three AES-CBC-*decrypt* passes with the MAC key ``Km``. CBC decryption gives
+   ``D_Km(x_k) ^ x_{k-1}`` for every block in one call, so after three passes the block at
+   position 3 of each line depends on exactly the line's four blocks (chaining state carried
+   between calls only reaches positions 0-2).
 3. The tag is the low 28 bits (little-endian) of that block's first 32-bit word, picked with one
    strided ``array`` slice and one ``bytes.translate``.
 
 The TD-owner bit is always 1 for a MAC'd line (a line with the bit clear fails before its MAC is
-looked at), so it enters as a constant. Known simplification: ``A_0`` enters the last pass linearly,
-so two tags of the same PA and key whose lines differ only in block 0 differ by 28 bits of
-``P_0 ^ P_0'``; tags are never exposed outside this package (hardware keeps them in ECC bits), and
-closing this would cost a fourth full AES pass.
+looked at), so it enters as a constant. How the memory controller avoids paying for the MAC on
+every write without changing what a TD observes is explained in :mod:`host.tdx.memctl`.
 """
 
 from __future__ import annotations
 
 import array
 import os
+from typing import Any
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
@@ -47,6 +47,10 @@ BLOCK = 16
 LINE = 64
 TAG_BYTES = 4  # storage per line; the tag value is 28 bits
 TAG_BITS = 28
+#: Independent cipher lanes per key: a large batch is split in two and both halves run at once
+#: (cryptography releases the GIL inside update_into), as a memory controller's engines work on
+#: different channels in parallel.
+LANES = 2
 _COUNTER_MASK = (1 << 128) - 1
 # Clears the high nibble of the tag's most significant byte: 32 stored bits -> 28-bit tag.
 _TOP_NIBBLE_CLEAR = bytes(b & 0x0F for b in range(256))
@@ -89,29 +93,29 @@ class XtsKey:
         self.bits = half * 8
         k1 = algorithms.AES(key[:half])
         self._k2 = algorithms.AES(key[half:])
-        # ECB has no state between blocks, so one context per direction serves every call.
-        self._ecb_enc = Cipher(k1, modes.ECB()).encryptor()
-        self._ecb_dec = Cipher(k1, modes.ECB()).decryptor()
+        # ECB has no state between blocks, so one context per direction serves every call; a
+        # context is not thread-safe, so each of the LANES worker lanes has its own.
+        self._ecb_enc = [Cipher(k1, modes.ECB()).encryptor() for _ in range(LANES)]
+        self._ecb_dec = [Cipher(k1, modes.ECB()).decryptor() for _ in range(LANES)]
+
+    def tweak_context(self, pa: int) -> Any:
+        """A CTR_K2 context whose keystream is the tweak stream from ``pa`` on."""
+        return Cipher(self._k2, modes.CTR(tweak_counter(pa))).encryptor()
+
+    def ecb_encryptor(self, lane: int = 0) -> Any:
+        return self._ecb_enc[lane]
 
     def tweak_xor(self, pa: int, src: memoryview, dst: memoryview) -> None:
         """``dst = src ^ T`` over the run of blocks starting at ``pa`` (len(dst) == len(src))."""
         Cipher(self._k2, modes.CTR(tweak_counter(pa))).encryptor().update_into(src, dst)
 
-    def tweak_xor_segments(self, pa: int, srcs: list[memoryview], dst: memoryview) -> None:
-        """Like :meth:`tweak_xor` for a run given as consecutive segments, with one CTR context."""
-        if len(srcs) == 1:
-            self.tweak_xor(pa, srcs[0], dst)
-            return
-        # One C-level join beats a Python-level update_into per page (~1 µs each) by about 2x.
-        self.tweak_xor(pa, memoryview(b"".join(srcs)), dst)
-
-    def ecb_encrypt(self, src: memoryview, dst: memoryview) -> None:
+    def ecb_encrypt(self, src: memoryview, dst: memoryview, lane: int = 0) -> None:
         """``dst[:len(src)] = E_K1(src)`` block by block; ``dst`` needs :data:`SLACK` spare bytes."""
-        self._ecb_enc.update_into(src, dst)
+        self._ecb_enc[lane].update_into(src, dst)
 
-    def ecb_decrypt(self, src: memoryview, dst: memoryview) -> None:
+    def ecb_decrypt(self, src: memoryview, dst: memoryview, lane: int = 0) -> None:
         """``dst[:len(src)] = D_K1(src)`` block by block; ``dst`` needs :data:`SLACK` spare bytes."""
-        self._ecb_dec.update_into(src, dst)
+        self._ecb_dec[lane].update_into(src, dst)
 
     def encrypt(self, pa: int, plaintext: bytes) -> bytes:
         """Encrypt one contiguous run at ``pa`` (convenience, allocates; used by tests)."""
@@ -137,27 +141,19 @@ class XtsKey:
         self.tweak_xor(pa, memoryview(a)[:n], memoryview(out))
         return bytes(out)
 
-    def intermediate(self, pa: int, ciphertext: bytes) -> bytes:
-        """The MAC input ``A = D_K1(C ^ T)`` of a run (convenience for tests)."""
-        n = len(ciphertext)
-        _check_blocks(pa, n)
-        b = bytearray(n)
-        a = bytearray(n + SLACK)
-        self.tweak_xor(pa, memoryview(ciphertext), memoryview(b))
-        self.ecb_decrypt(memoryview(b), memoryview(a))
-        return bytes(a[:n])
-
 
 class LineMac:
-    """The per-platform 28-bit line MAC over the XTS intermediate stream (see the module docstring)."""
+    """The per-platform 28-bit line MAC over stored ciphertext and its physical address (module docstring)."""
 
     def __init__(self, key: bytes | None = None) -> None:
-        key = os.urandom(16) if key is None else key
-        if len(key) != 16:
-            raise ValueError(f"MAC key must be 16 bytes, got {len(key)}")
+        key = os.urandom(48) if key is None else key
+        if len(key) != 48:
+            raise ValueError(f"MAC key must be 48 bytes (address, block and chaining keys), got {len(key)}")
+        self._address_key = algorithms.AES(key[:16])
+        self._block = Cipher(algorithms.AES(key[32:]), modes.ECB()).encryptor()
         # One long-lived CBC-decrypt context: the chaining value it carries from the previous call
         # only reaches block positions 0-2 of the first line, never the tag position 3.
-        self._cbc = Cipher(algorithms.AES(key), modes.CBC(bytes(BLOCK))).decryptor()
+        self._cbc = Cipher(algorithms.AES(key[16:32]), modes.CBC(bytes(BLOCK))).decryptor()
         # The last pass lands in an array of uint32 so that the tag pick is one strided array slice.
         self._x = array.array("I")
         self._y = bytearray()
@@ -168,15 +164,17 @@ class LineMac:
             self._y = bytearray(n + SLACK)
         return memoryview(self._x).cast("B"), memoryview(self._y)
 
-    def tags(self, a_stream: memoryview) -> bytes:
-        """Tags (4 bytes per line, 28 significant bits) for a stream of whole lines of ``A``."""
-        n = len(a_stream)
-        if n % LINE:
-            raise ValueError(f"MAC input must be whole 64-byte lines, got {n} bytes")
+    def tags(self, pa: int, ciphertext: memoryview) -> bytes:
+        """Tags (4 bytes per line, 28 significant bits) of the whole lines stored at ``pa``."""
+        n = len(ciphertext)
+        if n % LINE or pa % LINE:
+            raise ValueError(f"MAC input must be whole 64-byte lines, got {n} bytes at {pa:#x}")
         if n == 0:
             return b""
         x, y = self._scratch(n)
-        self._cbc.update_into(a_stream, x)
+        Cipher(self._address_key, modes.CTR(tweak_counter(pa))).encryptor().update_into(ciphertext, x)
+        self._block.update_into(x[:n], y)
+        self._cbc.update_into(y[:n], x)
         self._cbc.update_into(x[:n], y)
         self._cbc.update_into(y[:n], x)
         # Block 3 of each line starts at byte 48 = uint32 index 12 of 16; keep its low 28 bits
