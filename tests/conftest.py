@@ -36,7 +36,17 @@ class HostProcess:
 
 def start_host(*extra: str) -> HostProcess:
     """Start ``tdxsim host`` as a separate process and wait until it serves."""
-    cmd = [sys.executable, "-m", "tdxsim.cli", "host", "--listen", "127.0.0.1:0", "--phys-mem", "256M", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tdxsim.cli",
+        "host",
+        "--listen",
+        "127.0.0.1:0",
+        "--phys-mem",
+        "256M",
+        *extra,
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     assert proc.stdout is not None

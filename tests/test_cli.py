@@ -44,7 +44,9 @@ def test_bench_memory_writes_json_rows(tmp_path: Path) -> None:
         assert set(row) == ROW_KEYS
         assert row["ratio"] == pytest.approx(row["value"] / row["limit"], rel=0.01, abs=0.002)
         if row["target"] is not None:
-            ratio_ok = row["ratio"] >= row["target"] if row["unit"] == "MB/s" else row["ratio"] <= row["target"]
+            ratio_ok = (
+                row["ratio"] >= row["target"] if row["unit"] == "MB/s" else row["ratio"] <= row["target"]
+            )
             assert row["met"] is ratio_ok
     assert result.returncode == (0 if all(row["met"] is not False for row in rows) else 1)
     assert "engine_encrypt" in result.stdout

@@ -191,6 +191,7 @@ class HostServicer(host_pb2_grpc.HostServiceServicer):
         events = self._vmm.events
         q = events.watch()
         context.add_callback(lambda: q.put(None))
+        yield host_pb2.Event(kind=host_pb2.Event.KIND_WATCH_STARTED, td_id=request.td_id)
         try:
             while context.is_active():
                 try:

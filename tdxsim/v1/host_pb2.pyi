@@ -286,6 +286,7 @@ class Event(_message.Message):
         KIND_POISON: _ClassVar[Event.Kind]
         KIND_HOST_CRASH: _ClassVar[Event.Kind]
         KIND_HOST_ACCESS_REFUSED: _ClassVar[Event.Kind]
+        KIND_WATCH_STARTED: _ClassVar[Event.Kind]
     KIND_UNSPECIFIED: Event.Kind
     KIND_TD_CREATED: Event.Kind
     KIND_TD_FINALIZED: Event.Kind
@@ -297,6 +298,7 @@ class Event(_message.Message):
     KIND_POISON: Event.Kind
     KIND_HOST_CRASH: Event.Kind
     KIND_HOST_ACCESS_REFUSED: Event.Kind
+    KIND_WATCH_STARTED: Event.Kind
     KIND_FIELD_NUMBER: _ClassVar[int]
     TD_ID_FIELD_NUMBER: _ClassVar[int]
     GPA_FIELD_NUMBER: _ClassVar[int]

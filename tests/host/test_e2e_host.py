@@ -31,11 +31,13 @@ def launch_td(host: HostProcess, memory: int = 16 * MIB) -> tuple[int, int]:
     td = admin.CreateTd(host_pb2.CreateTdRequest(memory_bytes=memory, name="e2e"), timeout=10)
     admin.FinalizeTd(host_pb2.FinalizeTdRequest(td_id=td.td_id), timeout=10)
     accepted = guest.AcceptPages(
-        guest_pb2.AcceptPagesRequest(td_id=td.td_id, ranges=[guest_pb2.GpaRange(gpa=0, length=MIB)]), timeout=10
+        guest_pb2.AcceptPagesRequest(td_id=td.td_id, ranges=[guest_pb2.GpaRange(gpa=0, length=MIB)]),
+        timeout=10,
     )
     assert accepted.pages_accepted == 256
     guest.WriteMemory(
-        guest_pb2.WriteMemoryRequest(td_id=td.td_id, writes=[guest_pb2.GpaData(gpa=0, data=SECRET)]), timeout=10
+        guest_pb2.WriteMemoryRequest(td_id=td.td_id, writes=[guest_pb2.GpaData(gpa=0, data=SECRET)]),
+        timeout=10,
     )
     return td.td_id, td.shared_bit
 
@@ -49,7 +51,8 @@ def test_gmem_host_private_memory_is_refused_and_conversion_loses_contents(
     td_id, shared_bit = launch_td(host)
 
     read = guest.ReadMemory(
-        guest_pb2.ReadMemoryRequest(td_id=td_id, ranges=[guest_pb2.GpaRange(gpa=0, length=len(SECRET))]), timeout=10
+        guest_pb2.ReadMemoryRequest(td_id=td_id, ranges=[guest_pb2.GpaRange(gpa=0, length=len(SECRET))]),
+        timeout=10,
     )
     assert read.data[0] == SECRET
 
@@ -63,13 +66,15 @@ def test_gmem_host_private_memory_is_refused_and_conversion_loses_contents(
     mapped = guest.MapGpa(guest_pb2.MapGpaRequest(td_id=td_id, gpa=shared_bit | 0, size=4096), timeout=10)
     assert (mapped.status, mapped.chunks) == (0, 1)
     shared = guest.ReadMemory(
-        guest_pb2.ReadMemoryRequest(td_id=td_id, ranges=[guest_pb2.GpaRange(gpa=shared_bit, length=4096)]), timeout=10
+        guest_pb2.ReadMemoryRequest(td_id=td_id, ranges=[guest_pb2.GpaRange(gpa=shared_bit, length=4096)]),
+        timeout=10,
     )
     assert shared.data[0] == bytes(4096), "private contents must be gone after conversion"
 
     admin.HostWrite(host_pb2.HostWriteRequest(td_id=td_id, gpa=0, data=b"from the host"), timeout=10)
     shared = guest.ReadMemory(
-        guest_pb2.ReadMemoryRequest(td_id=td_id, ranges=[guest_pb2.GpaRange(gpa=shared_bit, length=13)]), timeout=10
+        guest_pb2.ReadMemoryRequest(td_id=td_id, ranges=[guest_pb2.GpaRange(gpa=shared_bit, length=13)]),
+        timeout=10,
     )
     assert shared.data[0] == b"from the host"
     stats = admin.GetStats(host_pb2.GetStatsRequest(), timeout=10)
@@ -92,7 +97,8 @@ def test_legacy_host_write_poisons_td_then_host_machine_check_crashes_host(
     admin.HostWrite(host_pb2.HostWriteRequest(td_id=td_id, gpa=0, data=b"host scribble"), timeout=10)
     with pytest.raises(grpc.RpcError) as poisoned:
         guest.ReadMemory(
-            guest_pb2.ReadMemoryRequest(td_id=td_id, ranges=[guest_pb2.GpaRange(gpa=0, length=64)]), timeout=10
+            guest_pb2.ReadMemoryRequest(td_id=td_id, ranges=[guest_pb2.GpaRange(gpa=0, length=64)]),
+            timeout=10,
         )
     assert poisoned.value.code() is grpc.StatusCode.DATA_LOSS
     assert error_info(poisoned.value).reason == "TD_MACHINE_CHECK"
@@ -109,11 +115,17 @@ def test_legacy_host_write_poisons_td_then_host_machine_check_crashes_host(
     assert "HOST CRASHED" in host.proc.stderr.read()
 
 
-def test_bad_requests_get_precise_statuses_and_the_host_survives(host_factory: Callable[..., HostProcess]) -> None:
+def test_bad_requests_get_precise_statuses_and_the_host_survives(
+    host_factory: Callable[..., HostProcess],
+) -> None:
     host = host_factory()
     admin = host_pb2_grpc.HostServiceStub(host.channel)
     cases: list[tuple[Callable[[], object], grpc.StatusCode, str]] = [
-        (lambda: admin.FinalizeTd(host_pb2.FinalizeTdRequest(td_id=99), timeout=5), grpc.StatusCode.NOT_FOUND, "TD_NOT_FOUND"),
+        (
+            lambda: admin.FinalizeTd(host_pb2.FinalizeTdRequest(td_id=99), timeout=5),
+            grpc.StatusCode.NOT_FOUND,
+            "TD_NOT_FOUND",
+        ),
         (
             lambda: admin.CreateTd(host_pb2.CreateTdRequest(mrconfigid=b"short"), timeout=5),
             grpc.StatusCode.INVALID_ARGUMENT,
@@ -138,10 +150,14 @@ def test_bad_requests_get_precise_statuses_and_the_host_survives(host_factory: C
     td = admin.CreateTd(host_pb2.CreateTdRequest(), timeout=5)
     fd = admin.CreateGuestMemfd(host_pb2.CreateGuestMemfdRequest(td_id=td.td_id, size=2 * MIB), timeout=5).fd
     with pytest.raises(grpc.RpcError) as unaligned:
-        admin.Fallocate(host_pb2.FallocateRequest(td_id=td.td_id, fd=fd, mode=1, offset=0, len=4095), timeout=5)
+        admin.Fallocate(
+            host_pb2.FallocateRequest(td_id=td.td_id, fd=fd, mode=1, offset=0, len=4095), timeout=5
+        )
     assert error_info(unaligned.value).reason == "EINVAL"
     with pytest.raises(grpc.RpcError) as nomode:
-        admin.Fallocate(host_pb2.FallocateRequest(td_id=td.td_id, fd=fd, mode=0, offset=0, len=4096), timeout=5)
+        admin.Fallocate(
+            host_pb2.FallocateRequest(td_id=td.td_id, fd=fd, mode=0, offset=0, len=4096), timeout=5
+        )
     assert nomode.value.code() is grpc.StatusCode.UNIMPLEMENTED
     assert error_info(nomode.value).reason == "EOPNOTSUPP"
     region = host_pb2.SetUserMemoryRegionRequest(
@@ -149,7 +165,13 @@ def test_bad_requests_get_precise_statuses_and_the_host_survives(host_factory: C
     )
     admin.SetUserMemoryRegion(region, timeout=5)
     overlap = host_pb2.SetUserMemoryRegionRequest(
-        td_id=td.td_id, slot=1, flags=4, guest_phys_addr=0, memory_size=MIB, guest_memfd=fd, guest_memfd_offset=MIB
+        td_id=td.td_id,
+        slot=1,
+        flags=4,
+        guest_phys_addr=0,
+        memory_size=MIB,
+        guest_memfd=fd,
+        guest_memfd_offset=MIB,
     )
     with pytest.raises(grpc.RpcError) as exists:
         admin.SetUserMemoryRegion(overlap, timeout=5)
@@ -166,3 +188,36 @@ def test_host_serves_health_and_stops_cleanly_on_sigterm(host_factory: Callable[
         reply = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
     assert host.stop() == 0
+
+
+def test_event_feed_streams_map_gpa_and_conversion_events(host_factory: Callable[..., HostProcess]) -> None:
+    host = host_factory()
+    admin = host_pb2_grpc.HostServiceStub(host.channel)
+    guest = guest_pb2_grpc.TdGuestServiceStub(host.channel)
+    td_id, shared_bit = launch_td(host)
+    feed = admin.WatchEvents(host_pb2.WatchEventsRequest(td_id=td_id), timeout=20)
+    assert next(feed).kind == host_pb2.Event.KIND_WATCH_STARTED
+    mapped = guest.MapGpa(
+        guest_pb2.MapGpaRequest(td_id=td_id, gpa=shared_bit | 2 * MIB, size=3 * MIB), timeout=10
+    )
+    assert mapped.chunks == 2
+    seen = []
+    for event in feed:
+        seen.append(event)
+        if event.kind == host_pb2.Event.KIND_CONVERSION and event.gpa == 4 * MIB:
+            break
+    feed.cancel()
+    kinds = [(e.kind, e.gpa, e.size) for e in seen if e.td_id == td_id]
+    assert (host_pb2.Event.KIND_MAP_GPA, 2 * MIB, 2 * MIB) in kinds
+    assert (host_pb2.Event.KIND_CONVERSION, 4 * MIB, MIB) in kinds
+
+
+def test_server_reflection_lists_the_services(host_factory: Callable[..., HostProcess]) -> None:
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    host = host_factory()
+    stub = reflection_pb2_grpc.ServerReflectionStub(host.channel)
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    (reply,) = list(stub.ServerReflectionInfo(iter([request]), timeout=10))
+    names = {s.name for s in reply.list_services_response.service}
+    assert {"tdxsim.v1.HostService", "tdxsim.v1.TdGuestService", "grpc.health.v1.Health"} <= names
