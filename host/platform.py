@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from host.kvm.kvm import Kvm
 from host.kvm.pagealloc import PageAllocator
 from host.kvm.usermem import AddressSpace
+from host.qe.enclave import QuoteSigner, TdQuotingEnclave
 from host.tdx.hostbus import HostMemoryBus
 from host.tdx.memctl import MemoryController
 from host.tdx.module import TdxModule
@@ -39,9 +40,12 @@ class Platform:
     mc: MemoryController
     module: TdxModule
     vmm: Vmm
+    quoting: TdQuotingEnclave
 
 
-def build_platform(config: PlatformConfig | None = None) -> Platform:
+def build_platform(config: PlatformConfig | None = None, signer: QuoteSigner | None = None) -> Platform:
+    """One machine; ``signer`` is the provisioned quote signer (None: GetQuote reports QGS
+    unavailable)."""
     config = config or PlatformConfig()
     config.check()
     mc = MemoryController(config.phys_bytes, integrity=config.integrity)
@@ -51,5 +55,6 @@ def build_platform(config: PlatformConfig | None = None) -> Platform:
     mm = AddressSpace(bus, pages)
     legacy = config.memory_mode == "legacy"
     kvm = Kvm(module, bus, pages, mm, legacy=legacy)
-    vmm = Vmm(kvm, mm, EventBus(), legacy=legacy)
-    return Platform(config, mc, module, vmm)
+    quoting = TdQuotingEnclave(module.verify_report, signer)
+    vmm = Vmm(kvm, mm, EventBus(), legacy=legacy, quoting=quoting)
+    return Platform(config, mc, module, vmm, quoting)

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 
 import grpc
 
+from guest.connection import td_channel
 from tdxsim.v1 import guest_pb2, guest_pb2_grpc, host_pb2, host_pb2_grpc
 
 MIB = 1 << 20
@@ -51,10 +52,10 @@ def host_process(*extra: str) -> Iterator[tuple[subprocess.Popen[str], grpc.Chan
         proc.wait(10)
 
 
-def _launch(channel: grpc.Channel) -> tuple[int, int]:
+def _launch(channel: grpc.Channel) -> tuple[int, int, guest_pb2_grpc.TdGuestServiceStub]:
     admin = host_pb2_grpc.HostServiceStub(channel)
-    guest = guest_pb2_grpc.TdGuestServiceStub(channel)
     td = admin.CreateTd(host_pb2.CreateTdRequest(memory_bytes=64 * MIB, name="demo"), timeout=10)
+    guest = guest_pb2_grpc.TdGuestServiceStub(td_channel(channel, td.credential))
     admin.FinalizeTd(host_pb2.FinalizeTdRequest(td_id=td.td_id), timeout=10)
     say(
         f"  TD {td.td_id} created with HKID {td.hkid}, 64 MiB in guest memory, shared bit 0x{td.shared_bit:x}"
@@ -69,7 +70,7 @@ def _launch(channel: grpc.Channel) -> tuple[int, int]:
         timeout=10,
     )
     say("  guest wrote 'my TD secret' to private GPA 0x0")
-    return td.td_id, td.shared_bit
+    return td.td_id, td.shared_bit, guest
 
 
 def _attempt(label: str, call: grpc.UnaryUnaryMultiCallable, request: object) -> object:
@@ -85,8 +86,7 @@ def main() -> int:
     say("== gmem mode: private memory lives in guest_memfd, never mapped by the host")
     with host_process() as (_, channel):
         admin = host_pb2_grpc.HostServiceStub(channel)
-        guest = guest_pb2_grpc.TdGuestServiceStub(channel)
-        td_id, shared_bit = _launch(channel)
+        td_id, shared_bit, guest = _launch(channel)
         _attempt(
             "host reads GPA 0x0", admin.HostRead, host_pb2.HostReadRequest(td_id=td_id, gpa=0, length=12)
         )
@@ -106,8 +106,7 @@ def main() -> int:
     say("\n== legacy mode: the pre-2021 world, private memory also mapped in host userspace")
     with host_process("--memory-mode", "legacy") as (proc, channel):
         admin = host_pb2_grpc.HostServiceStub(channel)
-        guest = guest_pb2_grpc.TdGuestServiceStub(channel)
-        td_id, _ = _launch(channel)
+        td_id, _, guest = _launch(channel)
         reply = _attempt(
             "host reads GPA 0x0", admin.HostRead, host_pb2.HostReadRequest(td_id=td_id, gpa=0, length=12)
         )

@@ -7,6 +7,7 @@ offsets; both views are derived from the single field list in ``layout`` (``TDRE
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from attest.codec import layout as L
@@ -72,4 +73,49 @@ def decode_tdreport(raw: bytes) -> TdReportStruct:
         tee_tcb_info_valid=raw[L.TEE_TCB_INFO_VALID_START : L.TEE_TCB_INFO_VALID_END],
         body=TdReport15(**values),
         raw=raw,
+    )
+
+
+def encode_tdreport(
+    body: TdReport15, *, cpu_svn: bytes, tee_tcb_info_valid: bytes, mac: bytes = bytes(32)
+) -> bytes:
+    """Build a TDREPORT_STRUCT from the body fields: TEE_TCB_INFO and TDINFO are laid out at their
+    offsets, then TEE_TCB_INFO_HASH and TEE_INFO_HASH (SHA-384 of each) are filled in. ``mac`` goes into
+    REPORTMACSTRUCT as given: the TDX module computes it over :func:`tdreport_mac_input` with its key."""
+    if len(cpu_svn) != 16 or len(tee_tcb_info_valid) != 8 or len(mac) != 32:
+        raise QuoteFormatError("cpu_svn, tee_tcb_info_valid and mac must be 16, 8 and 32 bytes")
+    raw = bytearray(L.TDREPORT_SIZE)
+    raw[L.TDREPORT_REPORTTYPE_START : L.TDREPORT_REPORTTYPE_END] = bytes([REPORT_TYPE_TDX, 0, 0, 0])
+    raw[L.TDREPORT_CPUSVN_START : L.TDREPORT_CPUSVN_END] = cpu_svn
+    raw[L.TEE_TCB_INFO_VALID_START : L.TEE_TCB_INFO_VALID_END] = tee_tcb_info_valid
+    for name, size in L.TD_REPORT15_FIELDS:
+        value = getattr(body, name)
+        if len(value) != size:
+            raise QuoteFormatError(f"{name} must be {size} bytes, got {len(value)}")
+        start = L.TDREPORT_FIELD_OFFSETS[name]
+        raw[start : start + size] = value
+    tee_tcb_info = bytes(raw[L.TEE_TCB_INFO_START : L.TDINFO_START])
+    td_info = bytes(raw[L.TDINFO_START : L.TDREPORT_SIZE])
+    raw[L.TDREPORT_TEE_TCB_INFO_HASH_START : L.TDREPORT_TEE_TCB_INFO_HASH_END] = hashlib.sha384(
+        tee_tcb_info
+    ).digest()
+    raw[L.TDREPORT_TEE_INFO_HASH_START : L.TDREPORT_TEE_INFO_HASH_END] = hashlib.sha384(td_info).digest()
+    raw[L.TDREPORT_MAC_START : L.TDREPORT_MAC_END] = mac
+    return bytes(raw)
+
+
+def tdreport_mac_input(raw: bytes) -> bytes:
+    """The bytes the REPORTMACSTRUCT MAC covers: everything before the MAC field. TEE_TCB_INFO and TDINFO
+    are bound through their hashes, so a changed bit anywhere in the report changes what is MAC'd or
+    breaks a hash (see :func:`tdreport_hashes_match`)."""
+    return bytes(raw[: L.TDREPORT_MAC_START])
+
+
+def tdreport_hashes_match(raw: bytes) -> bool:
+    """TEE_TCB_INFO_HASH and TEE_INFO_HASH agree with the TEE_TCB_INFO and TDINFO they stand for."""
+    return (
+        hashlib.sha384(raw[L.TEE_TCB_INFO_START : L.TDINFO_START]).digest()
+        == raw[L.TDREPORT_TEE_TCB_INFO_HASH_START : L.TDREPORT_TEE_TCB_INFO_HASH_END]
+        and hashlib.sha384(raw[L.TDINFO_START : L.TDREPORT_SIZE]).digest()
+        == raw[L.TDREPORT_TEE_INFO_HASH_START : L.TDREPORT_TEE_INFO_HASH_END]
     )

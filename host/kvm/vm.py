@@ -31,7 +31,7 @@ from host.tdx.hostbus import HostMemoryBus
 from host.tdx.module import TdxModule
 from host.tdx.status import TdVmCallStatus, TdxError, TdxStatus, is_error
 from host.tdx.td import TdParams
-from host.tdx.vcpu import ExitReason, TdExit, TdVmCallResult, VcpuRun
+from host.tdx.vcpu import TDVMCALL_GET_QUOTE, TDVMCALL_MAP_GPA, ExitReason, TdExit, TdVmCallResult, VcpuRun
 
 KVM_X86_TDX_VM = 5
 KVM_EXIT_HYPERCALL = 3
@@ -53,6 +53,7 @@ class ExitKind(enum.Enum):
     MEMORY_FAULT = "KVM_EXIT_MEMORY_FAULT"
     HYPERCALL = "KVM_EXIT_HYPERCALL"
     INTERNAL_ERROR = "KVM_EXIT_INTERNAL_ERROR"
+    TDX_GET_QUOTE = "KVM_EXIT_TDX(GET_QUOTE)"
     GUEST_VE = "#VE"  # delivered to the guest; its request fails
     GUEST_ERROR = "TDCALL error"  # a TDCALL returned an error status to the guest
 
@@ -112,6 +113,9 @@ class KvmVm:
         #: The shared EPT: gfn (shared bit stripped) → host pa.
         self.shared_ept: dict[int, int] = {}
         self._map_gpa: _MapGpaProgress | None = None
+        #: GetQuote exit handed to userspace, waiting for its ``ret``.
+        self._get_quote_pending = False
+        self._get_quote_ret: int | None = None
         self.exits = 0
 
     # ---- KVM_TDX_INIT_VM ----------------------------------------------------------------
@@ -391,6 +395,13 @@ class KvmVm:
             raise einval("no hypercall is pending")
         self._map_gpa.ret = ret
 
+    def complete_get_quote(self, ret: int) -> None:
+        """Userspace's answer to KVM_EXIT_TDX GET_QUOTE (``run->tdx.get_quote.ret``): the
+        TDVMCALL status the guest sees; the quote itself is in the shared buffer."""
+        if not self._get_quote_pending:
+            raise einval("no GetQuote is pending")
+        self._get_quote_ret = ret
+
     def vcpu_run(self, run: VcpuRun) -> KvmExit:
         if self.dead:
             raise KvmError("EIO", f"VM is dead: {self.dead}")
@@ -401,6 +412,11 @@ class KvmVm:
             tdvmcall_return, next_exit = self._continue_map_gpa()
             if next_exit is not None:
                 return next_exit
+        elif self._get_quote_pending:
+            if self._get_quote_ret is None:
+                raise einval("KVM_RUN with a GetQuote exit not completed")
+            tdvmcall_return = TdVmCallResult(self._get_quote_ret)
+            self._get_quote_pending, self._get_quote_ret = False, None
         while True:
             try:
                 td_exit = self._module.vp_enter(self.tdr_pa, run, self.shared_ept, tdvmcall_return)
@@ -427,13 +443,27 @@ class KvmVm:
             self.dead = f"Guest access before accepting 0x{td_exit.gpa:x} on vCPU 0"
             raise KvmError("EIO", self.dead)
         if reason is ExitReason.TDVMCALL:
-            return self._start_map_gpa(td_exit.gpa, td_exit.size)
+            if td_exit.subfunction == TDVMCALL_MAP_GPA:
+                return self._start_map_gpa(td_exit.gpa, td_exit.size)
+            if td_exit.subfunction == TDVMCALL_GET_QUOTE:
+                return self._get_quote(td_exit.gpa, td_exit.size)
+            return TdVmCallResult(TdVmCallStatus.SUBFUNC_UNSUPPORTED)
         if reason is ExitReason.FATAL:
             self.dead = td_exit.detail
             return KvmExit(ExitKind.INTERNAL_ERROR, status=td_exit.status, detail=td_exit.detail)
         if reason is ExitReason.VE:
             return KvmExit(ExitKind.GUEST_VE, td_exit.gpa, PAGE, detail=td_exit.detail)
         return KvmExit(ExitKind.GUEST_ERROR, td_exit.gpa, status=td_exit.status, detail=td_exit.detail)
+
+    # ---- TDG.VP.VMCALL<GetQuote> (tdx_get_quote) -------------------------------------
+    def _get_quote(self, gpa: int, size: int) -> KvmExit | TdVmCallResult:
+        """The buffer must be shared and page-aligned; userspace gets gpa without the shared bit."""
+        if gpa % PAGE or size % PAGE or not size or not gpa & self.shared_bit:
+            return TdVmCallResult(TdVmCallStatus.INVALID_OPERAND, failed_gpa=gpa)
+        if gpa + size > 1 << self.params.gpaw:
+            return TdVmCallResult(TdVmCallStatus.INVALID_OPERAND, failed_gpa=gpa)
+        self._get_quote_pending = True
+        return KvmExit(ExitKind.TDX_GET_QUOTE, gpa & ~self.shared_bit, size)
 
     # ---- TDG.VP.VMCALL<MapGPA> (tdx_map_gpa) ------------------------------------------
     def _start_map_gpa(self, gpa: int, size: int) -> KvmExit | TdVmCallResult:

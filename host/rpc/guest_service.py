@@ -1,18 +1,85 @@
-"""TdGuestService servicer: guest instructions → one VMM vCPU run per request (batched)."""
+"""TdGuestService servicer: guest instructions → one VMM vCPU run per request (batched).
+
+Authentication is a boundary concern and lives here: the TD credential arrives as call
+metadata ``authorization: Bearer <hex>`` and the VMM decides whether it speaks for the TD.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 
 import grpc
 
 from host.platform import Platform
 from host.rpc.errors import translate
-from host.tdx.vcpu import Accept, AcceptResult, GuestOp, MapGpa, MemRead, MemWrite, TdVmCallResult
+from host.tdx.vcpu import (
+    Accept,
+    AcceptResult,
+    GetQuote,
+    GuestOp,
+    MapGpa,
+    MemRead,
+    MemWrite,
+    Report,
+    RtmrExtend,
+    TdCallResult,
+    TdVmCallResult,
+)
+from host.vmm.errors import Refusal, VmmError
 from tdxsim.v1 import guest_pb2, guest_pb2_grpc
 
-#: Bytes one read or write request may move (the channels allow 64 MiB messages).
+#: Bytes one request may move (the channels allow 64 MiB messages).
 MAX_BATCH_BYTES = 32 << 20
+
+
+def bearer(context: grpc.ServicerContext) -> str:
+    for key, value in context.invocation_metadata():
+        if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
+            return value.removeprefix("Bearer ").strip()
+    return ""
+
+
+def instruction_op(ins: guest_pb2.Instruction) -> GuestOp:
+    kind = ins.WhichOneof("op")
+    if kind == "read":
+        return MemRead(ins.read.gpa, ins.read.length)
+    if kind == "write":
+        return MemWrite(ins.write.gpa, ins.write.data)
+    if kind == "accept":
+        return Accept(ins.accept.gpa, ins.accept.length, ins.accept.level)
+    if kind == "map_gpa":
+        return MapGpa(ins.map_gpa.gpa, ins.map_gpa.length)
+    if kind == "rtmr_extend":
+        return RtmrExtend(ins.rtmr_extend.gpa, ins.rtmr_extend.index)
+    if kind == "report":
+        return Report(ins.report.report_gpa, ins.report.reportdata_gpa)
+    if kind == "get_quote":
+        return GetQuote(ins.get_quote.gpa, ins.get_quote.length)
+    raise VmmError(Refusal.INVALID_ARGUMENT, "EMPTY_INSTRUCTION", "an instruction names no operation")
+
+
+def result_message(result: object) -> guest_pb2.InstructionResult:
+    if isinstance(result, bytes):
+        return guest_pb2.InstructionResult(data=result)
+    if isinstance(result, AcceptResult):
+        return guest_pb2.InstructionResult(
+            status=result.status, pages_accepted=result.accepted, already_accepted=result.already_accepted
+        )
+    if isinstance(result, TdVmCallResult):
+        return guest_pb2.InstructionResult(
+            status=result.status, failed_gpa=result.failed_gpa, chunks=result.chunks
+        )
+    if isinstance(result, TdCallResult):
+        return guest_pb2.InstructionResult(status=result.status)
+    return guest_pb2.InstructionResult()  # a write: nothing to report
+
+
+def _batch_bytes(ops: list[GuestOp]) -> int:
+    return sum(
+        op.length if isinstance(op, MemRead) else len(op.data) if isinstance(op, MemWrite) else 0
+        for op in ops
+    )
 
 
 class GuestServicer(guest_pb2_grpc.TdGuestServiceServicer):
@@ -20,7 +87,13 @@ class GuestServicer(guest_pb2_grpc.TdGuestServiceServicer):
         self._vmm = platform.vmm
         self.on_host_crash = on_host_crash
 
-    def _run(self, td_id: int, ops: list[GuestOp]) -> list[object]:
+    def _run(self, context: grpc.ServicerContext, td_id: int, ops: list[GuestOp]) -> list[object]:
+        with self._vmm.locked():
+            self._vmm.authenticate(td_id, bearer(context))
+        if _batch_bytes(ops) > MAX_BATCH_BYTES:
+            raise VmmError(
+                Refusal.INVALID_ARGUMENT, "BATCH_TOO_LARGE", f"a request may move {MAX_BATCH_BYTES} bytes"
+            )
         return self._vmm.run_vcpu(td_id, ops)
 
     @translate
@@ -28,6 +101,7 @@ class GuestServicer(guest_pb2_grpc.TdGuestServiceServicer):
         self, request: guest_pb2.VpInfoRequest, context: grpc.ServicerContext
     ) -> guest_pb2.VpInfoResponse:
         with self._vmm.locked():
+            self._vmm.authenticate(request.td_id, bearer(context))
             vm = self._vmm.td(request.td_id).vm
             return guest_pb2.VpInfoResponse(
                 gpa_width=vm.params.gpaw,
@@ -40,25 +114,23 @@ class GuestServicer(guest_pb2_grpc.TdGuestServiceServicer):
     def ReadMemory(
         self, request: guest_pb2.ReadMemoryRequest, context: grpc.ServicerContext
     ) -> guest_pb2.ReadMemoryResponse:
-        if sum(r.length for r in request.ranges) > MAX_BATCH_BYTES:
-            raise ValueError(f"a read batch may move at most {MAX_BATCH_BYTES} bytes")
-        results = self._run(request.td_id, [MemRead(r.gpa, r.length) for r in request.ranges])
+        results = self._run(context, request.td_id, [MemRead(r.gpa, r.length) for r in request.ranges])
         return guest_pb2.ReadMemoryResponse(data=[r for r in results if isinstance(r, bytes)])
 
     @translate
     def WriteMemory(
         self, request: guest_pb2.WriteMemoryRequest, context: grpc.ServicerContext
     ) -> guest_pb2.WriteMemoryResponse:
-        self._run(request.td_id, [MemWrite(w.gpa, w.data) for w in request.writes])
+        self._run(context, request.td_id, [MemWrite(w.gpa, w.data) for w in request.writes])
         return guest_pb2.WriteMemoryResponse(bytes_written=sum(len(w.data) for w in request.writes))
 
     @translate
     def AcceptPages(
         self, request: guest_pb2.AcceptPagesRequest, context: grpc.ServicerContext
     ) -> guest_pb2.AcceptPagesResponse:
-        results = self._run(request.td_id, [Accept(r.gpa, r.length, request.level) for r in request.ranges])
+        ops: list[GuestOp] = [Accept(r.gpa, r.length, request.level) for r in request.ranges]
         response = guest_pb2.AcceptPagesResponse()
-        for result in results:
+        for result in self._run(context, request.td_id, ops):
             assert isinstance(result, AcceptResult)
             response.pages_accepted += result.accepted
             response.already_accepted += result.already_accepted
@@ -69,8 +141,38 @@ class GuestServicer(guest_pb2_grpc.TdGuestServiceServicer):
     def MapGpa(
         self, request: guest_pb2.MapGpaRequest, context: grpc.ServicerContext
     ) -> guest_pb2.MapGpaResponse:
-        (result,) = self._run(request.td_id, [MapGpa(request.gpa, request.size)])
+        (result,) = self._run(context, request.td_id, [MapGpa(request.gpa, request.size)])
         assert isinstance(result, TdVmCallResult)
         return guest_pb2.MapGpaResponse(
             status=result.status, failed_gpa=result.failed_gpa, chunks=result.chunks
         )
+
+    @translate
+    def Run(self, request: guest_pb2.RunRequest, context: grpc.ServicerContext) -> guest_pb2.RunResponse:
+        results = self._run(context, request.td_id, [instruction_op(i) for i in request.instructions])
+        return guest_pb2.RunResponse(results=[result_message(r) for r in results])
+
+    def Attach(
+        self, request: guest_pb2.AttachRequest, context: grpc.ServicerContext
+    ) -> Iterator[guest_pb2.AttachEvent]:
+        yield from self._attach(request, context)
+
+    @translate
+    def _attach_check(self, request: guest_pb2.AttachRequest, context: grpc.ServicerContext) -> None:
+        with self._vmm.locked():
+            self._vmm.authenticate(request.td_id, bearer(context))
+
+    def _attach(
+        self, request: guest_pb2.AttachRequest, context: grpc.ServicerContext
+    ) -> Iterator[guest_pb2.AttachEvent]:
+        self._attach_check(request, context)
+        gone = threading.Event()
+        context.add_callback(gone.set)
+        yield guest_pb2.AttachEvent(detail=f"attached to TD {request.td_id}")
+        while not gone.wait(1.0):
+            if not self._vmm.exists(request.td_id):
+                return
+        self._vmm.detach(request.td_id)
+
+    def Echo(self, request: guest_pb2.EchoRequest, context: grpc.ServicerContext) -> guest_pb2.EchoResponse:
+        return guest_pb2.EchoResponse(payload=request.payload)

@@ -25,7 +25,7 @@ def _mr(value: bytes, name: str) -> bytes:
     return bytes(value)
 
 
-def td_params(request: host_pb2.CreateTdRequest) -> TdParams:
+def td_params(request: host_pb2.CreateTdRequest | host_pb2.TdImage) -> TdParams:
     defaults = TdParams()
     return TdParams(
         attributes=request.attributes if request.HasField("attributes") else defaults.attributes,
@@ -54,6 +54,22 @@ class HostServicer(host_pb2_grpc.HostServiceServicer):
             hkid=handle.vm.hkid,
             shared_bit=handle.vm.shared_bit,
             guest_memfd=fds[0] if fds else -1,
+            credential=handle.credential,
+        )
+
+    @translate
+    def LaunchTd(
+        self, request: host_pb2.LaunchTdRequest, context: grpc.ServicerContext
+    ) -> host_pb2.LaunchTdResponse:
+        image = request.image
+        payload = [(p.gpa, p.data, p.measure) for p in image.payload]
+        handle, pages = self._vmm.launch_td(td_params(image), image.memory_bytes, payload, request.name)
+        return host_pb2.LaunchTdResponse(
+            td_id=handle.td_id,
+            credential=handle.credential,
+            hkid=handle.vm.hkid,
+            shared_bit=handle.vm.shared_bit,
+            pages_added=pages,
         )
 
     @translate

@@ -14,21 +14,32 @@ Callers hold the host lock.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from attest.codec.quote import TdReport15
+from attest.codec.tdreport import encode_tdreport, tdreport_hashes_match, tdreport_mac_input
 from host.tdx.keys import KeyOwnerTable
-from host.tdx.measure import MR_EXTEND_CHUNK
+from host.tdx.measure import MR_EXTEND_CHUNK, MR_SIZE, rtmr_extend
 from host.tdx.memctl import PAGE, MachineCheck, MemoryController
 from host.tdx.sept import BLOCKED_STATES, PENDING_STATES, Leaf, SeptState
 from host.tdx.status import OperandId, TdxError, TdxStatus
-from host.tdx.td import OpState, Td, TdAttributes, TdLifecycle, TdParams
+from host.tdx.td import OpState, SeamIdentity, Td, TdAttributes, TdLifecycle, TdParams
 from host.tdx.vcpu import (
+    TDVMCALL_GET_QUOTE,
+    TDVMCALL_MAP_GPA,
     Accept,
     AcceptResult,
     ExitReason,
+    MapGpa,
     MemRead,
     MemWrite,
+    Report,
+    RtmrExtend,
+    TdCallResult,
     TdExit,
     TdVmCallResult,
     VcpuRun,
@@ -36,7 +47,7 @@ from host.tdx.vcpu import (
 
 PAGE_SHIFT = 12
 MAX_FAULT_RUN = 512  # pages reported by one EPT-violation exit (2 MiB)
-TDVMCALL_MAP_GPA = 0x10001
+RTMR_COUNT = 4
 
 
 class PamtType:
@@ -60,8 +71,19 @@ class SysInfo:
 
 
 class TdxModule:
-    def __init__(self, mc: MemoryController, *, keyid_first: int = 16, keyid_count: int = 48) -> None:
+    def __init__(
+        self,
+        mc: MemoryController,
+        *,
+        keyid_first: int = 16,
+        keyid_count: int = 48,
+        seam: SeamIdentity | None = None,
+    ) -> None:
         self._mc = mc
+        self._seam = seam or SeamIdentity()
+        #: The platform-bound key that MACs TDREPORTs; only this CPU (and the QE via
+        #: EVERIFYREPORT2, :meth:`verify_report`) can check it.
+        self._report_key = os.urandom(32)
         self._kot = KeyOwnerTable(keyid_first, keyid_count)
         self._tds: dict[int, Td] = {}
         #: PAMT: pa → (page type, owning TDR pa). Absent = PT_NDA.
@@ -298,10 +320,13 @@ class TdxModule:
                     td_exit = self._access(td, op, run, shared_ept)
                 elif isinstance(op, Accept):
                     td_exit = self._accept(td, op, run)
+                elif isinstance(op, RtmrExtend):
+                    td_exit = self._rtmr_extend(td, op, run)
+                elif isinstance(op, Report):
+                    td_exit = self._report(td, op, run)
                 else:
-                    td_exit = TdExit(
-                        ExitReason.TDVMCALL, gpa=op.gpa, size=op.size, subfunction=TDVMCALL_MAP_GPA
-                    )
+                    sub = TDVMCALL_MAP_GPA if isinstance(op, MapGpa) else TDVMCALL_GET_QUOTE
+                    td_exit = TdExit(ExitReason.TDVMCALL, gpa=op.gpa, size=op.size, subfunction=sub)
             except MachineCheck as mc:
                 td.fatal = f"machine check consuming poisoned line at PA 0x{mc.pa:x}"
                 return TdExit(
@@ -440,3 +465,97 @@ class TdxModule:
             self._mc.zero(td.hkid, to_zero)
         run.offset = pos
         return stop
+
+    # ---- measurement and reports (memory-model.md §8) ----------------------------------------
+    def _private_page(self, td: Td, gpa: int) -> int | TdExit:
+        """Host PA of the accepted private page holding ``gpa``, or the exit a touch would cause."""
+        gfn = gpa >> PAGE_SHIFT
+        entry = td.sept.get(gfn)
+        if entry is None or entry.state in BLOCKED_STATES or entry.state is SeptState.REMOVED:
+            return TdExit(ExitReason.EPT_VIOLATION, gpa=gfn << PAGE_SHIFT, size=PAGE, private=True)
+        if entry.state in PENDING_STATES:
+            if td.params.attributes & TdAttributes.SEPT_VE_DISABLE:
+                return TdExit(ExitReason.PENDING_EPT_VIOLATION, gpa=gfn << PAGE_SHIFT, private=True)
+            return TdExit(ExitReason.VE, gpa=gfn << PAGE_SHIFT, private=True, detail="#VE: page not accepted")
+        return entry.pa + gpa % PAGE
+
+    def _tdcall_operand_error(self, operand: OperandId, gpa: int, what: str) -> TdExit:
+        status = int(TdxStatus.OPERAND_INVALID | operand)
+        return TdExit(ExitReason.TDCALL_ERROR, gpa=gpa, status=status, detail=what)
+
+    def _is_private_aligned(self, td: Td, gpa: int, align: int) -> bool:
+        return not (gpa % align or gpa & td.params.shared_bit or gpa >= td.params.shared_bit)
+
+    def _rtmr_extend(self, td: Td, op: RtmrExtend, run: VcpuRun) -> TdExit | None:
+        """TDG.MR.RTMR.EXTEND: the 48 bytes are read with the TD key from a private 64-B aligned GPA."""
+        if not self._is_private_aligned(td, op.gpa, 64):
+            return self._tdcall_operand_error(
+                OperandId.RCX, op.gpa, "RTMR data GPA must be private and 64-byte aligned"
+            )
+        if not 0 <= op.index < RTMR_COUNT:
+            return self._tdcall_operand_error(OperandId.RDX, op.gpa, f"RTMR index {op.index} is not 0..3")
+        pa = self._private_page(td, op.gpa)
+        if isinstance(pa, TdExit):
+            return pa
+        (data,) = self._mc.read(td.hkid, [(pa, MR_SIZE)])
+        td.rtmr[op.index] = rtmr_extend(td.rtmr[op.index], data)
+        run.results[run.index] = TdCallResult()
+        return None
+
+    def _report(self, td: Td, op: Report, run: VcpuRun) -> TdExit | None:
+        """TDG.MR.REPORT: build the TDREPORT_STRUCT, MAC it with the platform key and store it at the
+        private, 1024-byte aligned ``report_gpa``."""
+        if not self._is_private_aligned(td, op.report_gpa, 1024):
+            return self._tdcall_operand_error(
+                OperandId.RCX, op.report_gpa, "report GPA must be private, 1024-aligned"
+            )
+        if not self._is_private_aligned(td, op.reportdata_gpa, 64):
+            return self._tdcall_operand_error(
+                OperandId.RDX, op.reportdata_gpa, "REPORTDATA GPA must be 64-aligned"
+            )
+        data_pa = self._private_page(td, op.reportdata_gpa)
+        if isinstance(data_pa, TdExit):
+            return data_pa
+        report_pa = self._private_page(td, op.report_gpa)
+        if isinstance(report_pa, TdExit):
+            return report_pa
+        (report_data,) = self._mc.read(td.hkid, [(data_pa, 64)])
+        raw = self.build_tdreport(td, report_data)
+        self._mc.write(td.hkid, [(report_pa, raw)])
+        run.results[run.index] = TdCallResult()
+        return None
+
+    def build_tdreport(self, td: Td, report_data: bytes) -> bytes:
+        seam, params = self._seam, td.params
+        body = TdReport15(
+            tee_tcb_svn=seam.tee_tcb_svn,
+            mr_seam=seam.mr_seam,
+            mr_signer_seam=seam.mr_signer_seam,
+            seam_attributes=seam.seam_attributes,
+            td_attributes=params.attributes.to_bytes(8, "little"),
+            xfam=params.xfam.to_bytes(8, "little"),
+            mr_td=td.mrtd.value,
+            mr_config_id=params.mrconfigid,
+            mr_owner=params.mrowner,
+            mr_owner_config=params.mrownerconfig,
+            rtmr0=td.rtmr[0],
+            rtmr1=td.rtmr[1],
+            rtmr2=td.rtmr[2],
+            rtmr3=td.rtmr[3],
+            report_data=report_data,
+            tee_tcb_svn2=seam.tee_tcb_svn2,
+            mr_service_td=bytes(MR_SIZE),
+        )
+        unsigned = encode_tdreport(body, cpu_svn=seam.cpu_svn, tee_tcb_info_valid=seam.tee_tcb_info_valid)
+        mac = hmac.new(self._report_key, tdreport_mac_input(unsigned), hashlib.sha256).digest()
+        return encode_tdreport(
+            body, cpu_svn=seam.cpu_svn, tee_tcb_info_valid=seam.tee_tcb_info_valid, mac=mac
+        )
+
+    def verify_report(self, raw: bytes) -> bool:
+        """EVERIFYREPORT2 / TDG.MR.VERIFYREPORT: True when ``raw`` is a TDREPORT this platform made,
+        unaltered. Only code on this host (the quoting enclave) can use it."""
+        if len(raw) != 1024 or raw[0] != 0x81 or not tdreport_hashes_match(raw):
+            return False
+        expected = hmac.new(self._report_key, tdreport_mac_input(raw), hashlib.sha256).digest()
+        return hmac.compare_digest(expected, raw[224:256])

@@ -102,3 +102,19 @@ class Td:
                 TdxStatus.LIFECYCLE_STATE_INCORRECT | OperandId.TDR,
                 f"{leaf} in lifecycle {self.lifecycle.name}",
             )
+
+
+@dataclass(frozen=True)
+class SeamIdentity:
+    """What the TDX module reports about itself in TEE_TCB_INFO and REPORTMACSTRUCT
+    (memory-model.md §8). The host platform fills it from the simulated PKI's platform
+    identity so that quotes match the signed TCB Info."""
+
+    cpu_svn: bytes = bytes(16)
+    tee_tcb_svn: bytes = bytes([3, 1]) + bytes(14)
+    tee_tcb_svn2: bytes = bytes(16)
+    mr_seam: bytes = bytes(MR_SIZE)
+    mr_signer_seam: bytes = bytes(MR_SIZE)
+    seam_attributes: bytes = bytes(8)
+    #: TEE_TCB_INFO.VALID: which of its fields are valid.
+    tee_tcb_info_valid: bytes = bytes.fromhex("ff01000000000000")

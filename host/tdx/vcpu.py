@@ -44,7 +44,33 @@ class MapGpa:
     size: int
 
 
-GuestOp = MemRead | MemWrite | Accept | MapGpa
+@dataclass(frozen=True, slots=True)
+class RtmrExtend:
+    """TDG.MR.RTMR.EXTEND: RTMR[index] = SHA-384(RTMR[index] || 48 bytes at private ``gpa``)."""
+
+    gpa: int
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """TDG.MR.REPORT: the TDREPORT for the REPORTDATA at ``reportdata_gpa`` goes to ``report_gpa``."""
+
+    report_gpa: int
+    reportdata_gpa: int
+
+
+@dataclass(frozen=True, slots=True)
+class GetQuote:
+    """TDG.VP.VMCALL<GetQuote> (R11 = 0x10002) on the shared GHCI quote buffer at ``gpa``."""
+
+    gpa: int
+    size: int
+
+
+GuestOp = MemRead | MemWrite | Accept | MapGpa | RtmrExtend | Report | GetQuote
+TDVMCALL_MAP_GPA = 0x10001
+TDVMCALL_GET_QUOTE = 0x10002
 
 
 @dataclass(slots=True)
@@ -52,6 +78,11 @@ class AcceptResult:
     accepted: int = 0
     already_accepted: int = 0
     #: Last non-success status (a warning such as PAGE_ALREADY_ACCEPTED|level, or an error).
+    status: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TdCallResult:
     status: int = 0
 
 

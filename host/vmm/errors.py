@@ -12,6 +12,7 @@ class Refusal(enum.Enum):
     INVALID_ARGUMENT = "INVALID_ARGUMENT"
     DATA_LOSS = "DATA_LOSS"
     OUT_OF_RANGE = "OUT_OF_RANGE"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
 
 
 class VmmError(Exception):

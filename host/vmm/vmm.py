@@ -14,8 +14,11 @@ memory modes:
 
 from __future__ import annotations
 
+import hmac
+import secrets
+import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -27,14 +30,23 @@ from host.kvm.memslots import KVM_MEM_GUEST_MEMFD
 from host.kvm.pagealloc import PAGE
 from host.kvm.usermem import AddressSpace
 from host.kvm.vm import KVM_X86_TDX_VM, ExitKind, KvmVm
+from host.qe.enclave import QuoteRefused, TdQuotingEnclave
 from host.tdx.memctl import MachineCheck
-from host.tdx.status import TdxError
+from host.tdx.status import TdVmCallStatus, TdxError
 from host.tdx.td import TdParams
 from host.tdx.vcpu import GuestOp, VcpuRun
 from host.vmm.errors import HostCrashed, Refusal, VmmError
 from host.vmm.events import Event, EventBus, EventKind
 
 PAGE_SHIFT = 12
+
+# GHCI TDG.VP.VMCALL<GetQuote> shared buffer: u64 version, u64 status, u32 in_len, u32 out_len, data.
+GET_QUOTE_HEADER = struct.Struct("<QQII")
+GET_QUOTE_VERSION = 1
+GET_QUOTE_SUCCESS = 0
+GET_QUOTE_IN_FLIGHT = 0xFFFF_FFFF_FFFF_FFFF
+GET_QUOTE_ERROR = 0x8000_0000_0000_0000
+GET_QUOTE_QGS_UNAVAILABLE = 0x8000_0000_0000_0001
 
 
 @dataclass
@@ -48,11 +60,22 @@ class TdHandle:
     #: host userspace mappings the VMM made for memslots (slot → hva).
     user_maps: dict[int, int] = field(default_factory=dict)
     conversions: int = 0
+    #: Bearer credential that binds a guest to this one TD.
+    credential: str = field(default_factory=lambda: secrets.token_hex(32))
 
 
 class Vmm:
-    def __init__(self, kvm: Kvm, mm: AddressSpace, events: EventBus, *, legacy: bool = False) -> None:
+    def __init__(
+        self,
+        kvm: Kvm,
+        mm: AddressSpace,
+        events: EventBus,
+        *,
+        legacy: bool = False,
+        quoting: TdQuotingEnclave | None = None,
+    ) -> None:
         self._kvm = kvm
+        self._quoting = quoting
         self._mm = mm
         self.events = events
         self.legacy = legacy
@@ -79,6 +102,24 @@ class Vmm:
 
     def tds(self) -> list[TdHandle]:
         return list(self._tds.values())
+
+    def authenticate(self, td_id: int, credential: str) -> None:
+        """The caller speaks for TD ``td_id`` only with that TD's credential."""
+        if not credential:
+            raise VmmError(
+                Refusal.UNAUTHENTICATED, "MISSING_CREDENTIAL", "no TD credential (authorization: Bearer …)"
+            )
+        owner = next((h for h in self._tds.values() if hmac.compare_digest(h.credential, credential)), None)
+        if owner is None:
+            raise VmmError(
+                Refusal.UNAUTHENTICATED, "UNKNOWN_CREDENTIAL", "the credential belongs to no live TD"
+            )
+        if owner.td_id != td_id:
+            raise VmmError(
+                Refusal.PERMISSION_DENIED,
+                "CREDENTIAL_FOR_ANOTHER_TD",
+                f"the credential is bound to TD {owner.td_id}, not TD {td_id}",
+            )
 
     @property
     def kvm(self) -> Kvm:
@@ -109,6 +150,30 @@ class Vmm:
             self.events.publish(Event(EventKind.TD_CREATED, handle.td_id, detail=f"hkid {vm.hkid}"))
             return handle
 
+    def launch_td(
+        self, params: TdParams, memory_bytes: int, payload: Sequence[tuple[int, bytes, bool]], name: str = ""
+    ) -> tuple[TdHandle, int]:
+        """Measured launch: create, ADD (+EXTEND) every payload page, finalize. Returns the TD and
+        the number of pages added. On any failure the half-built TD is torn down."""
+        if memory_bytes <= 0:
+            raise VmmError(Refusal.INVALID_ARGUMENT, "NO_MEMORY", "a launched TD needs memory_bytes > 0")
+        with self.locked():
+            handle = self.create_td(params, memory_bytes, name)
+            try:
+                pages = 0
+                for gpa, data, measure in payload:
+                    if not data:
+                        raise VmmError(
+                            Refusal.INVALID_ARGUMENT, "EMPTY_PAYLOAD", f"payload at 0x{gpa:x} is empty"
+                        )
+                    padded = bytes(data) + bytes(-len(data) % PAGE)
+                    pages += handle.vm.tdx_init_mem_region(gpa, padded, 1 if measure else 0)
+                self.finalize(handle.td_id)
+            except BaseException:
+                self.destroy_td(handle.td_id)
+                raise
+            return handle, pages
+
     def init_mem_region(self, td_id: int, gpa: int, source: bytes, measure: bool) -> int:
         with self.locked():
             return self.td(td_id).vm.tdx_init_mem_region(gpa, source, 1 if measure else 0)
@@ -117,6 +182,17 @@ class Vmm:
         with self.locked():
             self.td(td_id).vm.tdx_finalize_vm()
             self.events.publish(Event(EventKind.TD_FINALIZED, td_id))
+
+    def exists(self, td_id: int) -> bool:
+        return td_id in self._tds
+
+    def detach(self, td_id: int) -> None:
+        """The guest holding this TD's lifeline went away: tear the TD down, as a VMM does when
+        its guest's process dies."""
+        with self._lock:
+            if td_id in self._tds:
+                self.events.publish(Event(EventKind.TD_DESTROYED, td_id, detail="guest detached"))
+                self.destroy_td(td_id)
 
     def destroy_td(self, td_id: int) -> tuple[int, int]:
         with self._lock:
@@ -253,6 +329,8 @@ class Vmm:
                     except (KvmError, TdxError):
                         ret = 22  # -EINVAL to the guest as INVALID_OPERAND
                     vm.complete_hypercall(ret)
+                elif exit_.kind is ExitKind.TDX_GET_QUOTE:
+                    vm.complete_get_quote(self._get_quote(handle, exit_.gpa, exit_.size))
                 elif exit_.kind is ExitKind.INTERNAL_ERROR:
                     self.events.publish(Event(EventKind.POISON, td_id, detail=exit_.detail))
                     self.events.publish(Event(EventKind.TD_DEAD, td_id, detail=exit_.detail))
@@ -274,6 +352,32 @@ class Vmm:
                         tdx_status=exit_.status,
                         gpa=exit_.gpa,
                     )
+
+    # ---- GetQuote (QEMU tdx_handle_get_quote + the quote generation service) ---------------
+    def _get_quote(self, handle: TdHandle, gpa: int, size: int) -> int:
+        """Serve one GHCI GetQuote buffer in shared memory; returns the TDVMCALL status. The quote
+        (or an error status) goes back into the buffer, as a real VMM does once QGS answers."""
+        try:
+            version, _, in_len, _ = GET_QUOTE_HEADER.unpack(
+                self.host_read(handle.td_id, gpa, GET_QUOTE_HEADER.size)
+            )
+        except VmmError:
+            return int(TdVmCallStatus.INVALID_OPERAND)
+        room = size - GET_QUOTE_HEADER.size
+        if version != GET_QUOTE_VERSION or not 0 < in_len <= room:
+            return int(TdVmCallStatus.INVALID_OPERAND)
+        report = self.host_read(handle.td_id, gpa + GET_QUOTE_HEADER.size, in_len)
+        status, quote = GET_QUOTE_QGS_UNAVAILABLE, b""
+        if self._quoting is not None:
+            try:
+                quote = self._quoting.get_quote(report)
+                status = GET_QUOTE_SUCCESS if len(quote) <= room else GET_QUOTE_ERROR
+            except QuoteRefused as refused:
+                status = GET_QUOTE_QGS_UNAVAILABLE if refused.reason == "QGS_UNAVAILABLE" else GET_QUOTE_ERROR
+        header = GET_QUOTE_HEADER.pack(GET_QUOTE_VERSION, status, in_len, len(quote))
+        body = quote if status == GET_QUOTE_SUCCESS else b""
+        self.host_write(handle.td_id, gpa, header + body)
+        return int(TdVmCallStatus.SUCCESS)
 
     # ---- host userspace touching guest memory -----------------------------------------
     def _host_view(self, handle: TdHandle, gpa: int, length: int) -> int:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15tdxsim/v1/guest.proto\x12\ttdxsim.v1\"\x1e\n\rVpInfoRequest\x12\r\n\x05td_id\x18\x01 \x01(\x04\"^\n\x0eVpInfoResponse\x12\x11\n\tgpa_width\x18\x01 \x01(\r\x12\x12\n\nattributes\x18\x02 \x01(\x04\x12\x11\n\tnum_vcpus\x18\x03 \x01(\r\x12\x12\n\nshared_bit\x18\x04 \x01(\x04\"\'\n\x08GpaRange\x12\x0b\n\x03gpa\x18\x01 \x01(\x04\x12\x0e\n\x06length\x18\x02 \x01(\x04\"$\n\x07GpaData\x12\x0b\n\x03gpa\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"G\n\x11ReadMemoryRequest\x12\r\n\x05td_id\x18\x01 \x01(\x04\x12#\n\x06ranges\x18\x02 \x03(\x0b\x32\x13.tdxsim.v1.GpaRange\"\"\n\x12ReadMemoryResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x03(\x0c\"G\n\x12WriteMemoryRequest\x12\r\n\x05td_id\x18\x01 \x01(\x04\x12\"\n\x06writes\x18\x02 \x03(\x0b\x32\x12.tdxsim.v1.GpaData\",\n\x13WriteMemoryResponse\x12\x15\n\rbytes_written\x18\x01 \x01(\x04\"W\n\x12\x41\x63\x63\x65ptPagesRequest\x12\r\n\x05td_id\x18\x01 \x01(\x04\x12#\n\x06ranges\x18\x02 \x03(\x0b\x32\x13.tdxsim.v1.GpaRange\x12\r\n\x05level\x18\x03 \x01(\r\"\\\n\x13\x41\x63\x63\x65ptPagesResponse\x12\x16\n\x0epages_accepted\x18\x01 \x01(\x04\x12\x18\n\x10\x61lready_accepted\x18\x02 \x01(\x04\x12\x13\n\x0blast_status\x18\x03 \x01(\x04\"9\n\rMapGpaRequest\x12\r\n\x05td_id\x18\x01 \x01(\x04\x12\x0b\n\x03gpa\x18\x02 \x01(\x04\x12\x0c\n\x04size\x18\x03 \x01(\x04\"D\n\x0eMapGpaResponse\x12\x0e\n\x06status\x18\x01 \x01(\x04\x12\x12\n\nfailed_gpa\x18\x02 \x01(\x04\x12\x0e\n\x06\x63hunks\x18\x03 \x01(\r2\xf5\x02\n\x0eTdGuestService\x12=\n\x06VpInfo\x12\x18.tdxsim.v1.VpInfoRequest\x1a\x19.tdxsim.v1.VpInfoResponse\x12I\n\nReadMemory\x12\x1c.tdxsim.v1.ReadMemoryRequest\x1a\x1d.tdxsim.v1.ReadMemoryResponse\x12L\n\x0bWriteMemory\x12\x1d.tdxsim.v1.WriteMemoryRequest\x1a\x1e.tdxsim.v1.WriteMemoryResponse\x12L\n\x0b\x41\x63\x63\x65ptPages\x12\x1d.tdxsim.v1.AcceptPagesRequest\x1a\x1e.tdxsim.v1.AcceptPagesResponse\x12=\n\x06MapGpa\x12\x18.tdxsim.v1.MapGpaRequest\x1a\x19.tdxsim.v1.MapGpaResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15tdxsim/v1/guest.proto\x12\ttdxsim.v1\"\x1e\n\rVpInfoRequest\x12\r\n\x05td_id\x18\x01 \x01(\x04\"^\n\x0eVpInfoResponse\x12\x11\n\tgpa_width\x18\x01 \x01(\r\x12\x12\n\nattributes\x18\x02 \x01(\x04\x12\x11\n\tnum_vcpus\x18\x03 \x01(\r\x12\x12\n\nshared_bit\x18\x04 \x01(\x04\"\'\n\x08GpaRange\x12\x0b\n\x03gpa\x18\x01 \x01(\x04\x12\x0e\n\x06length\x18\x02 \x01(\x04\"$\n\x07GpaData\x12\x0b\n\x03gpa\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"G\n\x11ReadMemoryRequest\x12\r\n\x05td_id\x18\x01 \x01(\x04\x12#\n\x06ranges\x18\x02 \x03(\x0b\x32\x13.tdxsim.v1.GpaRange\"\"\n\x12ReadMemoryResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x03(\x0c\"G\n\x12WriteMemoryRequest\x12\r\n\x05td_id\x18\x01 \x01(\x04\x12\"\n\x06writes\x18\x02 \x03(\x0b\x32\x12.tdxsim.v1.GpaData\",\n\x13WriteMemoryResponse\x12\x15\n\rbytes_written\x18\x01 \x01(\x04\"W\n\x12\x41\x63\x63\x65ptPagesRequest\x12\r\n\x05td_id\x18\x01 \x01(\x04\x12#\n\x06ranges\x18\x02 \x03(\x0b\x32\x13.tdxsim.v1.GpaRange\x12\r\n\x05level\x18\x03 \x01(\r\"\\\n\x13\x41\x63\x63\x65ptPagesResponse\x12\x16\n\x0epages_accepted\x18\x01 \x01(\x04\x12\x18\n\x10\x61lready_accepted\x18\x02 \x01(\x04\x12\x13\n\x0blast_status\x18\x03 \x01(\x04\"9\n\rMapGpaRequest\x12\r\n\x05td_id\x18\x01 \x01(\x04\x12\x0b\n\x03gpa\x18\x02 \x01(\x04\x12\x0c\n\x04size\x18\x03 \x01(\x04\"D\n\x0eMapGpaResponse\x12\x0e\n\x06status\x18\x01 \x01(\x04\x12\x12\n\nfailed_gpa\x18\x02 \x01(\x04\x12\x0e\n\x06\x63hunks\x18\x03 \x01(\r\"\xac\x02\n\x0bInstruction\x12#\n\x04read\x18\x01 \x01(\x0b\x32\x13.tdxsim.v1.GpaRangeH\x00\x12#\n\x05write\x18\x02 \x01(\x0b\x32\x12.tdxsim.v1.GpaDataH\x00\x12(\n\x06\x61\x63\x63\x65pt\x18\x03 \x01(\x0b\x32\x16.tdxsim.v1.AcceptRangeH\x00\x12&\n\x07map_gpa\x18\x04 \x01(\x0b\x32\x13.tdxsim.v1.GpaRangeH\x00\x12,\n\x0brtmr_extend\x18\x05 \x01(\x0b\x32\x15.tdxsim.v1.RtmrExtendH\x00\x12#\n\x06report\x18\x06 \x01(\x0b\x32\x11.tdxsim.v1.ReportH\x00\x12(\n\tget_quote\x18\x07 \x01(\x0b\x32\x13.tdxsim.v1.GpaRangeH\x00\x42\x04\n\x02op\"9\n\x0b\x41\x63\x63\x65ptRange\x12\x0b\n\x03gpa\x18\x01 \x01(\x04\x12\x0e\n\x06length\x18\x02 \x01(\x04\x12\r\n\x05level\x18\x03 \x01(\r\"(\n\nRtmrExtend\x12\x0b\n\x03gpa\x18\x01 \x01(\x04\x12\r\n\x05index\x18\x02 \x01(\r\"4\n\x06Report\x12\x12\n\nreport_gpa\x18\x01 \x01(\x04\x12\x16\n\x0ereportdata_gpa\x18\x02 \x01(\x04\"\x87\x01\n\x11InstructionResult\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06status\x18\x02 \x01(\x04\x12\x12\n\nfailed_gpa\x18\x03 \x01(\x04\x12\x16\n\x0epages_accepted\x18\x04 \x01(\x04\x12\x18\n\x10\x61lready_accepted\x18\x05 \x01(\x04\x12\x0e\n\x06\x63hunks\x18\x06 \x01(\r\"I\n\nRunRequest\x12\r\n\x05td_id\x18\x01 \x01(\x04\x12,\n\x0cinstructions\x18\x02 \x03(\x0b\x32\x16.tdxsim.v1.Instruction\"<\n\x0bRunResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.tdxsim.v1.InstructionResult\"\x1e\n\rAttachRequest\x12\r\n\x05td_id\x18\x01 \x01(\x04\"\x1d\n\x0b\x41ttachEvent\x12\x0e\n\x06\x64\x65tail\x18\x01 \x01(\t\"\x1e\n\x0b\x45\x63hoRequest\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\"\x1f\n\x0c\x45\x63hoResponse\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x32\xa2\x04\n\x0eTdGuestService\x12=\n\x06VpInfo\x12\x18.tdxsim.v1.VpInfoRequest\x1a\x19.tdxsim.v1.VpInfoResponse\x12I\n\nReadMemory\x12\x1c.tdxsim.v1.ReadMemoryRequest\x1a\x1d.tdxsim.v1.ReadMemoryResponse\x12L\n\x0bWriteMemory\x12\x1d.tdxsim.v1.WriteMemoryRequest\x1a\x1e.tdxsim.v1.WriteMemoryResponse\x12L\n\x0b\x41\x63\x63\x65ptPages\x12\x1d.tdxsim.v1.AcceptPagesRequest\x1a\x1e.tdxsim.v1.AcceptPagesResponse\x12=\n\x06MapGpa\x12\x18.tdxsim.v1.MapGpaRequest\x1a\x19.tdxsim.v1.MapGpaResponse\x12\x34\n\x03Run\x12\x15.tdxsim.v1.RunRequest\x1a\x16.tdxsim.v1.RunResponse\x12<\n\x06\x41ttach\x12\x18.tdxsim.v1.AttachRequest\x1a\x16.tdxsim.v1.AttachEvent0\x01\x12\x37\n\x04\x45\x63ho\x12\x16.tdxsim.v1.EchoRequest\x1a\x17.tdxsim.v1.EchoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -55,6 +55,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MAPGPAREQUEST']._serialized_end=711
   _globals['_MAPGPARESPONSE']._serialized_start=713
   _globals['_MAPGPARESPONSE']._serialized_end=781
-  _globals['_TDGUESTSERVICE']._serialized_start=784
-  _globals['_TDGUESTSERVICE']._serialized_end=1157
+  _globals['_INSTRUCTION']._serialized_start=784
+  _globals['_INSTRUCTION']._serialized_end=1084
+  _globals['_ACCEPTRANGE']._serialized_start=1086
+  _globals['_ACCEPTRANGE']._serialized_end=1143
+  _globals['_RTMREXTEND']._serialized_start=1145
+  _globals['_RTMREXTEND']._serialized_end=1185
+  _globals['_REPORT']._serialized_start=1187
+  _globals['_REPORT']._serialized_end=1239
+  _globals['_INSTRUCTIONRESULT']._serialized_start=1242
+  _globals['_INSTRUCTIONRESULT']._serialized_end=1377
+  _globals['_RUNREQUEST']._serialized_start=1379
+  _globals['_RUNREQUEST']._serialized_end=1452
+  _globals['_RUNRESPONSE']._serialized_start=1454
+  _globals['_RUNRESPONSE']._serialized_end=1514
+  _globals['_ATTACHREQUEST']._serialized_start=1516
+  _globals['_ATTACHREQUEST']._serialized_end=1546
+  _globals['_ATTACHEVENT']._serialized_start=1548
+  _globals['_ATTACHEVENT']._serialized_end=1577
+  _globals['_ECHOREQUEST']._serialized_start=1579
+  _globals['_ECHOREQUEST']._serialized_end=1609
+  _globals['_ECHORESPONSE']._serialized_start=1611
+  _globals['_ECHORESPONSE']._serialized_end=1642
+  _globals['_TDGUESTSERVICE']._serialized_start=1645
+  _globals['_TDGUESTSERVICE']._serialized_end=2191
 # @@protoc_insertion_point(module_scope)

@@ -107,3 +107,101 @@ class MapGpaResponse(_message.Message):
     failed_gpa: int
     chunks: int
     def __init__(self, status: _Optional[int] = ..., failed_gpa: _Optional[int] = ..., chunks: _Optional[int] = ...) -> None: ...
+
+class Instruction(_message.Message):
+    __slots__ = ("read", "write", "accept", "map_gpa", "rtmr_extend", "report", "get_quote")
+    READ_FIELD_NUMBER: _ClassVar[int]
+    WRITE_FIELD_NUMBER: _ClassVar[int]
+    ACCEPT_FIELD_NUMBER: _ClassVar[int]
+    MAP_GPA_FIELD_NUMBER: _ClassVar[int]
+    RTMR_EXTEND_FIELD_NUMBER: _ClassVar[int]
+    REPORT_FIELD_NUMBER: _ClassVar[int]
+    GET_QUOTE_FIELD_NUMBER: _ClassVar[int]
+    read: GpaRange
+    write: GpaData
+    accept: AcceptRange
+    map_gpa: GpaRange
+    rtmr_extend: RtmrExtend
+    report: Report
+    get_quote: GpaRange
+    def __init__(self, read: _Optional[_Union[GpaRange, _Mapping]] = ..., write: _Optional[_Union[GpaData, _Mapping]] = ..., accept: _Optional[_Union[AcceptRange, _Mapping]] = ..., map_gpa: _Optional[_Union[GpaRange, _Mapping]] = ..., rtmr_extend: _Optional[_Union[RtmrExtend, _Mapping]] = ..., report: _Optional[_Union[Report, _Mapping]] = ..., get_quote: _Optional[_Union[GpaRange, _Mapping]] = ...) -> None: ...
+
+class AcceptRange(_message.Message):
+    __slots__ = ("gpa", "length", "level")
+    GPA_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    gpa: int
+    length: int
+    level: int
+    def __init__(self, gpa: _Optional[int] = ..., length: _Optional[int] = ..., level: _Optional[int] = ...) -> None: ...
+
+class RtmrExtend(_message.Message):
+    __slots__ = ("gpa", "index")
+    GPA_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    gpa: int
+    index: int
+    def __init__(self, gpa: _Optional[int] = ..., index: _Optional[int] = ...) -> None: ...
+
+class Report(_message.Message):
+    __slots__ = ("report_gpa", "reportdata_gpa")
+    REPORT_GPA_FIELD_NUMBER: _ClassVar[int]
+    REPORTDATA_GPA_FIELD_NUMBER: _ClassVar[int]
+    report_gpa: int
+    reportdata_gpa: int
+    def __init__(self, report_gpa: _Optional[int] = ..., reportdata_gpa: _Optional[int] = ...) -> None: ...
+
+class InstructionResult(_message.Message):
+    __slots__ = ("data", "status", "failed_gpa", "pages_accepted", "already_accepted", "chunks")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    FAILED_GPA_FIELD_NUMBER: _ClassVar[int]
+    PAGES_ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    ALREADY_ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    status: int
+    failed_gpa: int
+    pages_accepted: int
+    already_accepted: int
+    chunks: int
+    def __init__(self, data: _Optional[bytes] = ..., status: _Optional[int] = ..., failed_gpa: _Optional[int] = ..., pages_accepted: _Optional[int] = ..., already_accepted: _Optional[int] = ..., chunks: _Optional[int] = ...) -> None: ...
+
+class RunRequest(_message.Message):
+    __slots__ = ("td_id", "instructions")
+    TD_ID_FIELD_NUMBER: _ClassVar[int]
+    INSTRUCTIONS_FIELD_NUMBER: _ClassVar[int]
+    td_id: int
+    instructions: _containers.RepeatedCompositeFieldContainer[Instruction]
+    def __init__(self, td_id: _Optional[int] = ..., instructions: _Optional[_Iterable[_Union[Instruction, _Mapping]]] = ...) -> None: ...
+
+class RunResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[InstructionResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[InstructionResult, _Mapping]]] = ...) -> None: ...
+
+class AttachRequest(_message.Message):
+    __slots__ = ("td_id",)
+    TD_ID_FIELD_NUMBER: _ClassVar[int]
+    td_id: int
+    def __init__(self, td_id: _Optional[int] = ...) -> None: ...
+
+class AttachEvent(_message.Message):
+    __slots__ = ("detail",)
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    detail: str
+    def __init__(self, detail: _Optional[str] = ...) -> None: ...
+
+class EchoRequest(_message.Message):
+    __slots__ = ("payload",)
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    payload: bytes
+    def __init__(self, payload: _Optional[bytes] = ...) -> None: ...
+
+class EchoResponse(_message.Message):
+    __slots__ = ("payload",)
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    payload: bytes
+    def __init__(self, payload: _Optional[bytes] = ...) -> None: ...

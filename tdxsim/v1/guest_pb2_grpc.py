@@ -59,6 +59,21 @@ class TdGuestServiceStub:
                 request_serializer=tdxsim_dot_v1_dot_guest__pb2.MapGpaRequest.SerializeToString,
                 response_deserializer=tdxsim_dot_v1_dot_guest__pb2.MapGpaResponse.FromString,
                 _registered_method=True)
+        self.Run = channel.unary_unary(
+                '/tdxsim.v1.TdGuestService/Run',
+                request_serializer=tdxsim_dot_v1_dot_guest__pb2.RunRequest.SerializeToString,
+                response_deserializer=tdxsim_dot_v1_dot_guest__pb2.RunResponse.FromString,
+                _registered_method=True)
+        self.Attach = channel.unary_stream(
+                '/tdxsim.v1.TdGuestService/Attach',
+                request_serializer=tdxsim_dot_v1_dot_guest__pb2.AttachRequest.SerializeToString,
+                response_deserializer=tdxsim_dot_v1_dot_guest__pb2.AttachEvent.FromString,
+                _registered_method=True)
+        self.Echo = channel.unary_unary(
+                '/tdxsim.v1.TdGuestService/Echo',
+                request_serializer=tdxsim_dot_v1_dot_guest__pb2.EchoRequest.SerializeToString,
+                response_deserializer=tdxsim_dot_v1_dot_guest__pb2.EchoResponse.FromString,
+                _registered_method=True)
 
 
 class TdGuestServiceServicer:
@@ -96,6 +111,28 @@ class TdGuestServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Run(self, request, context):
+        """A batch of guest instructions run in order on the vCPU; stops at the first failure.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Attach(self, request, context):
+        """The guest's lifeline: while this stream is open the TD lives; when it closes (the guest
+        process exited or was killed) the host tears the TD down and frees its KeyID and pages.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Echo(self, request, context):
+        """A bare round trip (no TD involved): the baseline of `tdxsim bench guest`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TdGuestServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -123,6 +160,21 @@ def add_TdGuestServiceServicer_to_server(servicer, server):
                     servicer.MapGpa,
                     request_deserializer=tdxsim_dot_v1_dot_guest__pb2.MapGpaRequest.FromString,
                     response_serializer=tdxsim_dot_v1_dot_guest__pb2.MapGpaResponse.SerializeToString,
+            ),
+            'Run': grpc.unary_unary_rpc_method_handler(
+                    servicer.Run,
+                    request_deserializer=tdxsim_dot_v1_dot_guest__pb2.RunRequest.FromString,
+                    response_serializer=tdxsim_dot_v1_dot_guest__pb2.RunResponse.SerializeToString,
+            ),
+            'Attach': grpc.unary_stream_rpc_method_handler(
+                    servicer.Attach,
+                    request_deserializer=tdxsim_dot_v1_dot_guest__pb2.AttachRequest.FromString,
+                    response_serializer=tdxsim_dot_v1_dot_guest__pb2.AttachEvent.SerializeToString,
+            ),
+            'Echo': grpc.unary_unary_rpc_method_handler(
+                    servicer.Echo,
+                    request_deserializer=tdxsim_dot_v1_dot_guest__pb2.EchoRequest.FromString,
+                    response_serializer=tdxsim_dot_v1_dot_guest__pb2.EchoResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -260,6 +312,87 @@ class TdGuestService:
             '/tdxsim.v1.TdGuestService/MapGpa',
             tdxsim_dot_v1_dot_guest__pb2.MapGpaRequest.SerializeToString,
             tdxsim_dot_v1_dot_guest__pb2.MapGpaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Run(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tdxsim.v1.TdGuestService/Run',
+            tdxsim_dot_v1_dot_guest__pb2.RunRequest.SerializeToString,
+            tdxsim_dot_v1_dot_guest__pb2.RunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Attach(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/tdxsim.v1.TdGuestService/Attach',
+            tdxsim_dot_v1_dot_guest__pb2.AttachRequest.SerializeToString,
+            tdxsim_dot_v1_dot_guest__pb2.AttachEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Echo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tdxsim.v1.TdGuestService/Echo',
+            tdxsim_dot_v1_dot_guest__pb2.EchoRequest.SerializeToString,
+            tdxsim_dot_v1_dot_guest__pb2.EchoResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -28,16 +28,70 @@ class CreateTdRequest(_message.Message):
     def __init__(self, attributes: _Optional[int] = ..., xfam: _Optional[int] = ..., mrconfigid: _Optional[bytes] = ..., mrowner: _Optional[bytes] = ..., mrownerconfig: _Optional[bytes] = ..., gpaw: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., name: _Optional[str] = ...) -> None: ...
 
 class CreateTdResponse(_message.Message):
-    __slots__ = ("td_id", "hkid", "shared_bit", "guest_memfd")
+    __slots__ = ("td_id", "hkid", "shared_bit", "guest_memfd", "credential")
     TD_ID_FIELD_NUMBER: _ClassVar[int]
     HKID_FIELD_NUMBER: _ClassVar[int]
     SHARED_BIT_FIELD_NUMBER: _ClassVar[int]
     GUEST_MEMFD_FIELD_NUMBER: _ClassVar[int]
+    CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
     td_id: int
     hkid: int
     shared_bit: int
     guest_memfd: int
-    def __init__(self, td_id: _Optional[int] = ..., hkid: _Optional[int] = ..., shared_bit: _Optional[int] = ..., guest_memfd: _Optional[int] = ...) -> None: ...
+    credential: str
+    def __init__(self, td_id: _Optional[int] = ..., hkid: _Optional[int] = ..., shared_bit: _Optional[int] = ..., guest_memfd: _Optional[int] = ..., credential: _Optional[str] = ...) -> None: ...
+
+class TdImage(_message.Message):
+    __slots__ = ("attributes", "xfam", "mrconfigid", "mrowner", "mrownerconfig", "gpaw", "memory_bytes", "payload")
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    XFAM_FIELD_NUMBER: _ClassVar[int]
+    MRCONFIGID_FIELD_NUMBER: _ClassVar[int]
+    MROWNER_FIELD_NUMBER: _ClassVar[int]
+    MROWNERCONFIG_FIELD_NUMBER: _ClassVar[int]
+    GPAW_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    attributes: int
+    xfam: int
+    mrconfigid: bytes
+    mrowner: bytes
+    mrownerconfig: bytes
+    gpaw: int
+    memory_bytes: int
+    payload: _containers.RepeatedCompositeFieldContainer[Payload]
+    def __init__(self, attributes: _Optional[int] = ..., xfam: _Optional[int] = ..., mrconfigid: _Optional[bytes] = ..., mrowner: _Optional[bytes] = ..., mrownerconfig: _Optional[bytes] = ..., gpaw: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., payload: _Optional[_Iterable[_Union[Payload, _Mapping]]] = ...) -> None: ...
+
+class Payload(_message.Message):
+    __slots__ = ("gpa", "data", "measure")
+    GPA_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    MEASURE_FIELD_NUMBER: _ClassVar[int]
+    gpa: int
+    data: bytes
+    measure: bool
+    def __init__(self, gpa: _Optional[int] = ..., data: _Optional[bytes] = ..., measure: _Optional[bool] = ...) -> None: ...
+
+class LaunchTdRequest(_message.Message):
+    __slots__ = ("image", "name")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    image: TdImage
+    name: str
+    def __init__(self, image: _Optional[_Union[TdImage, _Mapping]] = ..., name: _Optional[str] = ...) -> None: ...
+
+class LaunchTdResponse(_message.Message):
+    __slots__ = ("td_id", "credential", "hkid", "shared_bit", "pages_added")
+    TD_ID_FIELD_NUMBER: _ClassVar[int]
+    CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
+    HKID_FIELD_NUMBER: _ClassVar[int]
+    SHARED_BIT_FIELD_NUMBER: _ClassVar[int]
+    PAGES_ADDED_FIELD_NUMBER: _ClassVar[int]
+    td_id: int
+    credential: str
+    hkid: int
+    shared_bit: int
+    pages_added: int
+    def __init__(self, td_id: _Optional[int] = ..., credential: _Optional[str] = ..., hkid: _Optional[int] = ..., shared_bit: _Optional[int] = ..., pages_added: _Optional[int] = ...) -> None: ...
 
 class InitMemRegionRequest(_message.Message):
     __slots__ = ("td_id", "gpa", "source", "measure")

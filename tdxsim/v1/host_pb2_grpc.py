@@ -39,6 +39,11 @@ class HostServiceStub:
                 request_serializer=tdxsim_dot_v1_dot_host__pb2.CreateTdRequest.SerializeToString,
                 response_deserializer=tdxsim_dot_v1_dot_host__pb2.CreateTdResponse.FromString,
                 _registered_method=True)
+        self.LaunchTd = channel.unary_unary(
+                '/tdxsim.v1.HostService/LaunchTd',
+                request_serializer=tdxsim_dot_v1_dot_host__pb2.LaunchTdRequest.SerializeToString,
+                response_deserializer=tdxsim_dot_v1_dot_host__pb2.LaunchTdResponse.FromString,
+                _registered_method=True)
         self.InitMemRegion = channel.unary_unary(
                 '/tdxsim.v1.HostService/InitMemRegion',
                 request_serializer=tdxsim_dot_v1_dot_host__pb2.InitMemRegionRequest.SerializeToString,
@@ -112,6 +117,14 @@ class HostServiceServicer:
     def CreateTd(self, request, context):
         """KVM_CREATE_VM(KVM_X86_TDX_VM) + KVM_TDX_INIT_VM. With memory_bytes > 0 the VMM also
         creates one guest_memfd and memslot 0 covering [0, memory_bytes), as QEMU does.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LaunchTd(self, request, context):
+        """Measured launch: create the TD from an image, ADD (+EXTEND) its payload pages, finalize
+        MRTD, and return the credential that binds a guest to this one TD.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -210,6 +223,11 @@ def add_HostServiceServicer_to_server(servicer, server):
                     request_deserializer=tdxsim_dot_v1_dot_host__pb2.CreateTdRequest.FromString,
                     response_serializer=tdxsim_dot_v1_dot_host__pb2.CreateTdResponse.SerializeToString,
             ),
+            'LaunchTd': grpc.unary_unary_rpc_method_handler(
+                    servicer.LaunchTd,
+                    request_deserializer=tdxsim_dot_v1_dot_host__pb2.LaunchTdRequest.FromString,
+                    response_serializer=tdxsim_dot_v1_dot_host__pb2.LaunchTdResponse.SerializeToString,
+            ),
             'InitMemRegion': grpc.unary_unary_rpc_method_handler(
                     servicer.InitMemRegion,
                     request_deserializer=tdxsim_dot_v1_dot_host__pb2.InitMemRegionRequest.FromString,
@@ -303,6 +321,33 @@ class HostService:
             '/tdxsim.v1.HostService/CreateTd',
             tdxsim_dot_v1_dot_host__pb2.CreateTdRequest.SerializeToString,
             tdxsim_dot_v1_dot_host__pb2.CreateTdResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LaunchTd(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tdxsim.v1.HostService/LaunchTd',
+            tdxsim_dot_v1_dot_host__pb2.LaunchTdRequest.SerializeToString,
+            tdxsim_dot_v1_dot_host__pb2.LaunchTdResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -10,6 +10,7 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
+from guest.connection import td_channel
 from tdxsim.v1 import guest_pb2, guest_pb2_grpc, host_pb2, host_pb2_grpc
 from tests.conftest import HostProcess
 
@@ -25,10 +26,14 @@ def error_info(err: grpc.RpcError) -> error_details_pb2.ErrorInfo:
     return info
 
 
-def launch_td(host: HostProcess, memory: int = 16 * MIB) -> tuple[int, int]:
+def launch_td(
+    host: HostProcess, memory: int = 16 * MIB
+) -> tuple[int, int, guest_pb2_grpc.TdGuestServiceStub]:
+    """Create, finalize, accept 1 MiB and write SECRET at GPA 0; returns the TD, its shared bit and
+    a guest stub that carries the TD's credential."""
     admin = host_pb2_grpc.HostServiceStub(host.channel)
-    guest = guest_pb2_grpc.TdGuestServiceStub(host.channel)
     td = admin.CreateTd(host_pb2.CreateTdRequest(memory_bytes=memory, name="e2e"), timeout=10)
+    guest = guest_pb2_grpc.TdGuestServiceStub(td_channel(host.channel, td.credential))
     admin.FinalizeTd(host_pb2.FinalizeTdRequest(td_id=td.td_id), timeout=10)
     accepted = guest.AcceptPages(
         guest_pb2.AcceptPagesRequest(td_id=td.td_id, ranges=[guest_pb2.GpaRange(gpa=0, length=MIB)]),
@@ -39,7 +44,7 @@ def launch_td(host: HostProcess, memory: int = 16 * MIB) -> tuple[int, int]:
         guest_pb2.WriteMemoryRequest(td_id=td.td_id, writes=[guest_pb2.GpaData(gpa=0, data=SECRET)]),
         timeout=10,
     )
-    return td.td_id, td.shared_bit
+    return td.td_id, td.shared_bit, guest
 
 
 def test_gmem_host_private_memory_is_refused_and_conversion_loses_contents(
@@ -47,8 +52,7 @@ def test_gmem_host_private_memory_is_refused_and_conversion_loses_contents(
 ) -> None:
     host = host_factory()
     admin = host_pb2_grpc.HostServiceStub(host.channel)
-    guest = guest_pb2_grpc.TdGuestServiceStub(host.channel)
-    td_id, shared_bit = launch_td(host)
+    td_id, shared_bit, guest = launch_td(host)
 
     read = guest.ReadMemory(
         guest_pb2.ReadMemoryRequest(td_id=td_id, ranges=[guest_pb2.GpaRange(gpa=0, length=len(SECRET))]),
@@ -88,8 +92,7 @@ def test_legacy_host_write_poisons_td_then_host_machine_check_crashes_host(
 ) -> None:
     host = host_factory("--memory-mode", "legacy")
     admin = host_pb2_grpc.HostServiceStub(host.channel)
-    guest = guest_pb2_grpc.TdGuestServiceStub(host.channel)
-    td_id, _ = launch_td(host)
+    td_id, _, guest = launch_td(host)
 
     zeros = admin.HostRead(host_pb2.HostReadRequest(td_id=td_id, gpa=0, length=64), timeout=10)
     assert zeros.data == bytes(64), "a host read of a TD-owned line returns zeros"
@@ -193,8 +196,7 @@ def test_host_serves_health_and_stops_cleanly_on_sigterm(host_factory: Callable[
 def test_event_feed_streams_map_gpa_and_conversion_events(host_factory: Callable[..., HostProcess]) -> None:
     host = host_factory()
     admin = host_pb2_grpc.HostServiceStub(host.channel)
-    guest = guest_pb2_grpc.TdGuestServiceStub(host.channel)
-    td_id, shared_bit = launch_td(host)
+    td_id, shared_bit, guest = launch_td(host)
     feed = admin.WatchEvents(host_pb2.WatchEventsRequest(td_id=td_id), timeout=20)
     assert next(feed).kind == host_pb2.Event.KIND_WATCH_STARTED
     mapped = guest.MapGpa(
