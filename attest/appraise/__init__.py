@@ -1,0 +1,43 @@
+"""Appraisal of verified quotes against JSON policies (attestation.md §10, go-tdx-guest style)."""
+
+from attest.appraise.appraise import (
+    Appraisal,
+    AppraisalRefused,
+    Evidence,
+    Freshness,
+    Mismatch,
+    appraise,
+    require_ok,
+)
+from attest.appraise.options import (
+    DEFAULT_POLICY_NAME,
+    AppraisalOptions,
+    Policy,
+    PolicyError,
+    ReferenceValues,
+    check_reference_value_bytes,
+    default_policy,
+    parse_reference_values,
+    policy_from_json,
+    policy_to_json,
+)
+
+__all__ = [
+    "DEFAULT_POLICY_NAME",
+    "Appraisal",
+    "AppraisalOptions",
+    "AppraisalRefused",
+    "Evidence",
+    "Freshness",
+    "Mismatch",
+    "Policy",
+    "PolicyError",
+    "ReferenceValues",
+    "appraise",
+    "check_reference_value_bytes",
+    "default_policy",
+    "parse_reference_values",
+    "policy_from_json",
+    "policy_to_json",
+    "require_ok",
+]

@@ -1,0 +1,239 @@
+"""The verifier's persistent state in SQLite: nonces, policies, reference values, resources, audit log, keys.
+
+Issue 4 / conventions.md §9 lessons: a restart loses nothing and a used nonce stays used. Durability rules:
+
+- stdlib ``sqlite3``, one connection shared by the server's threads behind a ``threading.Lock`` (every method
+  takes it, so each method is one serialized transaction); WAL journal with ``synchronous=FULL``, so a nonce
+  marked used is on disk before ``consume_nonce`` returns (a crash right after cannot make it usable again);
+- nonce consumption is one conditional ``UPDATE … WHERE used_at IS NULL AND expires_at >= now``: two
+  concurrent ``Attest`` calls with one nonce cannot both win;
+- the database file is created with mode 0600 (it holds key-broker secrets and the token signing key);
+- the schema version is ``PRAGMA user_version``; an unknown newer version is refused rather than misread.
+
+Times are unix seconds (float for nonces, which may live one second in tests; int elsewhere). The store holds
+bytes and JSON text and knows nothing about their meaning; callers validate before storing.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS nonces (
+    nonce BLOB PRIMARY KEY,
+    issued_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    used_at REAL
+);
+CREATE TABLE IF NOT EXISTS policies (
+    name TEXT PRIMARY KEY,
+    document TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS reference_values (
+    name TEXT PRIMARY KEY,
+    document TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS resources (
+    path TEXT PRIMARY KEY,
+    secret BLOB NOT NULL,
+    policy TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at_ms INTEGER NOT NULL,
+    action TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS signing_keys (
+    kid TEXT PRIMARY KEY,
+    private_pem BLOB NOT NULL,
+    created_at INTEGER NOT NULL
+);
+"""
+
+
+class StoreError(RuntimeError):
+    """The database cannot be used (newer schema, unreadable file)."""
+
+
+class NonceState(enum.Enum):
+    """Outcome of ``Store.consume_nonce``; only ``CONSUMED`` means the nonce was fresh and is now used."""
+
+    CONSUMED = "consumed"
+    UNKNOWN = "unknown"
+    REPLAYED = "replayed"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True)
+class StoredDocument:
+    name: str
+    document: str
+    updated_at: int
+
+
+@dataclass(frozen=True)
+class StoredResource:
+    path: str
+    secret: bytes
+    policy: str
+    updated_at: int
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    id: int
+    at_ms: int
+    action: str
+    outcome: str
+    reason: str
+    subject: str
+    detail: str
+
+
+class Store:
+    """One SQLite database file; thread-safe (see the module docstring)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            fd = os.open(self.path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
+            os.close(fd)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            self._db.close()
+            raise StoreError(f"{self.path}: schema version {version} is newer than {SCHEMA_VERSION}")
+        self._db.executescript(SCHEMA)
+        self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _write(self, sql: str, args: Sequence[Any]) -> sqlite3.Cursor:
+        with self._lock:
+            return self._db.execute(sql, args)
+
+    def _one(self, sql: str, args: Sequence[Any]) -> tuple[Any, ...] | None:
+        with self._lock:
+            row = self._db.execute(sql, args).fetchone()
+        return None if row is None else tuple(row)
+
+    # --- nonces -------------------------------------------------------------------------------------------
+
+    def add_nonce(self, nonce: bytes, issued_at: float, expires_at: float) -> None:
+        self._write(
+            "INSERT INTO nonces(nonce, issued_at, expires_at, used_at) VALUES (?, ?, ?, NULL)",
+            (nonce, issued_at, expires_at),
+        )
+
+    def consume_nonce(self, nonce: bytes, now: float) -> NonceState:
+        """Mark ``nonce`` used if it is known, unused and not expired at ``now``; say why not otherwise."""
+        with self._lock:
+            cur = self._db.execute(
+                "UPDATE nonces SET used_at = ? WHERE nonce = ? AND used_at IS NULL AND expires_at >= ?",
+                (now, nonce, now),
+            )
+            if cur.rowcount == 1:
+                return NonceState.CONSUMED
+            row = self._db.execute("SELECT used_at FROM nonces WHERE nonce = ?", (nonce,)).fetchone()
+        if row is None:
+            return NonceState.UNKNOWN
+        return NonceState.REPLAYED if row[0] is not None else NonceState.EXPIRED
+
+    # --- policies and reference values --------------------------------------------------------------------
+
+    def put_policy(self, name: str, document: str, now: int) -> None:
+        self._write(
+            "INSERT INTO policies(name, document, updated_at) VALUES (?, ?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET document = excluded.document, updated_at = excluded.updated_at",
+            (name, document, now),
+        )
+
+    def get_policy(self, name: str) -> StoredDocument | None:
+        row = self._one("SELECT name, document, updated_at FROM policies WHERE name = ?", (name,))
+        return None if row is None else StoredDocument(*row)
+
+    def put_reference_values(self, name: str, values: Mapping[str, Sequence[bytes]], now: int) -> None:
+        document = json.dumps({k: [v.hex() for v in vs] for k, vs in sorted(values.items())})
+        self._write(
+            "INSERT INTO reference_values(name, document, updated_at) VALUES (?, ?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET document = excluded.document, updated_at = excluded.updated_at",
+            (name, document, now),
+        )
+
+    def get_reference_values(self, name: str) -> dict[str, list[bytes]] | None:
+        row = self._one("SELECT document FROM reference_values WHERE name = ?", (name,))
+        if row is None:
+            return None
+        doc: dict[str, list[str]] = json.loads(row[0])
+        return {k: [bytes.fromhex(v) for v in vs] for k, vs in doc.items()}
+
+    # --- key-broker resources -----------------------------------------------------------------------------
+
+    def put_resource(self, path: str, secret: bytes, policy: str, now: int) -> None:
+        self._write(
+            "INSERT INTO resources(path, secret, policy, updated_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(path) DO UPDATE SET secret = excluded.secret, policy = excluded.policy, "
+            "updated_at = excluded.updated_at",
+            (path, secret, policy, now),
+        )
+
+    def get_resource(self, path: str) -> StoredResource | None:
+        row = self._one("SELECT path, secret, policy, updated_at FROM resources WHERE path = ?", (path,))
+        return None if row is None else StoredResource(row[0], bytes(row[1]), row[2], row[3])
+
+    # --- audit log ----------------------------------------------------------------------------------------
+
+    def audit(
+        self, at_ms: int, action: str, outcome: str, reason: str, subject: str, detail: Mapping[str, Any]
+    ) -> int:
+        cur = self._write(
+            "INSERT INTO audit(at_ms, action, outcome, reason, subject, detail) VALUES (?, ?, ?, ?, ?, ?)",
+            (at_ms, action, outcome, reason, subject, json.dumps(dict(detail), sort_keys=True)),
+        )
+        return int(cur.lastrowid or 0)
+
+    def audit_entries(self, after_id: int = 0, limit: int = 100) -> list[AuditRecord]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, at_ms, action, outcome, reason, subject, detail FROM audit WHERE id > ? "
+                "ORDER BY id LIMIT ?",
+                (after_id, limit),
+            ).fetchall()
+        return [AuditRecord(*row) for row in rows]
+
+    # --- token signing keys -------------------------------------------------------------------------------
+
+    def add_signing_key(self, kid: str, private_pem: bytes, now: int) -> None:
+        self._write(
+            "INSERT INTO signing_keys(kid, private_pem, created_at) VALUES (?, ?, ?)", (kid, private_pem, now)
+        )
+
+    def signing_keys(self) -> list[tuple[str, bytes, int]]:
+        """Every key, oldest first; the newest signs, all stay in the JWKS so older tokens still verify."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT kid, private_pem, created_at FROM signing_keys ORDER BY created_at, rowid"
+            ).fetchall()
+        return [(str(k), bytes(p), int(c)) for k, p, c in rows]
