@@ -10,6 +10,8 @@ DESCRIPTION = """\
 tdxsim simulates an Intel TDX machine as separate processes talking gRPC.
 
   tdxsim host --listen 127.0.0.1:0          run a host (KVM + VMM + TDX module); prints its address
+  tdxsim quote verify QUOTE --collateral JSON [--at UNIX] [--root PEM]
+                                            verify a DCAP quote (real or simulated) offline
   tdxsim bench memory [--json FILE]         measure the memory-encryption engine and conversions
 
 Every command takes --help.
@@ -27,6 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
     host = sub.add_parser("host", help="run a simulated TDX host process", description=host_main.__doc__)
     host_main.add_arguments(host)
     host.set_defaults(func=host_main.run)
+
+    from tdxsim import quote as quote_cli
+
+    quote = sub.add_parser("quote", help="inspect or verify a DCAP quote offline")
+    quote_cli.add_arguments(quote)
 
     from tdxsim.bench import cli as bench_cli
 

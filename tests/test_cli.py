@@ -50,3 +50,52 @@ def test_bench_memory_writes_json_rows(tmp_path: Path) -> None:
             assert row["met"] is ratio_ok
     assert result.returncode == (0 if all(row["met"] is not False for row in rows) else 1)
     assert "engine_encrypt" in result.stdout
+
+
+VECTORS = ROOT.parent / "shared" / "vectors" / "real"
+
+
+def test_quote_verify_real_v4_is_accepted_with_intels_root_by_default() -> None:
+    expected = json.loads((VECTORS / "expected.json").read_text())["tdx_v4_quote.bin"]
+    result = tdxsim(
+        "quote", "verify", str(VECTORS / "tdx_v4_quote.bin"),
+        "--collateral", str(VECTORS / "tdx_v4_collateral.json"),
+        "--at", str(expected["verify_at_unix"]), "--json",
+    )  # fmt: skip
+    out = json.loads(result.stdout)
+    assert result.returncode == 0
+    assert (out["verdict"], out["tcb_status"], out["advisory_ids"]) == ("accepted", "UpToDate", [])
+    assert out["report"]["mr_td"] == expected["mr_td"]
+
+
+def test_quote_verify_outdated_quote_is_rejected_naming_the_step() -> None:
+    result = tdxsim(
+        "quote", "verify", str(VECTORS / "tdx_v5_outdated_quote.bin"),
+        "--collateral", str(VECTORS / "tdx_v5_collateral.json"), "--at", "1771419531", "--json",
+    )  # fmt: skip
+    out = json.loads(result.stdout)
+    assert result.returncode == 1
+    assert out["verdict"] == "rejected"
+    assert out["error"].startswith("tcb_level")
+
+
+def test_quote_verify_garbage_exits_2_with_a_clear_message(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"not a quote")
+    result = tdxsim("quote", "verify", str(junk), "--collateral", str(VECTORS / "tdx_v4_collateral.json"))
+    assert result.returncode == 2
+    assert "truncated" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_builtin_intel_root_has_intels_fingerprint() -> None:
+    import hashlib
+
+    from cryptography import x509
+
+    from attest.verify.roots import INTEL_SGX_ROOT_CA_PEM, INTEL_SGX_ROOT_CA_SHA256
+
+    cert = x509.load_pem_x509_certificate(INTEL_SGX_ROOT_CA_PEM)
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    assert hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest() == INTEL_SGX_ROOT_CA_SHA256
+    assert (VECTORS / "intel_sgx_root_ca.pem").read_bytes() == INTEL_SGX_ROOT_CA_PEM
