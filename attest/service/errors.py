@@ -1,0 +1,99 @@
+"""Refusals of the verifier service and the one table that maps every failure to a status (conventions.md §7).
+
+The service core raises either its own ``ServiceError`` subclasses or the domain exceptions of the packages it
+composes; ``status_of`` turns any of them into ``(code name, reason, metadata)`` through ``STATUS_TABLE``
+(first matching class wins, so subclasses come first). The servicer builds the gRPC status from that; the
+audit log records the same reason. Codes are names of ``grpc.StatusCode`` so this module needs no gRPC import.
+
+Verification failures become INVALID_ARGUMENT with reason ``VERIFY_<STEP>`` (the step of attestation.md §7
+that failed: ``VERIFY_HEADER``, ``VERIFY_COLLATERAL``, ``VERIFY_CRL``, ``VERIFY_PCK_CHAIN``,
+``VERIFY_PLATFORM``, ``VERIFY_TDX_MODULE``, ``VERIFY_QE_REPORT_SIGNATURE``, ``VERIFY_QE_REPORT_DATA``,
+``VERIFY_QE_IDENTITY``, ``VERIFY_QUOTE_SIGNATURE``, ``VERIFY_TCB_LEVEL``); a Revoked TCB is a refusal
+(PERMISSION_DENIED, ``TCB_REVOKED``). Nothing caused by input ever maps to INTERNAL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from attest.appraise import AppraisalRefused, PolicyError
+from attest.binding import BindingError
+from attest.errors import AttestError, TcbRevoked
+from attest.eventlog import EventLogError
+from attest.kbs import ResourcePolicyError
+from attest.token import TokenError
+
+
+class ServiceError(Exception):
+    """A refusal decided by the service itself; subclasses fix the status code."""
+
+    code = "FAILED_PRECONDITION"
+
+    def __init__(self, reason: str, message: str, **metadata: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.metadata = metadata
+
+
+class BadRequest(ServiceError):
+    code = "INVALID_ARGUMENT"
+
+
+class NotFound(ServiceError):
+    code = "NOT_FOUND"
+
+
+class Refused(ServiceError):
+    code = "PERMISSION_DENIED"
+
+
+class Unauthenticated(ServiceError):
+    code = "UNAUTHENTICATED"
+
+
+class PreconditionFailed(ServiceError):
+    code = "FAILED_PRECONDITION"
+
+
+STATUS_TABLE: tuple[tuple[type[Exception], str], ...] = (
+    (TcbRevoked, "PERMISSION_DENIED"),
+    (AttestError, "INVALID_ARGUMENT"),
+    (AppraisalRefused, "PERMISSION_DENIED"),
+    (EventLogError, "INVALID_ARGUMENT"),
+    (BindingError, "INVALID_ARGUMENT"),
+    (PolicyError, "INVALID_ARGUMENT"),
+    (ResourcePolicyError, "INVALID_ARGUMENT"),
+    (TokenError, "UNAUTHENTICATED"),
+)
+HANDLED: tuple[type[Exception], ...] = (ServiceError, *(cls for cls, _ in STATUS_TABLE))
+
+
+def _reason(err: Exception) -> str:
+    if isinstance(err, TcbRevoked):
+        return "TCB_REVOKED"
+    if isinstance(err, AttestError):
+        return f"VERIFY_{(err.step or 'header').upper()}"
+    reason = getattr(err, "reason", None)
+    return reason if isinstance(reason, str) else type(err).__name__.upper()
+
+
+def _metadata(err: Exception) -> dict[str, str]:
+    if isinstance(err, ServiceError):
+        return dict(err.metadata)
+    if isinstance(err, TcbRevoked):
+        return {"step": err.step or "", "advisory_ids": ",".join(err.advisory_ids)}
+    if isinstance(err, AttestError):
+        return {"step": err.step or "", "error": type(err).__name__}
+    if isinstance(err, AppraisalRefused):
+        return {"mismatches": ",".join(err.appraisal.reasons), "policy": err.policy_name}
+    return {}
+
+
+def status_of(err: Exception) -> tuple[str, str, Mapping[str, str]] | None:
+    """``(grpc code name, ErrorInfo reason, metadata)`` for a handled failure, ``None`` for a bug."""
+    if isinstance(err, ServiceError):
+        return err.code, err.reason, _metadata(err)
+    for cls, code in STATUS_TABLE:
+        if isinstance(err, cls):
+            return code, _reason(err), _metadata(err)
+    return None
