@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from attest import binding
 from attest.appraise import (
@@ -111,17 +112,44 @@ class AttestResult:
     claims: Mapping[str, Any]
 
 
-def collateral_by_fmspc(texts: Sequence[str]) -> dict[bytes, Collateral]:
-    """Index ``QuoteCollateralV3`` JSON texts by the FMSPC of their TCB Info (a later text wins)."""
-    out: dict[bytes, Collateral] = {}
-    for text in texts:
-        coll = parse_collateral(text)
-        out[parse_tcb_info(coll.tcb_info_text).fmspc] = coll
-    return out
+def _root_digest(pem_chain: bytes | str) -> bytes | None:
+    """SHA-256 of the last certificate (the root) of a PEM chain, None when the chain does not parse."""
+    try:
+        certs = load_certificates(pem_chain, "chain")
+    except AttestError:
+        return None
+    return hashlib.sha256(certs[-1].public_bytes(serialization.Encoding.DER)).digest() if certs else None
 
 
-def quote_fmspc(quote: Quote) -> bytes:
-    """FMSPC from the PCK leaf of the quote (read before verification to choose the collateral)."""
+class CollateralIndex:
+    """Collateral chosen per quote by FMSPC and, when several roots share an FMSPC (Intel's real platform and
+    the simulated one both use ``90C06F000000``), by the root that ends the quote's PCK chain and the TCB
+    Info issuer chain. A later collateral for the same (FMSPC, root) replaces an earlier one."""
+
+    def __init__(self, texts: Sequence[str] = ()) -> None:
+        self._by_key: dict[tuple[bytes, bytes | None], Collateral] = {}
+        for text in texts:
+            self.add(parse_collateral(text))
+
+    def add(self, coll: Collateral) -> None:
+        fmspc = parse_tcb_info(coll.tcb_info_text).fmspc
+        self._by_key[(fmspc, _root_digest(coll.tcb_info_issuer_chain))] = coll
+
+    @property
+    def fmspcs(self) -> list[bytes]:
+        return sorted({fmspc for fmspc, _ in self._by_key})
+
+    def select(self, fmspc: bytes, pck_root: bytes | None) -> Collateral | None:
+        hit = self._by_key.get((fmspc, pck_root))
+        if hit is not None:
+            return hit
+        same = [c for (f, _), c in self._by_key.items() if f == fmspc]
+        return same[0] if len(same) == 1 else None
+
+
+def quote_platform(quote: Quote) -> tuple[bytes, bytes | None]:
+    """FMSPC from the quote's PCK leaf and the digest of its chain's root, read before verification to choose
+    the collateral (verification then checks everything)."""
     try:
         pems = quote.pck_chain.pem_certificates()
         leaf = load_certificates(pems[0], "pck chain")[0] if pems else None
@@ -130,10 +158,11 @@ def quote_fmspc(quote: Quote) -> bytes:
     if leaf is None:
         raise CertificateChainError("pck chain is empty", step="pck_chain")
     try:
-        return pck_extension_of(leaf).fmspc
+        fmspc = pck_extension_of(leaf).fmspc
     except AttestError as err:
         err.step = err.step or "pck_chain"
         raise
+    return fmspc, _root_digest(pems[-1])
 
 
 def _tdx_claims(vq: VerifiedQuote, replay: ReplayResult | None) -> dict[str, Any]:
@@ -170,7 +199,7 @@ class VerifierCore:
         self,
         store: Store,
         anchors: Sequence[x509.Certificate],
-        collateral: Mapping[bytes, Collateral],
+        collateral: CollateralIndex,
         config: ServiceConfig = ServiceConfig(),
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -178,7 +207,7 @@ class VerifierCore:
             raise ValueError("no trust anchor configured")
         self.store = store
         self.anchors = list(anchors)
-        self.collateral = dict(collateral)
+        self.collateral = collateral
         self.config = config
         self.clock = clock
         self.keys = SigningKeys.load_or_create(store, int(clock()))
@@ -340,8 +369,8 @@ class VerifierCore:
         except AttestError as err:
             err.step = err.step or "header"
             raise
-        fmspc = quote_fmspc(quote)
-        collateral = self.collateral.get(fmspc)
+        fmspc, pck_root = quote_platform(quote)
+        collateral = self.collateral.select(fmspc, pck_root)
         if collateral is None:
             raise PreconditionFailed(
                 "COLLATERAL_NOT_FOUND",

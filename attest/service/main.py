@@ -20,7 +20,7 @@ from pathlib import Path
 from types import FrameType
 
 from attest.errors import AttestError
-from attest.service.core import ServiceConfig, VerifierCore, collateral_by_fmspc
+from attest.service.core import CollateralIndex, ServiceConfig, VerifierCore
 from attest.service.server import create_server
 from attest.store import Store, StoreError
 from attest.verify.verifier import load_anchors
@@ -53,7 +53,7 @@ def _build_core(args: argparse.Namespace) -> VerifierCore:
     anchors = load_anchors([Path(p).read_bytes() for p in args.root])
     if not anchors:
         raise ValueError("no trust anchor: give --root (Intel's root, the simulated root, or both)")
-    collateral = collateral_by_fmspc([Path(p).read_text() for p in args.collateral])
+    collateral = CollateralIndex([Path(p).read_text() for p in args.collateral])
     admin = Path(args.admin_token_file).read_text().strip() if args.admin_token_file else None
     if args.nonce_ttl < 1 or args.token_ttl < 1:
         raise ValueError("--nonce-ttl and --token-ttl must be positive")
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     host = args.listen.rsplit(":", 1)[0]
     print(f"listening on {host}:{port}", flush=True)
-    fmspcs = ", ".join(sorted(f.hex().upper() for f in core.collateral)) or "none"
+    fmspcs = ", ".join(f.hex().upper() for f in core.collateral.fmspcs) or "none"
     print(
         f"tdxsim verifier: {len(core.anchors)} trust anchor(s), collateral for fmspc {fmspcs}, "
         f"db {args.db}, kid {core.keys.current_kid}",
