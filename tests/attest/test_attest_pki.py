@@ -1,0 +1,277 @@
+"""The simulated Intel PCS (attest.pki): certificates, SGX extension DER, CRLs, signed collateral, files."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import dcap_qvl
+import pytest
+from attest_sim_evidence import NOW
+from attest_vectors import read_quote
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from attest import platform as P
+from attest.codec import decode_quote
+from attest.pki import PkiError, PkiOptions, init_pki, load_pck, load_pki
+from attest.pki.der import integer
+from attest.pki.sgx_extension import SGX_EXTENSION_OID, SgxExtension
+from attest.verify import parse_collateral
+from attest.verify.collateral import parse_qe_identity, parse_tcb_info
+from attest.verify.pck import pck_extension_of
+from attest.verify.pki import load_crl, verify_raw_signature
+
+REAL_QUOTES = [
+    "tdx_v4_quote.bin",
+    "tdx_v5_quote.bin",
+    "tdx_v5_outdated_quote.bin",
+    "tdx_v4_debug_td_quote.bin",
+]
+
+
+def _cn(name: x509.Name) -> str:
+    return str(name.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value)
+
+
+@pytest.mark.parametrize("name", REAL_QUOTES)
+def test_sgx_extension_encoder_reproduces_real_pck_leaf_der(name: str) -> None:
+    leaf_pem = decode_quote(read_quote(name)).pck_chain.pem_certificates()[0]
+    leaf = x509.load_pem_x509_certificate(leaf_pem)
+    real = leaf.extensions.get_extension_for_oid(x509.ObjectIdentifier(SGX_EXTENSION_OID)).value
+    assert isinstance(real, x509.UnrecognizedExtension)
+    parsed = pck_extension_of(leaf)
+    config = dict(parsed.configuration)
+    rebuilt = SgxExtension(
+        ppid=parsed.ppid,
+        tcb_components=parsed.tcb_components,
+        pce_svn=parsed.pce_svn,
+        cpu_svn=parsed.cpu_svn,
+        pce_id=parsed.pce_id,
+        fmspc=parsed.fmspc,
+        sgx_type=parsed.sgx_type,
+        platform_instance_id=parsed.platform_instance_id,
+        dynamic_platform=config.get("dynamic_platform", True),
+        cached_keys=config.get("cached_keys", True),
+        smt_enabled=config.get("smt_enabled", True),
+    )
+    assert rebuilt.encode() == real.value
+
+
+@pytest.mark.parametrize(
+    ("value", "der"), [(0, "020100"), (127, "02017f"), (128, "02020080"), (256, "02020100")]
+)
+def test_der_integer_is_minimal_twos_complement(value: int, der: str) -> None:
+    assert integer(value).hex() == der
+
+
+def test_hierarchy_names_say_simulated_and_chain_like_intels(tmp_path: Path) -> None:
+    pki = init_pki(tmp_path, PkiOptions(now=NOW))
+    root, ca, signer = pki.root.certificate, pki.platform_ca.certificate, pki.tcb_signing.certificate
+    leaf = pki.platform(0).certificate
+    assert _cn(root.subject) == "tdxsim SIMULATED SGX Root CA — not Intel"
+    assert root.issuer == root.subject
+    assert "not Intel" in root.subject.rfc4514_string()
+    assert (ca.issuer, signer.issuer, leaf.issuer) == (root.subject, root.subject, ca.subject)
+    assert "SGX PCK Platform CA" in _cn(ca.subject)
+    assert "SGX PCK Certificate" in _cn(leaf.subject)
+    assert "SIMULATED" in _cn(leaf.subject) and "SIMULATED" in _cn(signer.subject)
+    leaf.verify_directly_issued_by(ca)
+    ca.verify_directly_issued_by(root)
+    signer.verify_directly_issued_by(root)
+    for cert in (root, ca, signer, leaf):
+        key = cert.public_key()
+        assert isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == "secp256r1"
+        assert cert.not_valid_before_utc.timestamp() <= NOW <= cert.not_valid_after_utc.timestamp()
+        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints)
+        ku = cert.extensions.get_extension_for_class(x509.KeyUsage)
+        assert bc.critical and ku.critical
+    assert root.extensions.get_extension_for_class(x509.BasicConstraints).value.path_length == 1
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.path_length == 0
+    assert not leaf.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+
+
+def test_pck_leaf_extension_carries_the_platform_identity(tmp_path: Path) -> None:
+    pki = init_pki(tmp_path, PkiOptions(now=NOW, platforms=2))
+    exts = [pck_extension_of(p.certificate) for p in pki.platforms]
+    for ext, pck in zip(exts, pki.platforms, strict=True):
+        assert ext.fmspc == P.FMSPC
+        assert ext.pce_id == P.PCEID
+        assert ext.tcb_components == P.SGX_TCB_COMPONENTS
+        assert ext.pce_svn == P.PCESVN
+        assert ext.cpu_svn == P.CPUSVN
+        assert ext.sgx_type == 0
+        assert ext.platform_instance_id is None
+        assert ext.ppid == pck.ppid
+    assert exts[0].ppid != exts[1].ppid
+    theirs = dcap_qvl.parse_pck_extension_from_pem(pki.platform(1).certificate.public_bytes(Encoding.PEM))
+    assert (theirs.fmspc, theirs.pce_id, theirs.pce_svn, theirs.cpu_svn, theirs.ppid, theirs.sgx_type) == (
+        P.FMSPC,
+        P.PCEID,
+        P.PCESVN,
+        P.CPUSVN,
+        pki.platform(1).ppid,
+        0,
+    )
+
+
+def test_scalable_sgx_type_adds_platform_instance_and_configuration(tmp_path: Path) -> None:
+    pki = init_pki(tmp_path, PkiOptions(now=NOW, sgx_type=1))
+    ext = pck_extension_of(pki.platform(0).certificate)
+    assert ext.sgx_type == 1
+    assert ext.platform_instance_id is not None and len(ext.platform_instance_id) == 16
+    assert dict(ext.configuration) == {"dynamic_platform": True, "cached_keys": True, "smt_enabled": True}
+
+
+def test_tcb_info_and_qe_identity_are_intel_format_and_signed_over_exact_text(tmp_path: Path) -> None:
+    pki = init_pki(tmp_path, PkiOptions(now=NOW))
+    key = pki.tcb_signing.certificate.public_key()
+    assert isinstance(key, ec.EllipticCurvePublicKey)
+    verify_raw_signature(key, pki.tcb_info.signature, pki.tcb_info.text.encode(), "tcbinfo")
+    verify_raw_signature(key, pki.qe_identity.signature, pki.qe_identity.text.encode(), "qe identity")
+    assert pki.tcb_info.text.startswith('{"id":"TDX","version":3,"issueDate":"')
+    info = parse_tcb_info(pki.tcb_info.text)
+    assert (info.fmspc, info.pce_id, info.tcb_type) == (P.FMSPC, P.PCEID, 0)
+    assert info.issue_date <= NOW <= info.next_update
+    assert info.next_update - info.issue_date == 30 * 86_400
+    assert info.tdx_module is not None and info.tdx_module.mrsigner == P.MRSIGNERSEAM
+    assert [m.id for m in info.tdx_module_identities] == ["TDX_01"]
+    assert [lv.status for lv in info.tcb_levels] == ["UpToDate", "OutOfDate", "OutOfDate"]
+    top = info.tcb_levels[0]
+    assert (top.sgx_components, top.pce_svn) == (P.SGX_TCB_COMPONENTS, P.PCESVN)
+    assert all(need <= have for need, have in zip(top.tdx_components, P.TEE_TCB_SVN, strict=True))
+    assert all(lv.advisory_ids for lv in info.tcb_levels[1:])
+    qe = parse_qe_identity(pki.qe_identity.text)
+    assert (qe.id, qe.version, qe.isv_prod_id, qe.mrsigner) == ("TD_QE", 2, 2, P.QE_MRSIGNER)
+    assert [(lv.isv_svn, lv.status) for lv in qe.tcb_levels] == [(P.QE_ISVSVN, "UpToDate"), (2, "OutOfDate")]
+
+
+def test_collateral_json_has_dcap_qvl_fields_and_round_trips(tmp_path: Path) -> None:
+    pki = init_pki(tmp_path, PkiOptions(now=NOW))
+    doc = json.loads(pki.collateral_json)
+    assert list(doc) == [
+        "pck_crl_issuer_chain",
+        "root_ca_crl",
+        "pck_crl",
+        "tcb_info_issuer_chain",
+        "tcb_info",
+        "tcb_info_signature",
+        "qe_identity_issuer_chain",
+        "qe_identity",
+        "qe_identity_signature",
+    ]
+    assert doc["tcb_info"] == pki.tcb_info.text
+    theirs = dcap_qvl.QuoteCollateralV3.from_json(pki.collateral_json)
+    assert theirs.tcb_info == pki.tcb_info.text
+    assert theirs.tcb_info_signature == pki.tcb_info.signature
+    assert theirs.root_ca_crl == pki.root_ca_crl
+    ours = parse_collateral(pki.collateral_json)
+    assert ours.qe_identity_text == pki.qe_identity.text
+    assert ours.pck_crl == pki.pck_crl
+    chain = x509.load_pem_x509_certificates(doc["pck_crl_issuer_chain"].encode())
+    assert [c.subject for c in chain] == [pki.platform_ca.certificate.subject, pki.root.certificate.subject]
+
+
+def test_crls_are_signed_by_their_issuers_and_list_revoked_pcks(tmp_path: Path) -> None:
+    pki = init_pki(tmp_path, PkiOptions(now=NOW, platforms=3, revoked_platforms=(1,)))
+    root_crl, pck_crl = load_crl(pki.root_ca_crl, "root"), load_crl(pki.pck_crl, "pck")
+    assert root_crl.issuer == pki.root.certificate.subject
+    assert pck_crl.issuer == pki.platform_ca.certificate.subject
+    root_key, ca_key = pki.root.certificate.public_key(), pki.platform_ca.certificate.public_key()
+    assert isinstance(root_key, ec.EllipticCurvePublicKey) and isinstance(ca_key, ec.EllipticCurvePublicKey)
+    assert root_crl.is_signature_valid(root_key) and pck_crl.is_signature_valid(ca_key)
+    assert len(root_crl) == 0
+    assert [r.serial_number for r in pck_crl] == [pki.platform(1).serial_number]
+
+
+def test_expired_collateral_ends_before_now(tmp_path: Path) -> None:
+    pki = init_pki(tmp_path, PkiOptions(now=NOW, collateral_expired=True))
+    assert parse_tcb_info(pki.tcb_info.text).next_update < NOW
+    assert parse_qe_identity(pki.qe_identity.text).next_update < NOW
+    for crl in (pki.root_ca_crl, pki.pck_crl):
+        next_update = load_crl(crl, "crl").next_update_utc
+        assert next_update is not None and next_update.timestamp() < NOW
+
+
+def test_wrong_issuer_signer_chains_to_a_rogue_root_with_the_same_name(tmp_path: Path) -> None:
+    pki = init_pki(tmp_path, PkiOptions(now=NOW, wrong_issuer=True))
+    chain = x509.load_pem_x509_certificates(pki.tcb_signing_chain_pem.encode())
+    rogue_root = chain[-1]
+    assert rogue_root.subject == pki.root.certificate.subject
+    assert rogue_root.public_bytes(Encoding.DER) != pki.root_der
+    with pytest.raises(InvalidSignature):
+        chain[0].verify_directly_issued_by(pki.root.certificate)
+
+
+def test_files_are_written_with_private_keys_0600_and_load_back_identically(tmp_path: Path) -> None:
+    made = init_pki(tmp_path / "pki", PkiOptions(now=NOW, platforms=2, tcb_status="SWHardeningNeeded"))
+    keys = sorted(p.relative_to(tmp_path / "pki").as_posix() for p in (tmp_path / "pki").rglob("*.key"))
+    assert keys == [
+        "pck_platform_ca.key",
+        "platforms/0/pck.key",
+        "platforms/1/pck.key",
+        "root_ca.key",
+        "tcb_signing.key",
+    ]
+    for key_file in keys:
+        assert stat.S_IMODE((tmp_path / "pki" / key_file).stat().st_mode) == 0o600
+    loaded = load_pki(tmp_path / "pki")
+    assert loaded.options == made.options
+    assert loaded.now == NOW
+    assert loaded.root_der == made.root_der
+    assert loaded.collateral_json == made.collateral_json
+    assert loaded.tcb_info == made.tcb_info and loaded.qe_identity == made.qe_identity
+    assert [p.certificate for p in loaded.platforms] == [p.certificate for p in made.platforms]
+    assert [p.chain_pem for p in loaded.platforms] == [p.chain_pem for p in made.platforms]
+    key, chain = load_pck(tmp_path / "pki", 1)
+    assert key.private_numbers() == made.platform(1).key.private_numbers()
+    assert chain == made.platform(1).chain_pem
+    tcb_response = json.loads((tmp_path / "pki" / "tcb_info.json").read_text())
+    assert bytes.fromhex(tcb_response["signature"]) == made.tcb_info.signature
+
+
+def test_init_refuses_a_directory_that_holds_a_pki(tmp_path: Path) -> None:
+    init_pki(tmp_path, PkiOptions(now=NOW))
+    with pytest.raises(PkiError, match="already holds a pki"):
+        init_pki(tmp_path, PkiOptions(now=NOW))
+
+
+def test_load_of_an_empty_directory_is_a_pki_error(tmp_path: Path) -> None:
+    with pytest.raises(PkiError, match="cannot load pki"):
+        load_pki(tmp_path)
+
+
+def test_same_seed_gives_same_keys_serials_and_ppids(tmp_path: Path) -> None:
+    a = init_pki(tmp_path / "a", PkiOptions(now=NOW, seed=b"tdxsim"))
+    b = init_pki(tmp_path / "b", PkiOptions(now=NOW, seed=b"tdxsim"))
+    c = init_pki(tmp_path / "c", PkiOptions(now=NOW, seed=b"other"))
+    assert a.root.key.private_numbers() == b.root.key.private_numbers()
+    assert a.platform(0).serial_number == b.platform(0).serial_number
+    assert a.platform(0).ppid == b.platform(0).ppid
+    assert a.tcb_info.text == b.tcb_info.text
+    assert a.root.key.private_numbers() != c.root.key.private_numbers()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"platforms": 0}, "platforms must be >= 1"),
+        ({"tcb_status": "Fine"}, "unknown tcb status"),
+        ({"qe_tcb_status": "SWHardeningNeeded"}, "unknown qe tcb status"),
+        ({"revoked_platforms": (1,)}, "out of range"),
+        ({"sgx_type": 3}, "sgx_type"),
+        ({"collateral_validity": 60}, "collateral_validity"),
+    ],
+)
+def test_invalid_options_are_refused(options: dict[str, object], message: str) -> None:
+    with pytest.raises(PkiError, match=message):
+        PkiOptions(**options)  # type: ignore[arg-type]
+
+
+def test_platform_index_out_of_range_is_refused(tmp_path: Path) -> None:
+    pki = init_pki(tmp_path, PkiOptions(now=NOW))
+    with pytest.raises(PkiError, match="no platform 1"):
+        pki.platform(1)
