@@ -21,6 +21,7 @@ serves them; each has its own PPID and PCK key.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import time
@@ -178,10 +179,20 @@ class Pki:
         """The trust anchor: ``dcap_qvl.verify_with_root_ca(…, root_der, …)``, ``attest.verify.Verifier``."""
         return self.root.der
 
+    @property
+    def tcb_info_window(self) -> tuple[int, int]:
+        """``(issueDate, nextUpdate)`` of the TCB Info (QE Identity and PCK CRL share it), unix seconds."""
+        doc = json.loads(self.tcb_info.text)
+        return _unix(doc["issueDate"]), _unix(doc["nextUpdate"])
+
     def platform(self, index: int = 0) -> PlatformPck:
         if not 0 <= index < len(self.platforms):
             raise PkiError(f"no platform {index} (have {len(self.platforms)})")
         return self.platforms[index]
+
+
+def _unix(rfc3339_text: str) -> int:
+    return int(dt.datetime.strptime(rfc3339_text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC).timestamp())
 
 
 # --- creation -----------------------------------------------------------------------------------------------

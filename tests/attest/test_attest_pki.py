@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import hashlib
 import json
 import stat
 from pathlib import Path
@@ -18,6 +20,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from attest import platform as P
 from attest.codec import decode_quote
 from attest.pki import PkiError, PkiOptions, init_pki, load_pck, load_pki
+from attest.pki import cli as pki_cli
 from attest.pki.der import integer
 from attest.pki.sgx_extension import SGX_EXTENSION_OID, SgxExtension
 from attest.verify import parse_collateral
@@ -275,3 +278,23 @@ def test_platform_index_out_of_range_is_refused(tmp_path: Path) -> None:
     pki = init_pki(tmp_path, PkiOptions(now=NOW))
     with pytest.raises(PkiError, match="no platform 1"):
         pki.platform(1)
+
+
+def test_pki_init_cli_creates_and_summarises_then_refuses_to_overwrite(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = argparse.ArgumentParser()
+    pki_cli.add_arguments(parser)
+    argv = ["init", str(tmp_path / "pki"), "--now", str(NOW), "--platforms", "2", "--revoke", "1", "--json"]
+    args = parser.parse_args(argv)
+    assert args.func(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    loaded = load_pki(tmp_path / "pki")
+    assert out["simulated"] is True
+    assert out["root_ca"]["sha256"] == hashlib.sha256(loaded.root_der).hexdigest()
+    assert out["collateral_window"] == [NOW - 3_600, NOW - 3_600 + 30 * 86_400]
+    assert [p["revoked"] for p in out["platforms"]] == [False, True]
+    assert loaded.options.revoked_platforms == (1,)
+    args = parser.parse_args(argv)
+    assert args.func(args) == 2
+    assert "already holds a pki" in capsys.readouterr().out
