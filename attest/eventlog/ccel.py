@@ -197,8 +197,14 @@ def _decode_spec_id(r: _Reader) -> SpecIdEvent:
 
 
 def _at_end(r: _Reader) -> bool:
+    """End of buffer, or fill (all 0xFF / all zero) where the next header would be; a partial header that is
+    not fill is a truncated event."""
     head = r.buf[r.pos : r.pos + 8]
-    return len(head) < 8 or head in (b"\xff" * 8, bytes(8))
+    if head in (b"\xff" * len(head), bytes(len(head))):
+        return True
+    if len(head) < 8:
+        raise EventLogError(f"event header overruns the log at offset {r.pos}")
+    return False
 
 
 def decode_event_log(raw: bytes) -> EventLog:

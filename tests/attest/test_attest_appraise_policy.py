@@ -1,0 +1,131 @@
+"""Appraisal (attestation.md §10): every mismatch listed, safe defaults, strict policy documents."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from attest_vectors import EXPECTED, read_quote
+
+from attest.appraise import (
+    AppraisalOptions,
+    Evidence,
+    Freshness,
+    PolicyError,
+    ReferenceValues,
+    appraise,
+    default_policy,
+    policy_from_json,
+    policy_to_json,
+)
+from attest.codec import decode_quote
+from attest.codec.quote import TdReport10
+
+DEBUG_BODY = decode_quote(read_quote("tdx_v4_debug_td_quote.bin")).body
+V4_BODY = decode_quote(read_quote("tdx_v4_quote.bin")).body
+
+
+def _evidence(
+    body: TdReport10 = V4_BODY, status: str = "UpToDate", advisories: tuple[str, ...] = ()
+) -> Evidence:
+    return Evidence(body, status, advisories)
+
+
+def test_real_debug_td_is_refused_by_the_default_policy() -> None:
+    assert EXPECTED["tdx_v4_debug_td_quote.bin"]["td_attributes"] == DEBUG_BODY.td_attributes.hex()
+    result = appraise(_evidence(DEBUG_BODY), default_policy().options, freshness=Freshness.FRESH)
+    assert result.reasons == ("DEBUG_TD",)
+    allowed = policy_from_json("dbg", '{"allow_debug": true}').options
+    assert appraise(_evidence(DEBUG_BODY), allowed, freshness=Freshness.FRESH).ok
+
+
+def test_default_policy_requires_a_nonce_and_up_to_date() -> None:
+    options = default_policy().options
+    assert appraise(_evidence(), options).reasons == ("NONCE_REQUIRED",)
+    assert appraise(_evidence(status="OutOfDate"), options, freshness=Freshness.FRESH).reasons == (
+        "TCB_STATUS_NOT_ACCEPTED",
+    )
+
+
+def test_all_mismatches_are_listed_freshness_first() -> None:
+    options = AppraisalOptions(
+        reference_values=ReferenceValues(mr_td=frozenset({b"\x01" * 48}), rtmr1=frozenset({b"\x02" * 48})),
+        min_tee_tcb_svn=b"\xff" + bytes(15),
+        rejected_advisory_ids=frozenset({"INTEL-SA-00615"}),
+    )
+    result = appraise(
+        _evidence(DEBUG_BODY, "SWHardeningNeeded", ("INTEL-SA-00615",)),
+        options,
+        freshness=Freshness.REPLAYED,
+        report_data_bound=False,
+    )
+    assert result.reasons == (
+        "NONCE_REPLAYED",
+        "REPORT_DATA_MISMATCH",
+        "DEBUG_TD",
+        "TCB_STATUS_NOT_ACCEPTED",
+        "ADVISORY_REJECTED",
+        "TEE_TCB_SVN_TOO_LOW",
+        "MRTD_MISMATCH",
+        "RTMR1_MISMATCH",
+    )
+
+
+def test_reference_values_accept_any_listed_value() -> None:
+    options = policy_from_json(
+        "p",
+        '{"require_nonce": false, "reference_values": {"mr_td": ["'
+        + "00" * 48
+        + '", "'
+        + EXPECTED["tdx_v4_quote.bin"]["mr_td"]
+        + '"],'
+        ' "td_attributes": ["0000001000000000"], "rtmr3": ["' + "00" * 48 + '"]}}',
+    ).options
+    result = appraise(_evidence(), options)
+    assert result.ok and set(result.checked_fields) == {"mr_td", "td_attributes", "rtmr3"}
+    other = replace(V4_BODY, xfam=b"\xff" * 8, mr_td=b"\x07" * 48)
+    assert appraise(_evidence(other), options).reasons == ("MRTD_MISMATCH",)
+
+
+def test_reference_value_sets_merge_into_the_policy() -> None:
+    policy = policy_from_json("p", '{"require_nonce": false, "reference_value_sets": ["img"]}')
+    assert policy.reference_value_sets == ("img",)
+    options = policy.resolve({"img": {"mr_td": [b"\x01" * 48]}})
+    assert appraise(_evidence(), options).reasons == ("MRTD_MISMATCH",)
+    options = policy.resolve({"img": {"mr_td": [b"\x01" * 48, V4_BODY.mr_td]}})
+    assert appraise(_evidence(), options).ok
+
+
+def test_event_log_required_and_replay_mismatches_are_reported() -> None:
+    options = AppraisalOptions(require_nonce=False, require_event_log=True)
+    assert appraise(_evidence(), options).reasons == ("EVENT_LOG_REQUIRED",)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"allow_debug": "yes"}', "true or false"),
+        ('{"accepted_tcb_statuses": ["Revoked"]}', "never"),
+        ('{"accepted_tcb_statuses": ["Fine"]}', "unknown tcb status"),
+        ('{"accepted_tcb_statuses": []}', "must not be empty"),
+        ('{"reference_values": {"mr_td": ["00"]}}', "48 bytes"),
+        ('{"reference_values": {"mrtd": []}}', "unknown reference value field"),
+        ('{"min_tee_tcb_svn": "zz"}', "not hex"),
+        ('{"token_ttl_seconds": 0}', "token_ttl_seconds"),
+        ('{"allow_debugging": true}', "unknown policy member"),
+        ('{"version": 2}', "version"),
+        ("[1]", "json object"),
+    ],
+)
+def test_bad_policy_documents_are_refused_before_any_quote(text: str, message: str) -> None:
+    with pytest.raises(PolicyError, match=message):
+        policy_from_json("p", text)
+
+
+def test_policy_json_round_trips_through_the_canonical_form() -> None:
+    policy = policy_from_json(
+        "p",
+        '{"allow_debug": true, "accepted_tcb_statuses": ["UpToDate", "SWHardeningNeeded"],'
+        ' "reference_values": {"xfam": ["e702060000000000"]}, "token_ttl_seconds": 60}',
+    )
+    assert policy_from_json("p", policy_to_json(policy)) == policy

@@ -1,0 +1,157 @@
+"""CC event log codec and RTMR replay (attestation.md §12) against the real vector in shared/vectors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+from attest_vectors import VECTORS
+
+from attest.codec import decode_quote
+from attest.eventlog import (
+    ALG_SHA256,
+    ALG_SHA384,
+    Event,
+    EventLog,
+    EventLogError,
+    SpecIdEvent,
+    compare_rtmrs,
+    decode_ccel_table,
+    decode_event_log,
+    encode_event_log,
+    measure,
+    replay,
+)
+from attest.eventlog.ccel import EV_EFI_ACTION, EV_NO_ACTION, EV_SEPARATOR
+
+EVENTLOG = VECTORS / "eventlog"
+EXPECTED = json.loads((EVENTLOG / "expected.json").read_text())
+RAW_LOG = (EVENTLOG / "ccel_data.bin").read_bytes()
+
+
+def test_real_log_replays_to_the_quotes_rtmr0_to_rtmr2() -> None:
+    log = decode_event_log(RAW_LOG)
+    quote = decode_quote((EVENTLOG / "quote.bin").read_bytes())
+    replayed = replay(log)
+    assert [r.hex() for r in replayed] == EXPECTED["rtmr"]
+    assert replayed[:3] == quote.body.rtmrs[:3]
+    result = compare_rtmrs(log, quote.body.rtmrs)
+    assert result.ok and result.mismatched == () and result.unchecked == (3,)
+
+
+def test_real_log_has_the_expected_events_and_sha384_header() -> None:
+    log = decode_event_log(RAW_LOG)
+    assert len(log.events) == EXPECTED["events_in_log"]
+    assert log.spec_id.algorithms == ((ALG_SHA384, 48),)
+    assert all(len(ev.digest(ALG_SHA384) or b"") == 48 for ev in log.events)
+    assert RAW_LOG[log.size :].strip(b"\xff") == b""  # the rest of the log area is fill
+
+
+def test_real_log_reencodes_byte_exact() -> None:
+    log = decode_event_log(RAW_LOG)
+    assert encode_event_log(log) == RAW_LOG[: log.size]
+
+
+def test_ccel_table_names_tdx_and_the_log_area() -> None:
+    table = decode_ccel_table((EVENTLOG / "ccel_table.bin").read_bytes())
+    assert table.cc_type == 2
+    assert table.log_area_minimum_length == len(RAW_LOG) == 0x40000
+    assert table.oem_id == b"INTEL "
+
+
+def test_ccel_table_with_bad_checksum_is_refused() -> None:
+    raw = bytearray((EVENTLOG / "ccel_table.bin").read_bytes())
+    raw[9] ^= 1
+    with pytest.raises(EventLogError, match="checksum"):
+        decode_ccel_table(bytes(raw))
+
+
+def _guest_log() -> EventLog:
+    spec = SpecIdEvent(algorithms=((ALG_SHA256, 32), (ALG_SHA384, 48)))
+    events = (
+        measure(1, EV_EFI_ACTION, b"firmware", (ALG_SHA256, ALG_SHA384)),
+        Event(1, EV_NO_ACTION, ((ALG_SHA256, bytes(32)), (ALG_SHA384, bytes(48))), b"StartupLocality\0\3"),
+        measure(2, EV_SEPARATOR, b"\0\0\0\0", (ALG_SHA256, ALG_SHA384)),
+        measure(3, EV_EFI_ACTION, b"kernel cmdline", (ALG_SHA256, ALG_SHA384)),
+        measure(4, EV_EFI_ACTION, b"runtime: app v1", (ALG_SHA256, ALG_SHA384)),
+    )
+    return EventLog(spec, events)
+
+
+def test_encoded_log_round_trips_with_two_banks_and_fill() -> None:
+    log = _guest_log()
+    raw = encode_event_log(log)
+    decoded = decode_event_log(raw + b"\xff" * 4096)
+    assert decoded.events == log.events and decoded.spec_id == log.spec_id and decoded.size == len(raw)
+    assert encode_event_log(decoded) == raw
+
+
+def test_replay_follows_ccmr_index_minus_one_and_skips_no_action() -> None:
+    log = _guest_log()
+    zero = bytes(48)
+
+    def ext(reg: bytes, data: bytes) -> bytes:
+        return hashlib.sha384(reg + hashlib.sha384(data).digest()).digest()
+
+    assert replay(log) == (
+        ext(zero, b"firmware"),
+        ext(zero, b"\0\0\0\0"),
+        ext(zero, b"kernel cmdline"),
+        ext(zero, b"runtime: app v1"),
+    )
+
+
+def test_rtmr3_is_compared_only_when_the_log_extends_it() -> None:
+    log = _guest_log()
+    rtmrs = list(replay(log))
+    assert compare_rtmrs(log, rtmrs).mismatched == ()
+    rtmrs[3] = bytes(48)
+    assert compare_rtmrs(log, rtmrs).mismatched == (3,)
+    without_rtmr3 = EventLog(log.spec_id, log.events[:-1])
+    result = compare_rtmrs(without_rtmr3, rtmrs)
+    assert result.mismatched == () and result.unchecked == (3,)
+
+
+def test_off_by_one_ccmr_log_mismatches() -> None:
+    # The trustee PR #1068 bug: writing RTMR index instead of CCMR index shifts every event one register.
+    log = _guest_log()
+    shifted = EventLog(
+        log.spec_id, tuple(Event(e.mr_index - 1, e.event_type, e.digests, e.data) for e in log.events)
+    )
+    result = compare_rtmrs(shifted, replay(log))
+    assert result.mismatched == (0, 1, 2) and result.unchecked == (3,)
+
+
+def test_every_truncation_inside_an_event_raises_eventlog_error() -> None:
+    log = _guest_log()
+    raw = encode_event_log(log)
+    boundaries = {len(log.spec_id.encode())}
+    for ev in log.events:
+        boundaries.add(max(boundaries) + len(ev.encode()))
+    for cut in range(len(raw)):
+        if cut in boundaries:
+            assert len(decode_event_log(raw[:cut]).events) < len(log.events)
+            continue
+        with pytest.raises(EventLogError):
+            decode_event_log(raw[:cut])
+
+
+def test_digest_of_an_undeclared_algorithm_is_refused() -> None:
+    spec = SpecIdEvent()
+    raw = spec.encode() + Event(1, EV_EFI_ACTION, ((ALG_SHA256, bytes(32)),), b"x").encode()
+    with pytest.raises(EventLogError, match="not in the spec id"):
+        decode_event_log(raw)
+
+
+def test_oversized_event_data_is_refused_before_slicing() -> None:
+    raw = SpecIdEvent().encode() + Event(1, EV_EFI_ACTION, ((ALG_SHA384, bytes(48)),), b"").encode()
+    raw = raw[:-4] + (1 << 30).to_bytes(4, "little")
+    with pytest.raises(EventLogError, match="declares"):
+        decode_event_log(raw)
+
+
+def test_ccmr_above_four_makes_replay_fail() -> None:
+    log = EventLog(SpecIdEvent(), (measure(5, EV_EFI_ACTION, b"x"),))
+    with pytest.raises(EventLogError, match="ccmr 5"):
+        replay(log)

@@ -1,0 +1,80 @@
+"""Key-broker envelope (ECDH P-256 + HKDF-SHA256 + AES-256-GCM) and resource policies."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from attest.binding import spki_der
+from attest.kbs import EnvelopeError, ResourcePolicyError, open_sealed, parse_resource_policy, seal
+
+
+def _td_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def test_sealed_secret_opens_only_with_the_td_key_and_path() -> None:
+    key = _td_key()
+    sealed = seal(b"disk key 0123", spki_der(key.public_key()), "default/key/disk")
+    assert b"disk key 0123" not in sealed.ciphertext
+    assert len(sealed.ciphertext) == len(b"disk key 0123") + 16 and len(sealed.iv) == 12
+    assert open_sealed(sealed, key, "default/key/disk") == b"disk key 0123"
+    with pytest.raises(EnvelopeError):
+        open_sealed(sealed, _td_key(), "default/key/disk")
+    with pytest.raises(EnvelopeError):
+        open_sealed(sealed, key, "default/key/other")
+    flipped = replace(sealed, ciphertext=bytes([sealed.ciphertext[0] ^ 1]) + sealed.ciphertext[1:])
+    with pytest.raises(EnvelopeError):
+        open_sealed(flipped, key, "default/key/disk")
+
+
+def test_every_release_uses_a_fresh_ephemeral_key() -> None:
+    spki = spki_der(_td_key().public_key())
+    a, b = seal(b"s", spki, "p"), seal(b"s", spki, "p")
+    assert a.ephemeral_public_key != b.ephemeral_public_key and a.ciphertext != b.ciphertext
+
+
+def _claims(status: str = "affirming", **tdx: Any) -> dict[str, Any]:
+    return {
+        "submods": {
+            "cpu0": {
+                "ear.status": status,
+                "ear.appraisal-policy-id": "policy:prod",
+                "ear.veraison.annotated-evidence": {"tdx": {"mr_td": "AB" * 48, "debug": False, **tdx}},
+            }
+        }
+    }
+
+
+def test_resource_policy_matches_claims_case_insensitively_and_lists_denials() -> None:
+    policy = parse_resource_policy(
+        '{"attestation_policies": ["prod"], "claims": {"mr_td": ["' + "ab" * 48 + '"], "debug": [false]}}'
+    )
+    assert policy.denials(_claims()) == []
+    assert policy.denials(_claims(debug=True)) == ["claim debug does not match"]
+    assert policy.denials(_claims("warning")) == ["ear.status 'warning' not in ['affirming']"]
+    assert parse_resource_policy('{"attestation_policies": ["dev"]}').denials(_claims()) == [
+        "appraisal policy 'policy:prod' not accepted"
+    ]
+    assert parse_resource_policy('{"claims": {"rtmr3": ["00"]}}').denials(_claims()) == [
+        "claim rtmr3 does not match"
+    ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[]",
+        "{not json",
+        '{"claim": {}}',
+        '{"ear_statuses": []}',
+        '{"ear_statuses": ["great"]}',
+        '{"claims": {"a": []}}',
+    ],
+)
+def test_bad_resource_policies_are_refused(text: str) -> None:
+    with pytest.raises(ResourcePolicyError):
+        parse_resource_policy(text)
