@@ -115,3 +115,18 @@ TCB_EVALUATION_DATA_NUMBER: Final = 18
 
 assert len(FMSPC) == 6 and len(PCEID) == 2 and len(CPUSVN) == 16
 assert len(TEE_TCB_SVN) == 16 and len(MRSEAM) == 48 and len(QE_MRSIGNER) == 32
+
+
+def seam_identity_fields() -> dict[str, bytes]:
+    """What the host's TDX module reports about itself (TEE_TCB_INFO and REPORTMACSTRUCT.CPUSVN), keyed by
+    the field names of ``host.tdx.td.SeamIdentity``: ``SeamIdentity(**seam_identity_fields())`` makes its
+    TDREPORTs match the TCB level the simulated PCS signs."""
+    return {
+        "cpu_svn": CPUSVN,
+        "tee_tcb_svn": TEE_TCB_SVN,
+        "tee_tcb_svn2": TEE_TCB_SVN2,
+        "mr_seam": MRSEAM,
+        "mr_signer_seam": MRSIGNERSEAM,
+        "seam_attributes": SEAM_ATTRIBUTES,
+        "tee_tcb_info_valid": TEE_TCB_INFO_VALID,
+    }

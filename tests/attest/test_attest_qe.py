@@ -329,3 +329,26 @@ def test_build_td_report_places_platform_seam_identity(tmp_path: Path) -> None:
     assert report.mac == bytes(32)
     assert report.tee_tcb_info_hash == hashlib.sha384(report.tee_tcb_info).digest()
     assert report.tee_info_hash == hashlib.sha384(report.td_info).digest()
+
+
+def test_seam_identity_fields_build_the_same_tdreport_as_the_builder() -> None:
+    fields = P.seam_identity_fields()
+    raw = build_td_report(
+        cpu_svn=fields["cpu_svn"],
+        tee_tcb_svn=fields["tee_tcb_svn"],
+        tee_tcb_svn2=fields["tee_tcb_svn2"],
+        mr_seam=fields["mr_seam"],
+        mr_signer_seam=fields["mr_signer_seam"],
+        seam_attributes=fields["seam_attributes"],
+        tee_tcb_info_valid=fields["tee_tcb_info_valid"],
+    )
+    assert raw == build_td_report()
+    assert set(fields) == {
+        "cpu_svn",
+        "tee_tcb_svn",
+        "tee_tcb_svn2",
+        "mr_seam",
+        "mr_signer_seam",
+        "seam_attributes",
+        "tee_tcb_info_valid",
+    }
