@@ -340,3 +340,18 @@ def test_admin_token_guards_admin_operations(tmp_path: Path, pki: Pki, clock: Cl
         with pytest.raises(Exception) as err:
             guarded.require_admin(presented)
         assert _reason(err.value) == ("UNAUTHENTICATED", reason)
+
+
+def test_real_v5_quotes_give_the_vector_verdicts(tmp_path: Path, clock: Clock) -> None:
+    v5 = VerifierCore(
+        Store(tmp_path / "v5.db"),
+        _anchors(intel_root_pem()),
+        CollateralIndex([read_collateral("tdx_v5_quote.bin")]),
+        ServiceConfig(verify_at=EXPECTED["tdx_v5_quote.bin"]["verify_at_unix"]),
+        clock,
+    )
+    v5.set_policy("real", '{"require_nonce": false}')
+    assert v5.attest(read_quote("tdx_v5_quote.bin"), b"", b"", b"", "real").tcb_status == "UpToDate"
+    with pytest.raises(Exception) as err:
+        v5.attest(read_quote("tdx_v5_outdated_quote.bin"), b"", b"", b"", "real")
+    assert _reason(err.value) == ("INVALID_ARGUMENT", "VERIFY_TCB_LEVEL")
