@@ -10,9 +10,13 @@ DESCRIPTION = """\
 tdxsim simulates an Intel TDX machine as separate processes talking gRPC.
 
   tdxsim host --listen 127.0.0.1:0          run a host (KVM + VMM + TDX module); prints its address
+  tdxsim pki init DIR                       create a simulated Intel PCS (never Intel's root)
+  tdxsim host --pki DIR ...                 a host whose quoting enclave signs with a PCK from DIR
   tdxsim quote verify QUOTE --collateral JSON [--at UNIX] [--root PEM]
                                             verify a DCAP quote (real or simulated) offline
-  tdxsim bench memory [--json FILE]         measure the memory-encryption engine and conversions
+  tdxsim guest --host ADDR --image IMG.json [run SCRIPT]
+                                            launch a TD from an image and run its guest (a workload)
+  tdxsim bench memory|guest [--json FILE]   measure the engine and conversions, or the guest path
 
 Every command takes --help.
 """
@@ -30,10 +34,26 @@ def build_parser() -> argparse.ArgumentParser:
     host_main.add_arguments(host)
     host.set_defaults(func=host_main.run)
 
+    from attest.pki import cli as pki_cli
+
+    pki = sub.add_parser("pki", help="create a simulated Intel PCS (root CA, PCK certificates, collateral)")
+    pki_cli.add_arguments(pki)
+
     from tdxsim import quote as quote_cli
 
     quote = sub.add_parser("quote", help="inspect or verify a DCAP quote offline")
     quote_cli.add_arguments(quote)
+
+    from guest import cli as guest_cli
+
+    guest = sub.add_parser(
+        "guest",
+        help="launch a TD from an image and run its guest process",
+        description=guest_cli.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    guest_cli.add_arguments(guest)
+    guest.set_defaults(func=guest_cli.run)
 
     from tdxsim.bench import cli as bench_cli
 

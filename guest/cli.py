@@ -1,0 +1,132 @@
+"""``tdxsim guest``: run a TD guest process against a host.
+
+    tdxsim guest --host ADDR --image IMAGE.json [--name NAME] [--json]             launch, wait for Ctrl-C
+    tdxsim guest --host ADDR --image IMAGE.json [--name NAME] [--json] run SCRIPT  launch, run, exit
+
+The guest launches its TD from the image (``HostService.LaunchTd``: measured launch, guest.image documents the
+format), attaches as its guest (the lifeline: when this process ends, however it ends, the host destroys the
+TD and frees its KeyID and pages) and either waits or runs the workload file (guest.workload documents the
+steps), printing one line per step. ``--json`` prints one JSON document instead: the TD (id, HKID, MRTD,
+credential in keep-alive mode) and every step with its result.
+
+Exit status: 0 all steps passed; 1 a step failed; 2 bad image or workload, or the host refused the launch;
+130 interrupted (Ctrl-C or SIGTERM). Errors are one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from attest.codec.tdreport import decode_tdreport
+from guest import workload
+from guest.errors import GuestError
+from guest.image import ImageError, load_image
+from guest.td import Td
+from guest.workload import Runner, StepResult, WorkloadError, load_workload
+
+EXIT_STEP_FAILED = 1
+EXIT_SETUP = 2
+EXIT_INTERRUPTED = 130
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", required=True, metavar="ADDR", help="the host's address (HOST:PORT)")
+    parser.add_argument("--image", required=True, metavar="IMAGE.json", help="TD image to launch")
+    parser.add_argument("--name", default="", help="TD name shown by the host (default: the image's)")
+    parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
+    sub = parser.add_subparsers(dest="guest_command", metavar="COMMAND")
+    run_parser = sub.add_parser(
+        "run",
+        help="run a workload file in the launched TD, then exit",
+        description=workload.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run_parser.add_argument("script", metavar="SCRIPT", help="workload file (format above)")
+
+
+def _interrupt_on_sigterm() -> None:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
+
+
+def _fail(message: str) -> int:
+    print(f"tdxsim guest: {message}", file=sys.stderr)
+    return EXIT_SETUP
+
+
+def run(args: argparse.Namespace) -> int:
+    _interrupt_on_sigterm()
+    try:
+        image = load_image(args.image)
+        steps = load_workload(args.script) if args.guest_command == "run" else None
+    except (ImageError, WorkloadError) as err:
+        return _fail(str(err))
+    try:
+        td, launched = Td.launch(args.host, image.image, args.name or image.name)
+    except GuestError as err:
+        return _fail(f"launch refused by {args.host}: {err}")
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    summary: dict[str, object] = {"td_id": launched.td_id, "hkid": launched.hkid, "host": args.host}
+    results: list[StepResult] = []
+    interrupted = False
+    try:
+        summary["mrtd"] = decode_tdreport(td.report()).body.mr_td.hex()
+        if steps is None:
+            return _keep_alive(td, summary, launched.credential, args.json)
+        if not args.json:
+            print(f"TD {launched.td_id} launched (HKID {launched.hkid}, MRTD {str(summary['mrtd'])[:24]}…)")
+        runner = Runner(td, Path(args.script).parent)
+        for step in steps:
+            result = runner.run_step(step)
+            results.append(result)
+            if not args.json:
+                mark = "ok  " if result.ok else "FAIL"
+                print(f"{mark} line {result.line:<4} {result.step}\n       {result.detail}", flush=True)
+            if not result.ok:
+                break
+    except KeyboardInterrupt:
+        interrupted = True
+    except GuestError as err:
+        print(f"tdxsim guest: {err}", file=sys.stderr)
+        return EXIT_STEP_FAILED
+    finally:
+        td.close()
+    ok = bool(steps is not None and len(results) == len(steps) and all(r.ok for r in results))
+    if args.json:
+        summary.update(ok=ok, interrupted=interrupted, steps=[r.to_dict() for r in results])
+        print(json.dumps(summary, indent=2))
+    elif interrupted:
+        print("interrupted: the TD is destroyed with this guest", file=sys.stderr)
+    else:
+        print(f"{sum(r.ok for r in results)}/{len(steps or [])} steps passed")
+    if interrupted:
+        return EXIT_INTERRUPTED
+    return 0 if ok else EXIT_STEP_FAILED
+
+
+def _keep_alive(td: Td, summary: dict[str, object], credential: str, as_json: bool) -> int:
+    summary["credential"] = credential
+    if as_json:
+        print(json.dumps(summary), flush=True)
+    else:
+        print(
+            f"TD {summary['td_id']} running (HKID {summary['hkid']}, MRTD {str(summary['mrtd'])[:24]}…); "
+            f"credential {credential}\nCtrl-C stops the guest and the host destroys the TD",
+            flush=True,
+        )
+    try:
+        td.lifeline_lost.wait()
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    print("tdxsim guest: the host ended the TD's lifeline", file=sys.stderr)
+    return EXIT_STEP_FAILED

@@ -1,0 +1,191 @@
+"""TD images: the JSON file a guest is launched from, turned into ``tdxsim.v1.TdImage`` for
+``HostService.LaunchTd`` (the host ADDs and EXTENDs the payload into MRTD, memory-model.md §6.2, §8).
+
+A TD image stands for what QEMU is given for a TD: the TD parameters of ``KVM_TDX_INIT_VM`` (attributes, XFAM,
+MRCONFIGID/MROWNER/MROWNERCONFIG, GPAW) and the initial private memory (TDVF, kernel, configuration), each
+region measured page by page (``KVM_TDX_INIT_MEM_REGION`` with ``KVM_TDX_MEASURE_MEMORY_REGION``) or only by
+its GPA. The same file always gives the same MRTD; changing one payload byte of a measured region changes it.
+
+Format (JSON object; sizes and numbers are integers or strings such as ``"0x100000"``, ``"64M"``)::
+
+    {
+      "name": "demo",                    optional; the TD's name on the host
+      "memory": "64M",                   required; guest memory from GPA 0 (bytes, K/M/G suffixes)
+      "attributes": {"debug": false, "sept_ve_disable": true},
+                                         or a number; default SEPT_VE_DISABLE only (0x10000000, as QEMU);
+                                         DEBUG = bit 0, SEPT_VE_DISABLE = bit 28
+      "xfam": "0x61ae7",                 optional (host default 0x61ae7)
+      "gpaw": 48,                        optional, 48 or 52 (shared bit 47 or 51)
+      "mrconfigid": "<96 hex digits>",   optional 48-byte values, default zeros
+      "mrowner": "...", "mrownerconfig": "...",
+      "payload": [                       initial pages, each at a page-aligned private GPA
+        {"gpa": "0x100000", "file": "kernel.bin", "measure": true},   file relative to the image file
+        {"gpa": "0x200000", "text": "console=hvc0"},                    UTF-8 text
+        {"gpa": "0x201000", "hex": "deadbeef", "measure": false}        measure: default true
+      ]
+    }
+
+``measure: false`` regions are still ADDed (their GPAs enter MRTD) but their contents are not EXTENDed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tdxsim.v1 import host_pb2
+
+ATTR_DEBUG = 1 << 0
+ATTR_SEPT_VE_DISABLE = 1 << 28
+DEFAULT_ATTRIBUTES = ATTR_SEPT_VE_DISABLE
+MR_SIZE = 48
+PAGE = 4096
+_UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+_KEYS = {"name", "memory", "attributes", "xfam", "gpaw", "mrconfigid", "mrowner", "mrownerconfig", "payload"}
+
+
+class ImageError(ValueError):
+    """The image file cannot be used; the message names the field."""
+
+
+def parse_number(value: object, what: str) -> int:
+    """An integer, or a string: decimal, ``0x`` hex, or a size with a K/M/G/T suffix (binary units)."""
+    if isinstance(value, bool):
+        raise ImageError(f"{what}: expected a number, got {value!r}")
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str):
+        text = value.strip().upper().replace("_", "")
+        text = text.removesuffix("B").removesuffix("I") if text[-2:] in ("IB", "KB", "MB", "GB") else text
+        try:
+            if text.startswith("0X"):
+                number = int(text, 16)
+            elif text and text[-1] in _UNITS:
+                number = int(float(text[:-1]) * _UNITS[text[-1]])
+            else:
+                number = int(text)
+        except ValueError:
+            raise ImageError(f"{what}: {value!r} is not a number") from None
+    else:
+        raise ImageError(f"{what}: expected a number, got {value!r}")
+    if number < 0:
+        raise ImageError(f"{what}: {value!r} is negative")
+    return number
+
+
+def _hex48(value: object, what: str) -> bytes:
+    if not isinstance(value, str):
+        raise ImageError(f"{what}: expected {MR_SIZE * 2} hex digits")
+    try:
+        raw = bytes.fromhex(value)
+    except ValueError:
+        raise ImageError(f"{what}: not hex") from None
+    if len(raw) != MR_SIZE:
+        raise ImageError(f"{what}: must be {MR_SIZE} bytes, got {len(raw)}")
+    return raw
+
+
+def _attributes(value: object) -> int:
+    if isinstance(value, dict):
+        unknown = set(value) - {"debug", "sept_ve_disable"}
+        if unknown:
+            raise ImageError(f"attributes: unknown flag(s) {sorted(unknown)}")
+        bits = 0
+        if value.get("debug", False):
+            bits |= ATTR_DEBUG
+        if value.get("sept_ve_disable", True):
+            bits |= ATTR_SEPT_VE_DISABLE
+        return bits
+    return parse_number(value, "attributes")
+
+
+def _payload_data(entry: dict[str, Any], index: int, base: Path) -> bytes:
+    sources = [k for k in ("file", "text", "hex") if k in entry]
+    if len(sources) != 1:
+        raise ImageError(f"payload[{index}]: give exactly one of file, text, hex")
+    kind = sources[0]
+    value = entry[kind]
+    if not isinstance(value, str):
+        raise ImageError(f"payload[{index}].{kind}: expected a string")
+    if kind == "file":
+        path = base / value
+        try:
+            data = path.read_bytes()
+        except OSError as err:
+            raise ImageError(f"payload[{index}].file: cannot read {path}: {err.strerror}") from None
+    elif kind == "text":
+        data = value.encode()
+    else:
+        try:
+            data = bytes.fromhex(value)
+        except ValueError:
+            raise ImageError(f"payload[{index}].hex: not hex") from None
+    if not data:
+        raise ImageError(f"payload[{index}]: empty")
+    return data
+
+
+@dataclass(frozen=True)
+class Image:
+    name: str
+    image: host_pb2.TdImage
+
+
+def parse_image(doc: object, base: Path = Path(".")) -> Image:
+    """Check a decoded image document and build the TdImage (``base``: where ``file`` paths start)."""
+    if not isinstance(doc, dict):
+        raise ImageError("an image is a JSON object")
+    unknown = set(doc) - _KEYS
+    if unknown:
+        raise ImageError(f"unknown field(s) {sorted(unknown)}")
+    if "memory" not in doc:
+        raise ImageError("memory: required")
+    memory = parse_number(doc["memory"], "memory")
+    if memory == 0 or memory % PAGE:
+        raise ImageError("memory: must be a positive multiple of 4096")
+    image = host_pb2.TdImage(
+        memory_bytes=memory, attributes=_attributes(doc.get("attributes", {"sept_ve_disable": True}))
+    )
+    if "xfam" in doc:
+        image.xfam = parse_number(doc["xfam"], "xfam")
+    if "gpaw" in doc:
+        image.gpaw = parse_number(doc["gpaw"], "gpaw")
+        if image.gpaw not in (48, 52):
+            raise ImageError("gpaw: 48 or 52")
+    for field in ("mrconfigid", "mrowner", "mrownerconfig"):
+        if field in doc:
+            setattr(image, field, _hex48(doc[field], field))
+    payload = doc.get("payload", [])
+    if not isinstance(payload, list):
+        raise ImageError("payload: expected a list")
+    for index, entry in enumerate(payload):
+        if not isinstance(entry, dict):
+            raise ImageError(f"payload[{index}]: expected an object")
+        extra = set(entry) - {"gpa", "file", "text", "hex", "measure"}
+        if extra:
+            raise ImageError(f"payload[{index}]: unknown field(s) {sorted(extra)}")
+        gpa = parse_number(entry.get("gpa"), f"payload[{index}].gpa")
+        data = _payload_data(entry, index, base)
+        if gpa % PAGE or gpa + len(data) > memory:
+            raise ImageError(f"payload[{index}]: 0x{gpa:x}+{len(data)} is unaligned or beyond memory")
+        measure = entry.get("measure", True)
+        if not isinstance(measure, bool):
+            raise ImageError(f"payload[{index}].measure: true or false")
+        image.payload.append(host_pb2.Payload(gpa=gpa, data=data, measure=measure))
+    name = doc.get("name", "")
+    if not isinstance(name, str):
+        raise ImageError("name: expected a string")
+    return Image(name, image)
+
+
+def load_image(path: str | Path) -> Image:
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ImageError(f"cannot read {path}: {err.strerror}") from None
+    except json.JSONDecodeError as err:
+        raise ImageError(f"{path}: not JSON: {err}") from None
+    return parse_image(doc, path.parent)
