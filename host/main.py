@@ -13,6 +13,7 @@ import sys
 import threading
 from types import FrameType
 
+from attest.errors import AttestError
 from host.platform import PlatformConfig, build_platform
 from host.rpc.server import create_server
 
@@ -49,6 +50,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--keyids", type=int, default=48, help="number of TDX private KeyIDs (default 48: [16, 64))"
     )
+    parser.add_argument(
+        "--pki",
+        metavar="DIR",
+        help="simulated Intel PCS made by `tdxsim pki init DIR`: the quoting enclave signs with this "
+        "platform's PCK from it (without it, GetQuote answers QGS_UNAVAILABLE)",
+    )
+    parser.add_argument("--pki-platform", type=int, default=0, help="which PCK leaf of --pki is this host's")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,10 +65,12 @@ def run(args: argparse.Namespace) -> int:
         memory_mode=args.memory_mode,
         integrity=not args.no_integrity,
         keyid_count=args.keyids,
+        pki_dir=args.pki,
+        pki_platform=args.pki_platform,
     )
     try:
         platform = build_platform(config)
-    except ValueError as err:
+    except (ValueError, AttestError) as err:
         print(f"tdxsim host: {err}", file=sys.stderr)
         return 2
     stop = threading.Event()

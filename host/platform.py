@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from attest.pki import load_pck
+from attest.platform import seam_identity_fields
+from attest.qe import QuotingEnclave
 from host.kvm.kvm import Kvm
 from host.kvm.pagealloc import PageAllocator
 from host.kvm.usermem import AddressSpace
@@ -15,6 +18,7 @@ from host.qe.enclave import QuoteSigner, TdQuotingEnclave
 from host.tdx.hostbus import HostMemoryBus
 from host.tdx.memctl import MemoryController
 from host.tdx.module import TdxModule
+from host.tdx.td import SeamIdentity
 from host.vmm.events import EventBus
 from host.vmm.vmm import Vmm
 
@@ -26,6 +30,10 @@ class PlatformConfig:
     integrity: bool = True
     keyid_first: int = 16
     keyid_count: int = 48
+    #: A simulated PCS directory (``tdxsim pki init``) whose PCK this platform's QE signs with.
+    pki_dir: str | None = None
+    #: Which PCK leaf of that PCS is this platform's.
+    pki_platform: int = 0
 
     def check(self) -> None:
         if self.memory_mode not in ("gmem", "legacy"):
@@ -48,8 +56,12 @@ def build_platform(config: PlatformConfig | None = None, signer: QuoteSigner | N
     unavailable)."""
     config = config or PlatformConfig()
     config.check()
+    if signer is None and config.pki_dir is not None:
+        signer = QuotingEnclave(*load_pck(config.pki_dir, config.pki_platform))
     mc = MemoryController(config.phys_bytes, integrity=config.integrity)
-    module = TdxModule(mc, keyid_first=config.keyid_first, keyid_count=config.keyid_count)
+    # The module reports the simulated platform's SEAM identity, which the simulated PCS signs.
+    seam = SeamIdentity(**seam_identity_fields())
+    module = TdxModule(mc, keyid_first=config.keyid_first, keyid_count=config.keyid_count, seam=seam)
     bus = HostMemoryBus(mc)
     pages = PageAllocator(config.phys_bytes)
     mm = AddressSpace(bus, pages)
