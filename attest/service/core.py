@@ -79,7 +79,6 @@ MAX_EVENT_LOG_SIZE = 16 << 20
 MAX_SECRET_SIZE = 64 << 10
 MAX_AUDIT_PAGE = 1000
 RESOURCE_PATH = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+){0,7}$")
-ADMIN_RPCS = ("SetPolicy", "SetReferenceValues", "PutResource", "GetAuditLog")
 
 
 @dataclass(frozen=True)

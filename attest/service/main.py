@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sqlite3
 import sys
 import threading
 from pathlib import Path
@@ -66,7 +67,7 @@ def _build_core(args: argparse.Namespace) -> VerifierCore:
 def run(args: argparse.Namespace) -> int:
     try:
         core = _build_core(args)
-    except (OSError, ValueError, AttestError, StoreError) as err:
+    except (OSError, ValueError, AttestError, StoreError, sqlite3.Error) as err:
         print(f"tdxsim verifier: {err}", file=sys.stderr)
         return 2
     try:
