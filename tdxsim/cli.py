@@ -10,6 +10,8 @@ DESCRIPTION = """\
 tdxsim simulates an Intel TDX machine as separate processes talking gRPC.
 
   tdxsim host --listen 127.0.0.1:0          run a host (KVM + VMM + TDX module); prints its address
+  tdxsim verifier --listen 127.0.0.1:0 --db v.db --root DIR/root_ca.pem --collateral DIR/collateral.json
+                                            run the verifier: nonces, DCAP checks, policy, tokens, secrets
   tdxsim pki init DIR                       create a simulated Intel PCS (never Intel's root)
   tdxsim host --pki DIR ...                 a host whose quoting enclave signs with a PCK from DIR
   tdxsim quote verify QUOTE --collateral JSON [--at UNIX] [--root PEM]
@@ -33,6 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
     host = sub.add_parser("host", help="run a simulated TDX host process", description=host_main.__doc__)
     host_main.add_arguments(host)
     host.set_defaults(func=host_main.run)
+
+    from attest.service import main as verifier_main
+
+    verifier = sub.add_parser(
+        "verifier", help="run the remote verifier service", description=verifier_main.__doc__
+    )
+    verifier_main.add_arguments(verifier)
+    verifier.set_defaults(func=verifier_main.run)
 
     from attest.pki import cli as pki_cli
 

@@ -21,28 +21,47 @@ def _memory() -> list[Row]:
     return rows + bench_convert()
 
 
-SUITES: dict[str, Callable[[], list[Row]]] = {"memory": _memory}
+def _verify() -> list[Row]:
+    from tdxsim.bench.verify import bench_verify
+
+    print("measuring DCAP verification, warm and cold, next to dcap-qvl ...", file=sys.stderr, flush=True)
+    return bench_verify()
+
+
+SUITES: dict[str, Callable[[], list[Row]]] = {"memory": _memory, "verify": _verify}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("suite", choices=sorted(SUITES), help="memory: engine throughput and conversion cost")
+    parser.add_argument(
+        "suite",
+        choices=sorted(SUITES),
+        help="memory: engine and conversions; verify: DCAP verification vs dcap-qvl",
+    )
     parser.add_argument(
         "--json", metavar="FILE", help="also write the rows as a JSON list to FILE ('-' = stdout)"
     )
 
 
 def format_rows(rows: list[Row]) -> str:
-    lines = [f"{'name':<28} {'value':>12} {'unit':<6} {'limit':>12}  {'ratio':>8} {'target':>8}  met"]
+    """A table: value and limit with their unit, the ratio, the target and whether it is met."""
+    cells = [("name", "value", "limit", "ratio", "target", "met", "limit is")]
     for row in rows:
-        target = row.get("target")
-        met = row.get("met")
-        lines.append(
-            f"{row['name']!s:<28} {row['value']!s:>12} {row['unit']!s:<6} {row['limit']!s:>12}  "
-            f"{row['ratio']!s:>8} {'' if target is None else target!s:>8}  "
-            f"{'-' if met is None else ('yes' if met else 'NO')}"
-            + (f"   (limit: {row['limit_name']})" if row.get("limit_name") else "")
+        target, met = row.get("target"), row.get("met")
+        cells.append(
+            (
+                str(row["name"]),
+                f"{row['value']} {row['unit']}",
+                f"{row['limit']} {row['unit']}",
+                str(row["ratio"]),
+                "" if target is None else str(target),
+                "-" if met is None else ("yes" if met else "NO"),
+                str(row.get("limit_name", "")),
+            )
         )
-    return "\n".join(lines)
+    widths = [max(len(c[i]) for c in cells) for i in range(len(cells[0]))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in cells
+    )
 
 
 def run(args: argparse.Namespace) -> int:
