@@ -10,7 +10,7 @@ into as few ``TdGuestService.Run`` requests as the semantics allow, because a ro
 recipe                                  mirrors                                                     RPCs
 ======================================  ==========================================================  =========
 :meth:`Td.read_many` / ``write_many``   plain loads/stores by GPA (shared bit from TDG.VP.INFO,     1 per
-                                        memory-model.md §4.1)                                       16 MiB
+                                        memory-model.md §4.1); ``ReadMemory``/``WriteMemory``       16 MiB
 :meth:`Td.accept`                       ``tdx_accept_memory()`` / ``try_accept_one()``: 2M where     1
                                         aligned, 4K when the 2M ACCEPT fails (PAGE_SIZE_MISMATCH:
                                         mainline KVM maps TD memory at 4K); any other non-zero 4K
@@ -324,34 +324,43 @@ class Td:
 
     # ---- memory accesses --------------------------------------------------------------------------------
     def read(self, gpa: int, length: int) -> bytes:
+        if 0 < length <= MAX_RPC_BYTES:  # the common small access: no batching work
+            request = guest_pb2.ReadMemoryRequest(
+                td_id=self.td_id, ranges=[guest_pb2.GpaRange(gpa=gpa, length=length)]
+            )
+            return bytes(self._call(self._stub.ReadMemory, request).data[0])
         return self.read_many([(gpa, length)])[0]
 
     def read_many(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
-        """Read every (gpa, length) range; many ranges per request, at most 16 MiB per request."""
+        """Read every (gpa, length) range; many ranges per request (``ReadMemory``: the same vCPU run as
+        ``Run`` with only reads, in a leaner message), at most 16 MiB per request."""
         parts: list[list[bytes]] = [[] for _ in ranges]
         for batch in _split(ranges, MAX_RPC_BYTES):
-            results = self.run([tdcall.read(gpa, n) for _, _, gpa, n in batch])
-            for (index, _, _, _), result in zip(batch, results, strict=True):
-                parts[index].append(result.data)
+            request = guest_pb2.ReadMemoryRequest(
+                td_id=self.td_id, ranges=[guest_pb2.GpaRange(gpa=gpa, length=n) for _, _, gpa, n in batch]
+            )
+            data = self._call(self._stub.ReadMemory, request).data
+            for (index, _, _, _), piece in zip(batch, data, strict=True):
+                parts[index].append(piece)
         return [p[0] if len(p) == 1 else b"".join(p) for p in parts]
 
     def write(self, gpa: int, data: bytes) -> None:
         self.write_many([(gpa, data)])
 
     def write_many(self, writes: Sequence[tuple[int, bytes]]) -> None:
-        """Write every (gpa, data); many writes per request, at most 16 MiB per request."""
+        """Write every (gpa, data); many writes per request (``WriteMemory``), at most 16 MiB per request."""
         views = [memoryview(data) for _, data in writes]
         for batch in _split([(gpa, len(data)) for gpa, data in writes], MAX_RPC_BYTES):
-            instructions = []
+            items = []
             for index, offset, gpa, n in batch:
                 data = writes[index][1]
-                chunk = (
-                    data
-                    if n == len(data) and isinstance(data, bytes)
-                    else bytes(views[index][offset : offset + n])
+                whole = n == len(data) and isinstance(data, bytes)
+                items.append(
+                    guest_pb2.GpaData(
+                        gpa=gpa, data=data if whole else views[index][offset : offset + n].tobytes()
+                    )
                 )
-                instructions.append(tdcall.write(gpa, chunk))
-            self.run(instructions)
+            self._call(self._stub.WriteMemory, guest_pb2.WriteMemoryRequest(td_id=self.td_id, writes=items))
 
     # ---- TDG.MEM.PAGE.ACCEPT ----------------------------------------------------------------------------
     @staticmethod
