@@ -36,19 +36,11 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from attest.codec import layout as L
+from attest.verify.collateral import TCB_STATUSES
 
 POLICY_VERSION = 1
 DEFAULT_POLICY_NAME = "default"
-INTEL_TCB_STATUSES = frozenset(
-    {
-        "UpToDate",
-        "SWHardeningNeeded",
-        "ConfigurationNeeded",
-        "ConfigurationAndSWHardeningNeeded",
-        "OutOfDate",
-        "OutOfDateConfigurationNeeded",
-    }
-)
+INTEL_TCB_STATUSES = frozenset(TCB_STATUSES) - {"Revoked"}
 NEVER_ACCEPTED = frozenset({"Revoked"})
 MAX_TOKEN_TTL = 86400
 REFERENCE_FIELDS: tuple[str, ...] = (

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from attest.pki.collateral import rfc3339
-from attest.pki.store import TCB_STATUSES, Pki, PkiError, PkiOptions, init_pki
+from attest.pki.store import Pki, PkiError, PkiOptions, init_pki
+from attest.verify.collateral import TCB_STATUSES
 
 EXIT_OK, EXIT_UNUSABLE = 0, 2
 

@@ -46,21 +46,13 @@ from attest.pki.collateral import (
 )
 from attest.pki.keys import KeySource, load_private_key_pem, private_key_pem
 from attest.pki.sgx_extension import SgxExtension
+from attest.verify.collateral import TCB_STATUSES
 
 FORMAT = "tdxsim-pki/1"
 MANIFEST = "pki.json"
 HOUR = 3_600
 DAY = 86_400
 YEAR = 365 * DAY
-TCB_STATUSES = (
-    "UpToDate",
-    "SWHardeningNeeded",
-    "ConfigurationNeeded",
-    "ConfigurationAndSWHardeningNeeded",
-    "OutOfDate",
-    "OutOfDateConfigurationNeeded",
-    "Revoked",
-)
 ISV_TCB_STATUSES = ("UpToDate", "OutOfDate", "Revoked")  # QE and module levels (attestation.md §8)
 CERT_BACKDATE = DAY  # certificates start a day before the anchor: tolerant of clock skew between processes
 COLLATERAL_BACKDATE = HOUR  # collateral issueDate / CRL thisUpdate one hour before the anchor

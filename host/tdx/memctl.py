@@ -300,21 +300,11 @@ class MemoryController:
     ) -> None:
         """Run ``work(lane, pieces)`` over (pa, length, offset) pieces, split across two lanes
         when the batch is large enough to pay for the hand-off."""
-        if total < _PARALLEL_MIN:
+        lanes = self._split(pieces, total)
+        if len(lanes) == 1:
             work(0, pieces)
             return
-        half = total // 2 // LINE * LINE
-        first: list[tuple[int, int, int]] = []
-        second: list[tuple[int, int, int]] = []
-        for pa, n, off in pieces:
-            if off + n <= half:
-                first.append((pa, n, off))
-            elif off >= half:
-                second.append((pa, n, off))
-            else:
-                cut = half - off
-                first.append((pa, cut, off))
-                second.append((pa + cut, n - cut, half))
+        first, second = lanes
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mktme-lane")
         other = self._pool.submit(work, 1, second)
