@@ -28,14 +28,22 @@ def _verify() -> list[Row]:
     return bench_verify()
 
 
-SUITES: dict[str, Callable[[], list[Row]]] = {"memory": _memory, "verify": _verify}
+def _guest() -> list[Row]:
+    from tdxsim.bench.guest import bench_guest
+
+    print("measuring the guest path next to a bare echo, on a host process ...", file=sys.stderr, flush=True)
+    return bench_guest()
+
+
+SUITES: dict[str, Callable[[], list[Row]]] = {"memory": _memory, "verify": _verify, "guest": _guest}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "suite",
         choices=sorted(SUITES),
-        help="memory: engine and conversions; verify: DCAP verification vs dcap-qvl",
+        help="memory: engine and conversions; verify: DCAP verification vs dcap-qvl; "
+        "guest: guest library vs bare gRPC echo",
     )
     parser.add_argument(
         "--json", metavar="FILE", help="also write the rows as a JSON list to FILE ('-' = stdout)"

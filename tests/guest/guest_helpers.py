@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from guest.td import Td
 from tdxsim.v1 import host_pb2, host_pb2_grpc
@@ -22,7 +23,7 @@ def image(
     memory: int = 64 * MIB,
     attributes: int | None = None,
     payload: list[tuple[int, bytes, bool]] | None = None,
-    **fields: bytes,
+    **fields: Any,
 ) -> host_pb2.TdImage:
     payload = payload if payload is not None else [(MIB, KERNEL, True)]
     img = host_pb2.TdImage(
@@ -56,7 +57,10 @@ def independent_mrtd(payload: list[tuple[int, bytes, bool]]) -> bytes:
 
 
 def stats(host: HostProcess) -> host_pb2.GetStatsResponse:
-    return host_pb2_grpc.HostServiceStub(host.channel).GetStats(host_pb2.GetStatsRequest(), timeout=10)
+    reply: host_pb2.GetStatsResponse = host_pb2_grpc.HostServiceStub(host.channel).GetStats(
+        host_pb2.GetStatsRequest(), timeout=10
+    )
+    return reply
 
 
 def make_pki(directory: Path) -> None:
