@@ -10,10 +10,13 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from attest import cli as attest_cli
+from attest.appraise import Evidence, PolicyError, appraise, policy_from_json
+from attest.codec.quote import decode_quote
 from attest.errors import AttestError
 from attest.verify.roots import INTEL_SGX_ROOT_CA_PEM
 
@@ -42,6 +45,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         help="trust anchor, PEM or DER (repeatable; default: Intel's SGX Root CA only)",
+    )
+    verify.add_argument(
+        "--policy",
+        type=Path,
+        help="appraise the verified quote with a verifier policy JSON (reference values, DEBUG, TCB "
+        "statuses, minimum TEE_TCB_SVN); freshness cannot be checked offline and is skipped",
     )
     verify.add_argument("--json", action="store_true", help="print one JSON object")
     verify.set_defaults(func=run_verify)
@@ -87,7 +96,9 @@ def run_verify(args: argparse.Namespace) -> int:
         roots = [_read(p) for p in args.root] or [INTEL_SGX_ROOT_CA_PEM]
         at = args.at if args.at is not None else int(time.time())
         result = attest_cli.verify(quote, collateral, at, roots)
-    except (_Unusable, AttestError, UnicodeDecodeError) as err:
+        if args.policy is not None and result["verdict"] == "accepted":
+            _appraise(result, quote, _read(args.policy).decode())
+    except (_Unusable, AttestError, PolicyError, UnicodeDecodeError) as err:
         return _fail(args, str(err))
     accepted = result["verdict"] == "accepted"
     lines = [f"{result['verdict']}: TCB status {result['tcb_status']}"]
@@ -98,6 +109,20 @@ def run_verify(args: argparse.Namespace) -> int:
     lines.append(f"  mr_td {result['report']['mr_td']}")
     _emit(result, args.json, lines)
     return EXIT_ACCEPTED if accepted else EXIT_REJECTED
+
+
+def _appraise(result: dict[str, Any], quote: bytes, policy_text: str) -> None:
+    """Apply a verifier policy to a verified quote, offline: every mismatch is listed."""
+    policy = policy_from_json("offline", policy_text)
+    if policy.reference_value_sets:
+        raise _Unusable("named reference-value sets live in a verifier's database; inline the values")
+    options = replace(policy.options, require_nonce=False)
+    evidence = Evidence(decode_quote(quote).body, result["tcb_status"], tuple(result["advisory_ids"]))
+    appraisal = appraise(evidence, options)
+    result["appraisal"] = {"checked": list(appraisal.checked_fields), "mismatches": list(appraisal.reasons)}
+    if not appraisal.ok:
+        first = appraisal.mismatches[0]
+        result.update(verdict="rejected", error=f"appraisal: {first.reason}: {first.message}")
 
 
 def _fail(args: argparse.Namespace, message: str) -> int:

@@ -103,3 +103,21 @@ def test_builtin_intel_root_has_intels_fingerprint() -> None:
 
     assert hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest() == INTEL_SGX_ROOT_CA_SHA256
     assert (VECTORS / "intel_sgx_root_ca.pem").read_bytes() == INTEL_SGX_ROOT_CA_PEM
+
+
+@pytest.mark.parametrize(("mr_td_ok", "verdict", "code"), [(True, "accepted", 0), (False, "rejected", 1)])
+def test_quote_verify_appraises_with_a_policy(
+    tmp_path: Path, mr_td_ok: bool, verdict: str, code: int
+) -> None:
+    expected = json.loads((VECTORS / "expected.json").read_text())["tdx_v4_quote.bin"]
+    mr_td = expected["mr_td"] if mr_td_ok else "00" * 48
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps({"reference_values": {"mr_td": [mr_td]}}))
+    result = tdxsim(
+        "quote", "verify", str(VECTORS / "tdx_v4_quote.bin"),
+        "--collateral", str(VECTORS / "tdx_v4_collateral.json"),
+        "--at", str(expected["verify_at_unix"]), "--policy", str(policy), "--json",
+    )  # fmt: skip
+    out = json.loads(result.stdout)
+    assert (result.returncode, out["verdict"]) == (code, verdict)
+    assert out["appraisal"]["mismatches"] == ([] if mr_td_ok else ["MRTD_MISMATCH"])
