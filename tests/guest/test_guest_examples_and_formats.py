@@ -1,0 +1,138 @@
+"""The example scripts against a real host, the shipped image and workload, the benchmark rows, and the pure
+parts of the guest library (range bookkeeping, image and workload parsing)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from guest_helpers import make_pki
+
+from guest.image import ATTR_DEBUG, ATTR_SEPT_VE_DISABLE, ImageError, load_image, parse_image
+from guest.memory import PrivateAllocator, RangeSet
+from guest.workload import WorkloadError, parse_data, parse_workload
+from tdxsim.bench.guest import bench_guest
+from tests.conftest import ROOT, HostProcess
+
+pytestmark = pytest.mark.timeout(90)
+EXAMPLES = ROOT / "examples"
+
+
+def run_example(name: str, host: HostProcess, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(EXAMPLES / name), "--host", host.address, *extra],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_example_scripts_launch_convert_and_quote(
+    host_factory: Callable[..., HostProcess], tmp_path: Path
+) -> None:
+    plain = host_factory()
+    launched = run_example("launch_td.py", plain)
+    assert launched.returncode == 0, launched.stderr
+    assert "TDREPORT: 1024 bytes, MRTD" in launched.stdout
+    converted = run_example("convert_memory.py", plain)
+    assert converted.returncode == 0, converted.stderr
+    assert "(the secret is gone)" in converted.stdout
+    no_qgs = run_example("get_quote.py", plain)
+    assert no_qgs.returncode == 3 and "QGS_UNAVAILABLE" in no_qgs.stdout
+    make_pki(tmp_path / "pki")
+    quoting = host_factory("--pki", str(tmp_path / "pki"))
+    quoted = run_example("get_quote.py", quoting, "--out", str(tmp_path / "quote.bin"))
+    assert quoted.returncode == 0, quoted.stderr
+    assert "REPORTDATA bound: True" in quoted.stdout
+    assert (tmp_path / "quote.bin").stat().st_size > 1024
+
+
+def test_the_shipped_image_and_workload_run_to_completion(host_factory: Callable[..., HostProcess]) -> None:
+    host = host_factory()
+    image, script = str(EXAMPLES / "image.json"), str(EXAMPLES / "workload.tdx")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tdxsim.cli",
+            "guest",
+            "--host",
+            host.address,
+            "--image",
+            image,
+            "--json",
+            "run",
+            script,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["ok"] and len(doc["steps"]) == len(parse_workload((EXAMPLES / "workload.tdx").read_text()))
+
+
+def test_bench_guest_rows_have_the_documented_names_and_fields() -> None:
+    rows = bench_guest(big_rounds=3, small_rounds=20)
+    assert [r["name"] for r in rows] == ["private_write_1mib", "private_read_1mib", "small_read_p50"]
+    for row in rows:
+        assert set(row) == {"name", "value", "unit", "limit", "limit_name", "ratio", "target", "met"}
+        assert isinstance(row["value"], float) and isinstance(row["limit"], float) and row["limit"] > 0
+    assert [r["unit"] for r in rows] == ["MB/s", "MB/s", "us"]
+
+
+def test_range_set_adds_removes_and_finds_missing_parts() -> None:
+    ranges = RangeSet([(0, 10), (20, 30)])
+    ranges.add(10, 20)
+    assert list(ranges) == [(0, 30)]
+    ranges.remove(5, 25)
+    assert list(ranges) == [(0, 5), (25, 30)]
+    assert ranges.missing(0, 40) == [(5, 25), (30, 40)]
+    assert ranges.contains(25, 30) and not ranges.contains(4, 6)
+
+
+def test_private_allocator_skips_reserved_ranges_and_reports_what_to_accept() -> None:
+    alloc = PrivateAllocator(1 << 20, reserved=[(0, 8192)], preaccepted=[(0, 8192), (16384, 20480)])
+    gpa, missing = alloc.alloc(3 * 4096)
+    assert gpa == 8192 and missing == [(8192, 16384)]
+    alloc.mark_accepted(8192, 16384)
+    alloc.free(gpa)
+    assert alloc.alloc(4096) == (8192, [])
+    alloc.mark_converted_to_shared(8192, 12288)
+    assert alloc.accepted.missing(8192, 12288) == [(8192, 12288)]
+
+
+def test_image_fields_become_the_td_parameters_and_payload() -> None:
+    spec = load_image(EXAMPLES / "image.json")
+    assert spec.image.memory_bytes == 64 << 20
+    assert spec.image.attributes == ATTR_SEPT_VE_DISABLE
+    assert spec.image.mrconfigid[-2:] == b"\xc0\xde"
+    assert spec.image.payload[0].data.startswith(b"tdxsim example")
+    assert [p.measure for p in spec.image.payload] == [True, False]
+    debug = parse_image({"memory": 4096 * 16, "attributes": {"debug": True, "sept_ve_disable": False}})
+    assert debug.image.attributes == ATTR_DEBUG
+    for bad in ({"memory": "12K", "mrowner": "00"}, {"memory": "1M", "colour": 1}, {"memory": 100}):
+        with pytest.raises(ImageError):
+            parse_image(bad)
+
+
+def test_workload_lines_parse_with_comments_quotes_and_expected_errors() -> None:
+    steps = parse_workload(
+        '# c\nwrite shared:0x1000 "text:a b"  # tail\nquote expect-error QGS_UNAVAILABLE\n'
+    )
+    assert [(s.line, s.op, s.args, s.expect_error) for s in steps] == [
+        (2, "write", ("shared:0x1000", "text:a b"), None),
+        (3, "quote", (), "QGS_UNAVAILABLE"),
+    ]
+    assert parse_data("fill:0xab*2K", Path(".")) == b"\xab" * 2048
+    assert parse_data("hex:00ff", Path(".")) == b"\x00\xff"
+    for bad in ("accept 0x1000\n", "frobnicate\n", 'write 0 "text:unterminated\n'):
+        with pytest.raises(WorkloadError):
+            parse_workload(bad)
