@@ -25,8 +25,12 @@ CHANNEL_OPTIONS = [
 def create_server(
     address: str, platform: Platform, on_host_crash: Callable[[str], None], *, max_workers: int = 16
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
-    """Build and start the server; returns it, the bound port and its health servicer."""
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), options=CHANNEL_OPTIONS)
+    """Build and start the server; returns it, the bound port and its health servicer.
+
+    Every attached guest's lifeline stream (``Attach``) holds one worker thread for the TD's life, so
+    the pool has one per possible TD (one per TDX KeyID) on top of ``max_workers`` for requests."""
+    workers = max_workers + platform.vmm.kvm.keyids_total
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=CHANNEL_OPTIONS)
     host_pb2_grpc.add_HostServiceServicer_to_server(HostServicer(platform, on_host_crash), server)
     guest_pb2_grpc.add_TdGuestServiceServicer_to_server(GuestServicer(platform, on_host_crash), server)
     health_servicer = health.HealthServicer(

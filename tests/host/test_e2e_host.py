@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import grpc
@@ -223,3 +224,25 @@ def test_server_reflection_lists_the_services(host_factory: Callable[..., HostPr
     (reply,) = list(stub.ServerReflectionInfo(iter([request]), timeout=10))
     names = {s.name for s in reply.list_services_response.service}
     assert {"tdxsim.v1.HostService", "tdxsim.v1.TdGuestService", "grpc.health.v1.Health"} <= names
+
+
+def test_host_keeps_answering_with_a_lifeline_attached_for_every_keyid(
+    host_factory: Callable[..., HostProcess],
+) -> None:
+    host = host_factory("--keyids", "24")
+    admin = host_pb2_grpc.HostServiceStub(host.channel)
+    lifelines = []
+    for _ in range(24):
+        td = admin.CreateTd(host_pb2.CreateTdRequest(), timeout=10)
+        guest = guest_pb2_grpc.TdGuestServiceStub(td_channel(host.channel, td.credential))
+        stream = guest.Attach(guest_pb2.AttachRequest(td_id=td.td_id), timeout=60)
+        assert next(stream).detail.startswith("attached")
+        lifelines.append(stream)
+    stats = admin.GetStats(host_pb2.GetStatsRequest(), timeout=5)
+    assert (stats.tds, stats.keyids_free) == (24, 0)
+    for stream in lifelines:
+        stream.cancel()
+    deadline = time.monotonic() + 10
+    while admin.GetStats(host_pb2.GetStatsRequest(), timeout=5).tds and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert admin.GetStats(host_pb2.GetStatsRequest(), timeout=5).keyids_free == 24
