@@ -333,6 +333,15 @@ class MemoryController:
         plain = memoryview(b"".join(segments) if len(segments) > 1 else segments[0])
         pv = self._pv
         lanes = self._split(pieces, total)
+        if len(lanes) == 1:  # small batch: no plans, and short runs take the cheap tweak path
+            a, b = self._scratch(total)
+            for pa, n, off in pieces:
+                key.tweak_xor(pa, plain[off : off + n], a[off : off + n])
+            key.ecb_encrypt(a[:total], b)
+            for pa, n, off in pieces:
+                key.tweak_xor(pa, b[off : off + n], pv[pa : pa + n])
+                self._mark_owned(pa, pa + n)
+            return
         plans: list[_LanePlan] = []
         for lane, part in enumerate(lanes):
             base = part[0][2]
@@ -445,7 +454,10 @@ class MemoryController:
                 for pa, n, off in part:
                     key.tweak_xor(pa, a[off - base : off - base + n], out[off : off + n])
 
-            self._in_lanes(total, work, pieces)
+            if total < _PARALLEL_MIN:
+                work(0, pieces)
+            else:
+                self._in_lanes(total, work, pieces)
             return
         for start, size, inner, want, o in spans:  # sub-line pieces: small, one at a time
             a, b = self._scratch(size)
