@@ -25,22 +25,26 @@ _PHYS = 64 << 20
 _KEYID = 1
 
 
-def _best_rate(fn: Callable[[], None], nbytes: int, seconds: float) -> float:
-    """MB/s (10**6 bytes per second) of the fastest of several timed rounds of repeated ``fn()``."""
-    fn()  # warm up: scratch buffers, page faults of the touched frames
-    rounds = 15  # short rounds, best of many: the minimum filters out scheduler noise
-    budget = seconds / rounds
-    best = float("inf")
+def _best_rates(fns: list[Callable[[], None]], nbytes: int, seconds: float) -> list[float]:
+    """MB/s (10**6 bytes per second) of each ``fn``: the fastest of many short timed rounds, the
+    functions' rounds interleaved so that all of them see the same machine (a shared 2-core VM's
+    speed drifts by tens of percent within seconds; conventions.md §8)."""
+    for fn in fns:
+        fn()  # warm up: scratch buffers, page faults of the touched frames
+    rounds = 15
+    budget = seconds / rounds / len(fns)
+    best = [float("inf")] * len(fns)
     for _ in range(rounds):
-        reps = 0
-        start = time.perf_counter()
-        elapsed = 0.0
-        while elapsed < budget or reps < 3:
-            fn()
-            reps += 1
-            elapsed = time.perf_counter() - start
-        best = min(best, elapsed / reps)
-    return nbytes / best / 1e6
+        for i, fn in enumerate(fns):
+            reps = 0
+            start = time.perf_counter()
+            elapsed = 0.0
+            while elapsed < budget or reps < 3:
+                fn()
+                reps += 1
+                elapsed = time.perf_counter() - start
+            best[i] = min(best[i], elapsed / reps)
+    return [nbytes / b / 1e6 for b in best]
 
 
 def _row(name: str, value: float, limit: float, *, target: float | None) -> dict[str, Any]:
@@ -58,8 +62,7 @@ def _row(name: str, value: float, limit: float, *, target: float | None) -> dict
 
 
 def bench_engine(seconds: float = 3.0) -> list[dict[str, Any]]:
-    """Measure the engine; ``seconds`` is split across the four measurements."""
-    share = seconds / 4
+    """Measure the engine and its limit, interleaved, in about ``seconds``."""
     nbytes = BATCH_PAGES * PAGE
     data = os.urandom(nbytes)
 
@@ -69,8 +72,6 @@ def bench_engine(seconds: float = 3.0) -> list[dict[str, Any]]:
 
     def xts_call() -> None:
         xts.encryptor().update_into(src, dst)
-
-    limit = _best_rate(xts_call, nbytes, share)
 
     contiguous = [(i * PAGE, memoryview(data)[i * PAGE : (i + 1) * PAGE]) for i in range(BATCH_PAGES)]
     # Every other frame, walking downwards: no two runs are physically adjacent.
@@ -82,9 +83,16 @@ def bench_engine(seconds: float = 3.0) -> list[dict[str, Any]]:
     # Integrity on, as by default (the MAC costs nothing on this path: see host.tdx.memctl).
     mc = MemoryController(_PHYS, integrity=True)
     mc.program_key(_KEYID)
-    enc = _best_rate(partial(mc.write, _KEYID, contiguous), nbytes, share)
-    dec = _best_rate(partial(mc.read_into, _KEYID, read_runs, out), nbytes, share)
-    scattered_rate = _best_rate(partial(mc.write, _KEYID, scattered), nbytes, share)
+    limit, enc, dec, scattered_rate = _best_rates(
+        [
+            xts_call,
+            partial(mc.write, _KEYID, contiguous),
+            partial(mc.read_into, _KEYID, read_runs, out),
+            partial(mc.write, _KEYID, scattered),
+        ],
+        nbytes,
+        seconds,
+    )
     rows: list[dict[str, Any]] = [
         _row("engine_encrypt", enc, limit, target=0.25),
         _row("engine_decrypt", dec, limit, target=None),
