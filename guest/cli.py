@@ -2,6 +2,7 @@
 
     tdxsim guest --host ADDR --image IMAGE.json [--name NAME] [--json]             launch, wait for Ctrl-C
     tdxsim guest --host ADDR --image IMAGE.json [--name NAME] [--json] run SCRIPT  launch, run, exit
+    tdxsim guest --image IMAGE.json [--json] mrtd                                 the image's MRTD, offline
 
 The guest launches its TD from the image (``HostService.LaunchTd``: measured launch, guest.image documents the
 format), attaches as its guest (the lifeline: when this process ends, however it ends, the host destroys the
@@ -26,7 +27,7 @@ from types import FrameType
 from attest.codec.tdreport import decode_tdreport
 from guest import workload
 from guest.errors import GuestError
-from guest.image import ImageError, load_image
+from guest.image import ImageError, expected_mrtd, load_image
 from guest.td import Td
 from guest.workload import Runner, StepResult, WorkloadError, load_workload
 
@@ -36,7 +37,7 @@ EXIT_INTERRUPTED = 130
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", required=True, metavar="ADDR", help="the host's address (HOST:PORT)")
+    parser.add_argument("--host", metavar="ADDR", help="the host's address (HOST:PORT); not needed for mrtd")
     parser.add_argument("--image", required=True, metavar="IMAGE.json", help="TD image to launch")
     parser.add_argument("--name", default="", help="TD name shown by the host (default: the image's)")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
@@ -48,6 +49,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run_parser.add_argument("script", metavar="SCRIPT", help="workload file (format above)")
+    sub.add_parser(
+        "mrtd",
+        help="print the MRTD a TD launched from the image will have (no host needed): the reference value "
+        "a verifier policy expects",
+    )
 
 
 def _interrupt_on_sigterm() -> None:
@@ -70,6 +76,12 @@ def run(args: argparse.Namespace) -> int:
         steps = load_workload(args.script) if args.guest_command == "run" else None
     except (ImageError, WorkloadError) as err:
         return _fail(str(err))
+    if args.guest_command == "mrtd":
+        mrtd = expected_mrtd(image.image).hex()
+        print(json.dumps({"mr_td": mrtd}) if args.json else mrtd)
+        return 0
+    if not args.host:
+        return _fail("--host ADDR is required to launch a TD")
     try:
         td, launched = Td.launch(args.host, image.image, args.name or image.name)
     except GuestError as err:

@@ -30,6 +30,7 @@ Format (JSON object; sizes and numbers are integers or strings such as ``"0x1000
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,3 +190,22 @@ def load_image(path: str | Path) -> Image:
     except json.JSONDecodeError as err:
         raise ImageError(f"{path}: not JSON: {err}") from None
     return parse_image(doc, path.parent)
+
+
+def expected_mrtd(image: host_pb2.TdImage) -> bytes:
+    """The MRTD a TD launched from ``image`` will report, computed from the image alone, as a relying
+    party computes its reference value (memory-model.md §8): per payload page a TDH.MEM.PAGE.ADD block,
+    and for measured pages 16 TDH.MR.EXTEND blocks each followed by its 256 bytes."""
+    mrtd = hashlib.sha384()
+    for payload in image.payload:
+        data = payload.data + bytes(-len(payload.data) % PAGE)
+        for page in range(0, len(data), PAGE):
+            gpa = payload.gpa + page
+            mrtd.update(b"MEM.PAGE.ADD".ljust(16, b"\0") + gpa.to_bytes(8, "little") + bytes(104))
+            if payload.measure:
+                for chunk in range(0, PAGE, 256):
+                    mrtd.update(
+                        b"MR.EXTEND".ljust(16, b"\0") + (gpa + chunk).to_bytes(8, "little") + bytes(104)
+                    )
+                    mrtd.update(data[page + chunk : page + chunk + 256])
+    return mrtd.digest()

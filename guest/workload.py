@@ -20,6 +20,9 @@ step                                        what the guest does
                                             the RTMRs in it differ from the replayed event log
 ``quote [DATA]``                            TDREPORT → GetQuote via the shared bounce pool; prints its size
 ``sleep SECONDS``                           wait (the TD stays alive)
+``attest VERIFIER [policy NAME]``           remote attestation at a ``tdxsim verifier``: nonce, quote bound to
+``[secret PATH [expect DATA]]``             a fresh key, token; with ``secret`` the resource released to the
+                                            token, opened with the TD's key (``expect`` checks it)
 ==========================================  ==================================================================
 
 Any step may end with ``expect-error REASON``: it then passes only if it fails with that ErrorInfo reason
@@ -39,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from attest.codec.tdreport import decode_tdreport
+from guest.attestation import Verifier
 from guest.errors import GuestError
 from guest.image import ImageError, parse_number
 from guest.td import Td
@@ -93,6 +97,7 @@ _ARITY: dict[str, tuple[int, int]] = {
     "report": (0, 1),
     "quote": (0, 1),
     "sleep": (1, 1),
+    "attest": (1, 7),
 }
 
 
@@ -181,6 +186,7 @@ class Runner:
             "report": self._report,
             "quote": self._quote,
             "sleep": self._sleep,
+            "attest": self._attest,
         }
 
     def _gpa(self, text: str, line: int) -> int:
@@ -285,6 +291,33 @@ class Runner:
     def _quote(self, step: Step) -> tuple[str, dict[str, object]]:
         quote = self.td.quote(self._report_data(step))
         return f"quote of {len(quote)} bytes", {"bytes": len(quote), "sha256": _sha256(quote)}
+
+    def _attest(self, step: Step) -> tuple[str, dict[str, object]]:
+        address, words = step.args[0], list(step.args[1:])
+        options: dict[str, str] = {}
+        while words:
+            key = words.pop(0)
+            if key not in ("policy", "secret", "expect") or not words or key in options:
+                raise WorkloadError(
+                    f"line {step.line}: attest VERIFIER [policy NAME] [secret PATH [expect DATA]]"
+                )
+            options[key] = words.pop(0)
+        if "expect" in options and "secret" not in options:
+            raise WorkloadError(f"line {step.line}: 'expect' checks a secret: give 'secret PATH' first")
+        with Verifier(address) as verifier:
+            attestation = verifier.attest(self.td, policy=options.get("policy", ""))
+            detail = f"token ({attestation.ear_status}, TCB {attestation.tcb_status})"
+            values: dict[str, object] = {
+                "tcb_status": attestation.tcb_status,
+                "ear_status": attestation.ear_status,
+            }
+            if "secret" in options:
+                secret = verifier.fetch_secret(attestation, options["secret"])
+                if "expect" in options and secret != parse_data(options["expect"], self.base, step.line):
+                    raise WorkloadError(f"line {step.line}: the released secret is not the expected one")
+                detail += f"; secret {options['secret']} released: {_preview(secret)!r}"
+                values["secret_sha256"] = _sha256(secret)
+        return detail, values
 
     def _sleep(self, step: Step) -> tuple[str, dict[str, object]]:
         seconds = float(step.args[0])

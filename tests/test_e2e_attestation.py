@@ -192,3 +192,36 @@ def test_replayed_and_expired_nonces_are_refused(world: tuple[HostProcess, Verif
             "PERMISSION_DENIED",
             "NONCE_EXPIRED",
         )
+
+
+def test_guest_processes_attest_and_fetch_the_secret_from_the_cli(
+    world: tuple[HostProcess, VerifierProcess], tmp_path: Path
+) -> None:
+    """Two guest OS processes (`tdxsim guest ... run`) attest at once; the image's offline MRTD
+    (`tdxsim guest ... mrtd`) is the policy's reference value."""
+    host, verifier = world
+    doc = {"memory": "32M", "payload": [{"gpa": "0x100000", "hex": KERNEL.hex(), "measure": True}]}
+    (tmp_path / "image.json").write_text(json.dumps(doc))
+    mrtd = subprocess.run(
+        [sys.executable, "-m", "tdxsim.cli", "guest", "--image", str(tmp_path / "image.json"), "mrtd"],
+        cwd=ROOT, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert mrtd.stdout.strip() == expected_mrtd(image())
+    expect = f'"text:{SECRET.decode()}"'
+    (tmp_path / "work.tdx").write_text(
+        f"extend 3 text:app-started\nattest {verifier.address} policy prod secret prod/key/disk expect {expect}\n"
+    )
+    cmd = [
+        sys.executable, "-m", "tdxsim.cli", "guest", "--host", host.address, "--image",
+        str(tmp_path / "image.json"), "--json", "run", str(tmp_path / "work.tdx"),
+    ]  # fmt: skip
+    guests = [
+        subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    for proc in guests:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, out + err
+        steps = json.loads(out)["steps"]
+        assert steps[-1]["values"]["secret_sha256"] == hashlib.sha256(SECRET).hexdigest()
+        assert SECRET.decode() in steps[-1]["detail"]
