@@ -209,7 +209,8 @@ def test_guest_processes_attest_and_fetch_the_secret_from_the_cli(
     assert mrtd.stdout.strip() == expected_mrtd(image())
     expect = f'"text:{SECRET.decode()}"'
     (tmp_path / "work.tdx").write_text(
-        f"extend 3 text:app-started\nattest {verifier.address} policy prod secret prod/key/disk expect {expect}\n"
+        "extend 3 text:app-started\n"
+        f"attest {verifier.address} policy prod secret prod/key/disk expect {expect}\n"
     )
     cmd = [
         sys.executable, "-m", "tdxsim.cli", "guest", "--host", host.address, "--image",
