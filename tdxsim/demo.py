@@ -1,135 +1,229 @@
-"""``make demo``: start a real host process and drive it with a scripted gRPC client.
+"""``make demo``: the whole stack as separate processes, in one command.
 
-Shows the two worlds the 2021 guest-private-memory RFC separates: in ``gmem`` mode the host
-cannot touch TD-private memory at all; in ``legacy`` mode it can, reads zeros, and its write
-poisons the TD and finally crashes the host machine.
+1. A simulated Intel PCS (``tdxsim pki init``), a host whose quoting enclave is provisioned from it, and a
+   remote verifier that trusts its root.
+2. The relying party computes the MRTD of ``examples/image.json`` offline, writes a policy with it and
+   stores a secret that only TDs satisfying that policy may receive.
+3. Guest processes launch TDs from the image, work with private and shared memory, measure into an RTMR,
+   attest and receive the secret sealed to their ephemeral key; a guest from a modified image is refused.
+4. The pre-2021 world (``--memory-mode legacy``): the host can touch private memory, poisons a TD with one
+   write, and takes itself down with a machine check when it reads the line back.
+
+Every process is started with ``--listen 127.0.0.1:0`` and found through its first stdout line; all of them
+are stopped on exit or Ctrl-C.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
 
 import grpc
 
 from guest.connection import td_channel
-from tdxsim.v1 import guest_pb2, guest_pb2_grpc, host_pb2, host_pb2_grpc
+from tdxsim.v1 import (
+    attestation_pb2,
+    attestation_pb2_grpc,
+    guest_pb2,
+    guest_pb2_grpc,
+    host_pb2,
+    host_pb2_grpc,
+)
 
 MIB = 1 << 20
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+SECRET = "disk key 7c1f-payments-prod"
 
 
-def say(text: str) -> None:
+def say(text: str = "") -> None:
     print(text, flush=True)
 
 
+def tdxsim(*args: str) -> list[str]:
+    return [sys.executable, "-m", "tdxsim.cli", *args]
+
+
 @contextmanager
-def host_process(*extra: str) -> Iterator[tuple[subprocess.Popen[str], grpc.Channel]]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "tdxsim.cli",
-        "host",
-        "--listen",
-        "127.0.0.1:0",
-        "--phys-mem",
-        "256M",
-        *extra,
-    ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    assert proc.stdout is not None
-    address = proc.stdout.readline().strip().removeprefix("listening on ")
-    channel = grpc.insecure_channel(address)
+def server(name: str, *args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """A tdxsim server process on a free loopback port; stopped (SIGTERM, then SIGKILL) on exit."""
+    proc = subprocess.Popen(
+        tdxsim(*args, "--listen", "127.0.0.1:0"), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
     try:
-        grpc.channel_ready_future(channel).result(timeout=30)
-        say(f"  host process {proc.pid} listening on {address} ({' '.join(extra) or 'gmem mode'})")
-        yield proc, channel
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        if not line.startswith("listening on "):
+            raise SystemExit(f"{name} did not start")
+        address = line.removeprefix("listening on ")
+        say(f"  {name:<9} pid {proc.pid:<6} {address}")
+        yield proc, address
     finally:
-        channel.close()
         if proc.poll() is None:
             proc.terminate()
-        proc.wait(10)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
 
 
-def _launch(channel: grpc.Channel) -> tuple[int, int, guest_pb2_grpc.TdGuestServiceStub]:
-    admin = host_pb2_grpc.HostServiceStub(channel)
-    td = admin.CreateTd(host_pb2.CreateTdRequest(memory_bytes=64 * MIB, name="demo"), timeout=10)
-    guest = guest_pb2_grpc.TdGuestServiceStub(td_channel(channel, td.credential))
-    admin.FinalizeTd(host_pb2.FinalizeTdRequest(td_id=td.td_id), timeout=10)
-    say(
-        f"  TD {td.td_id} created with HKID {td.hkid}, 64 MiB in guest memory, shared bit 0x{td.shared_bit:x}"
+def run_guest(host: str, image: Path, workload: Path) -> tuple[int, list[dict[str, object]]]:
+    """One guest process; returns its exit status and its steps."""
+    done = subprocess.run(
+        tdxsim("guest", "--host", host, "--image", str(image), "--json", "run", str(workload)),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
-    done = guest.AcceptPages(
-        guest_pb2.AcceptPagesRequest(td_id=td.td_id, ranges=[guest_pb2.GpaRange(gpa=0, length=2 * MIB)]),
-        timeout=30,
-    )
-    say(f"  guest accepted {done.pages_accepted} pages (TDG.MEM.PAGE.ACCEPT zeroes each with the TD key)")
-    guest.WriteMemory(
-        guest_pb2.WriteMemoryRequest(td_id=td.td_id, writes=[guest_pb2.GpaData(gpa=0, data=b"my TD secret")]),
-        timeout=10,
-    )
-    say("  guest wrote 'my TD secret' to private GPA 0x0")
-    return td.td_id, td.shared_bit, guest
-
-
-def _attempt(label: str, call: grpc.UnaryUnaryMultiCallable, request: object) -> object:
     try:
-        reply = call(request, timeout=10)
-    except grpc.RpcError as err:
-        say(f"  {label}: {err.code().name}: {err.details()}")
-        return None
-    return reply
+        report = json.loads(done.stdout)
+    except json.JSONDecodeError:
+        raise SystemExit(f"guest failed: {done.stderr.strip()}") from None
+    return done.returncode, report["steps"]
+
+
+def show_steps(steps: list[dict[str, object]]) -> None:
+    for step in steps:
+        mark = "ok " if step["ok"] else "ERR"
+        say(f"    {mark} {str(step['step'])[:44]:<44} {step['detail']}")
+
+
+def attestation_story(work: Path) -> None:
+    say("== 1. a simulated Intel PCS, a host provisioned from it, and a remote verifier")
+    made = subprocess.run(
+        tdxsim("pki", "init", str(work / "pki")), capture_output=True, text=True, timeout=60
+    )
+    if made.returncode:
+        raise SystemExit(made.stdout + made.stderr)
+    say(f"  pki       {work / 'pki'} (root: 'tdxsim SIMULATED SGX Root CA', never Intel's)")
+    pki = work / "pki"
+    with ExitStack() as stack:
+        _, host = stack.enter_context(server("host", "host", "--phys-mem", "1G", "--pki", str(pki)))
+        _, verifier_address = stack.enter_context(
+            server(
+                "verifier",
+                "verifier",
+                "--db",
+                str(work / "verifier.db"),
+                "--root",
+                str(pki / "root_ca.pem"),
+                "--collateral",
+                str(pki / "collateral.json"),
+            )
+        )
+
+        say("\n== 2. the relying party: expected MRTD from the image, a policy, a secret")
+        mrtd = subprocess.run(
+            tdxsim("guest", "--image", str(EXAMPLES / "image.json"), "mrtd"), capture_output=True, text=True
+        ).stdout.strip()
+        say(f"  tdxsim guest --image examples/image.json mrtd  ->  {mrtd[:32]}…")
+        with grpc.insecure_channel(verifier_address) as channel:
+            verifier = attestation_pb2_grpc.VerifierServiceStub(channel)
+            policy = {"reference_values": {"mr_td": [mrtd]}, "accepted_tcb_statuses": ["UpToDate"]}
+            verifier.SetPolicy(attestation_pb2.SetPolicyRequest(name="prod", policy_json=json.dumps(policy)))
+            resource = {"attestation_policies": ["prod"], "claims": {"mr_td": [mrtd]}}
+            verifier.PutResource(
+                attestation_pb2.PutResourceRequest(
+                    path="prod/key/disk", secret=SECRET.encode(), policy_json=json.dumps(resource)
+                )
+            )
+        say(
+            "  policy 'prod': MRTD must match, TCB UpToDate, no DEBUG; "
+            "secret prod/key/disk released only under it"
+        )
+
+        workload = work / "attest.tdx"
+        workload.write_text((EXAMPLES / "attest.tdx").read_text().replace("VERIFIER", verifier_address))
+        say("\n== 3. two guest processes launch TDs from the image, work, measure, attest, get the secret")
+        guests = [
+            subprocess.Popen(
+                tdxsim(
+                    "guest",
+                    "--host",
+                    host,
+                    "--image",
+                    str(EXAMPLES / "image.json"),
+                    "--json",
+                    "run",
+                    str(workload),
+                ),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(2)
+        ]
+        for number, proc in enumerate(guests, 1):
+            out, err = proc.communicate(timeout=300)
+            if not out:
+                raise SystemExit(f"guest {number} failed: {err.strip()}")
+            report = json.loads(out)
+            say(f"  guest {number} (pid {proc.pid}, TD {report['td_id']}, exit {proc.returncode}):")
+            show_steps(report["steps"])
+
+        say("\n== 4. a guest from a modified image: one byte of the kernel differs")
+        kernel = (EXAMPLES / "kernel.txt").read_bytes()
+        (work / "kernel.txt").write_bytes(kernel[:-1] + bytes([kernel[-1] ^ 1]))
+        image = json.loads((EXAMPLES / "image.json").read_text())
+        (work / "image.json").write_text(json.dumps(image))
+        status, steps = run_guest(host, work / "image.json", workload)
+        show_steps(steps[-1:])
+        say(f"  the verifier refused it (exit {status}): its MRTD is not the policy's")
+
+
+def legacy_story() -> None:
+    say("\n== 5. why guest_memfd exists: the same host in legacy mode (private memory mapped by the host)")
+    with server("host", "host", "--phys-mem", "256M", "--memory-mode", "legacy") as (proc, address):
+        with grpc.insecure_channel(address) as channel:
+            admin = host_pb2_grpc.HostServiceStub(channel)
+            td = admin.CreateTd(host_pb2.CreateTdRequest(memory_bytes=64 * MIB, name="legacy"), timeout=10)
+            admin.FinalizeTd(host_pb2.FinalizeTdRequest(td_id=td.td_id), timeout=10)
+            guest = guest_pb2_grpc.TdGuestServiceStub(td_channel(channel, td.credential))
+            guest.AcceptPages(
+                guest_pb2.AcceptPagesRequest(td_id=td.td_id, ranges=[guest_pb2.GpaRange(gpa=0, length=MIB)]),
+                timeout=10,
+            )
+            guest.WriteMemory(
+                guest_pb2.WriteMemoryRequest(
+                    td_id=td.td_id, writes=[guest_pb2.GpaData(gpa=0, data=b"my TD secret")]
+                ),
+                timeout=10,
+            )
+            say("  the TD wrote 'my TD secret' to private GPA 0x0")
+            seen = admin.HostRead(host_pb2.HostReadRequest(td_id=td.td_id, gpa=0, length=12), timeout=10).data
+            say(f"  host reads GPA 0x0: {seen!r} (TD-owned lines read as zeros)")
+            admin.HostWrite(host_pb2.HostWriteRequest(td_id=td.td_id, gpa=0, data=b"oops"), timeout=10)
+            say("  host writes 'oops' there: the line's TD-owner bit is cleared, silently")
+            td_read = guest_pb2.ReadMemoryRequest(
+                td_id=td.td_id, ranges=[guest_pb2.GpaRange(gpa=0, length=12)]
+            )
+            host_read = host_pb2.HostReadRequest(td_id=td.td_id, gpa=0, length=12)
+            for label, call in (
+                ("the TD reads GPA 0x0", lambda: guest.ReadMemory(td_read, timeout=10)),
+                ("the host reads it again", lambda: admin.HostRead(host_read, timeout=10)),
+            ):
+                try:
+                    call()
+                except grpc.RpcError as err:
+                    say(f"  {label}: {err.code().name}: {err.details()}")
+        say(f"  host process exited with status {proc.wait(15)}: a machine check took the whole machine down")
 
 
 def main() -> int:
-    say("== gmem mode: private memory lives in guest_memfd, never mapped by the host")
-    with host_process() as (_, channel):
-        admin = host_pb2_grpc.HostServiceStub(channel)
-        td_id, shared_bit, guest = _launch(channel)
-        _attempt(
-            "host reads GPA 0x0", admin.HostRead, host_pb2.HostReadRequest(td_id=td_id, gpa=0, length=12)
-        )
-        mapped = guest.MapGpa(guest_pb2.MapGpaRequest(td_id=td_id, gpa=shared_bit, size=4096), timeout=10)
-        say(f"  guest MapGPA(0x0 -> shared): status {mapped.status}, {mapped.chunks} hypercall exit(s)")
-        shared = guest.ReadMemory(
-            guest_pb2.ReadMemoryRequest(td_id=td_id, ranges=[guest_pb2.GpaRange(gpa=shared_bit, length=12)]),
-            timeout=10,
-        )
-        say(f"  guest reads the page as shared: {shared.data[0]!r} (conversion destroyed the contents)")
-        stats = admin.GetStats(host_pb2.GetStatsRequest(), timeout=10)
-        say(
-            f"  host stats: {stats.tds} TD, {stats.keyids_free}/{stats.keyids_total} KeyIDs free, "
-            f"{stats.exits} exits"
-        )
-
-    say("\n== legacy mode: the pre-2021 world, private memory also mapped in host userspace")
-    with host_process("--memory-mode", "legacy") as (proc, channel):
-        admin = host_pb2_grpc.HostServiceStub(channel)
-        td_id, _, guest = _launch(channel)
-        reply = _attempt(
-            "host reads GPA 0x0", admin.HostRead, host_pb2.HostReadRequest(td_id=td_id, gpa=0, length=12)
-        )
-        if isinstance(reply, host_pb2.HostReadResponse):
-            say(f"  host reads GPA 0x0: {reply.data!r} (TD-owned lines read as zeros)")
-        _attempt(
-            "host writes GPA 0x0",
-            admin.HostWrite,
-            host_pb2.HostWriteRequest(td_id=td_id, gpa=0, data=b"oops"),
-        )
-        say("  host wrote 'oops' over the TD's line: its TD-owner bit is now clear")
-        _attempt(
-            "guest reads GPA 0x0",
-            guest.ReadMemory,
-            guest_pb2.ReadMemoryRequest(td_id=td_id, ranges=[guest_pb2.GpaRange(gpa=0, length=12)]),
-        )
-        _attempt(
-            "host reads GPA 0x0 again",
-            admin.HostRead,
-            host_pb2.HostReadRequest(td_id=td_id, gpa=0, length=12),
-        )
-        say(f"  host process exited with status {proc.wait(15)}: a machine check took the whole host down")
-    say("\nThat is why guest_memfd exists. Next: `make test`, or `tdxsim host --help`.")
+    try:
+        with tempfile.TemporaryDirectory(prefix="tdxsim-demo-") as tmp:
+            attestation_story(Path(tmp))
+        legacy_story()
+    except KeyboardInterrupt:
+        say("\ninterrupted: every process stopped")
+        return 130
+    say("\nNext: `make test`, `tdxsim --help`, examples/README.md.")
     return 0
 
 

@@ -1,0 +1,23 @@
+"""`make demo` runs the whole multi-process story and every act of it says what it should."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+
+def test_demo_runs_every_act_and_stops_every_process() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "tdxsim.demo"], cwd=ROOT, capture_output=True, text=True, timeout=240
+    )
+    out = done.stdout
+    assert done.returncode == 0, done.stderr
+    assert out.count("secret prod/key/disk released: 'disk key 7c1f-payments-prod'") == 2
+    assert "[PERMISSION_DENIED/MRTD_MISMATCH]" in out
+    assert "host reads GPA 0x0: b'\\x00" in out
+    assert "the TD reads GPA 0x0: DATA_LOSS" in out
+    assert "host process exited with status 3" in out
+    leftover = subprocess.run(["pgrep", "-f", "tdxsim.cli (host|verifier)"], capture_output=True, text=True)
+    assert leftover.stdout.strip() == "", "the demo left server processes running"
