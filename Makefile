@@ -29,12 +29,15 @@ lint: $(STAMP)
 protos: $(STAMP)
 	$(PY) scripts/gen_protos.py
 
-## demo: run a host process and drive it with a scripted client.
+## demo: the whole stack as processes: PCS, host, verifier, guests that attest; then legacy mode.
 demo: $(STAMP)
 	$(PY) -m tdxsim.demo
 
+## bench: every benchmark suite; each row is a ratio against a limit measured in the same run.
 bench: $(STAMP)
 	$(VENV)/bin/tdxsim bench memory
+	$(VENV)/bin/tdxsim bench guest
+	$(VENV)/bin/tdxsim bench verify
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
