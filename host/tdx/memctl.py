@@ -51,7 +51,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from host.tdx.xts import LANES, LINE, SLACK, LineMac, XtsKey, random_xts_key
+from host.tdx.xts import LANES, LINE, SLACK, SMALL_RUN, LineMac, XtsKey, random_xts_key
 
 __all__ = [
     "KEYID_MAX",
@@ -332,6 +332,11 @@ class MemoryController:
         # One C-level join stages the batch; copying segment by segment from Python costs more.
         plain = memoryview(b"".join(segments) if len(segments) > 1 else segments[0])
         pv = self._pv
+        if len(pieces) == 1 and total <= SMALL_RUN:  # a few lines: one short-run call
+            pa = pieces[0][0]
+            pv[pa : pa + total] = key.crypt_short(pa, plain, encrypt=True)
+            self._mark_owned(pa, pa + total)
+            return
         lanes = self._split(pieces, total)
         if len(lanes) == 1:  # small batch: no plans, and short runs take the cheap tweak path
             a, b = self._scratch(total)
@@ -436,6 +441,12 @@ class MemoryController:
             out_off += n
         for start, size, *_ in spans:
             self._check_private_lines(start // LINE, size // LINE)
+        if len(spans) == 1 and spans[0][1] <= SMALL_RUN:  # a few lines: one short-run call
+            start, size, inner, want, o = spans[0]
+            out[o : o + want] = key.crypt_short(start, self._pv[start : start + size], encrypt=False)[
+                inner : inner + want
+            ]
+            return
         if all(inner == 0 and size == want for _, size, inner, want, _ in spans):
             # The bulk path: whole lines decrypt straight into out, split across lanes.
             pieces = [(start, size, o) for start, size, _, _, o in spans]

@@ -265,3 +265,13 @@ def test_tampered_line_poisons_even_after_later_reads_of_other_lines(mc: MemoryC
     mc.write(TD, [(0x30080, fresh)])
     mc.dangerous_tamper(0x30080, b"\x00")  # a no-op flip keeps the tag valid
     assert mc.read(TD, [(0x30080, LINE)]) == [fresh]
+
+
+def test_small_and_bulk_paths_read_each_others_bytes(mc: MemoryController) -> None:
+    page = os.urandom(PAGE)
+    mc.write(TD, [(0x40000, page)])  # bulk path
+    for off, n in ((0, 64), (64, 48), (1000, 24), (4032, 64), (128, 256)):
+        assert mc.read(TD, [(0x40000 + off, n)]) == [page[off : off + n]]  # short path
+    line = os.urandom(LINE)
+    mc.write(TD, [(0x40000 + 2048, line)])  # short path
+    assert mc.read(TD, [(0x40000, PAGE)]) == [page[:2048] + line + page[2048 + LINE :]]  # bulk path

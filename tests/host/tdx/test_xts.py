@@ -95,3 +95,18 @@ def test_mac_is_28_bits_per_line_and_independent_of_neighbours() -> None:
 def test_mac_rejects_partial_lines() -> None:
     with pytest.raises(ValueError, match="whole 64-byte lines"):
         LineMac().tags(0, memoryview(bytes(48)))
+
+
+def test_short_runs_encrypt_to_the_same_bytes_as_the_standard() -> None:
+    key_bytes = random_xts_key(128)
+    k = XtsKey(key_bytes)
+    for pa, n in ((0x4000, 16), (0x4040, 64), (0x1230, 48), (0x7FC0, 256)):
+        data = os.urandom(n)
+        expected = b"".join(
+            Cipher(algorithms.AES(key_bytes), modes.XTS(tweak_counter(pa + i)))
+            .encryptor()
+            .update(data[i : i + 16])
+            for i in range(0, n, 16)
+        )
+        assert k.crypt_short(pa, data, encrypt=True) == expected
+        assert k.crypt_short(pa, expected, encrypt=False) == data
