@@ -517,12 +517,14 @@ class KvmVm:
             assert not is_error(status)
             self._module.tdh_mng_key_freeid(self.tdr_pa)
             self._hkid_free(self.hkid)
-            for pa in self._module.td_pages(self.tdr_pa):
+            pages = self._module.td_pages(self.tdr_pa)
+            for pa in pages:
                 self._module.tdh_phymem_page_reclaim(pa)
-                self._bus.movdir64b_zero([(pa, PAGE)])
+            self._bus.movdir64b_zero(_runs_of(sorted(pages)))
+            for pa in pages:
                 if pa in self._control_pages:
                     self._pages.free(pa)
-                reclaimed += 1
+            reclaimed = len(pages)
             self.tdr_pa = -1
         for gmem in list(self.gmems.values()):
             self._free_gmem_pages(gmem, list(gmem.pages))
@@ -532,3 +534,14 @@ class KvmVm:
         self.gmems.clear()
         self.dead = self.dead or "destroyed"
         return reclaimed
+
+
+def _runs_of(pages: list[int]) -> list[tuple[int, int]]:
+    """Sorted page addresses as (start, length) runs of physically contiguous pages."""
+    runs: list[tuple[int, int]] = []
+    for pa in pages:
+        if runs and runs[-1][0] + runs[-1][1] == pa:
+            runs[-1] = (runs[-1][0], runs[-1][1] + PAGE)
+        else:
+            runs.append((pa, PAGE))
+    return runs

@@ -86,8 +86,8 @@ class TdxModule:
         self._report_key = os.urandom(32)
         self._kot = KeyOwnerTable(keyid_first, keyid_count)
         self._tds: dict[int, Td] = {}
-        #: PAMT: pa → (page type, owning TDR pa). Absent = PT_NDA.
-        self._pamt: dict[int, tuple[int, int]] = {}
+        #: PAMT: pa → (page type, owning TDR pa, gfn it backs or -1). Absent = PT_NDA.
+        self._pamt: dict[int, tuple[int, int, int]] = {}
 
     # ---- queries -------------------------------------------------------------------------
     def tdh_sys_info(self) -> SysInfo:
@@ -108,12 +108,12 @@ class TdxModule:
             raise TdxError(TdxStatus.OPERAND_INVALID | OperandId.RCX, f"0x{tdr_pa:x} is not a TDR page")
         return td
 
-    def _claim_page(self, pa: int, page_type: int, owner: int, operand: OperandId) -> None:
+    def _claim_page(self, pa: int, page_type: int, owner: int, operand: OperandId, gfn: int = -1) -> None:
         if pa % PAGE or not 0 <= pa < len(self._mc.phys):
             raise TdxError(TdxStatus.OPERAND_ADDR_RANGE_ERROR | operand, f"page 0x{pa:x} is not a valid page")
         if pa in self._pamt:
             raise TdxError(TdxStatus.PAGE_METADATA_INCORRECT | operand, f"page 0x{pa:x} is not PT_NDA")
-        self._pamt[pa] = (page_type, owner)
+        self._pamt[pa] = (page_type, owner, gfn)
 
     def _private_gfn(self, td: Td, gpa: int) -> int:
         if gpa % PAGE or gpa & td.params.shared_bit or gpa >= (1 << td.params.gpaw):
@@ -172,7 +172,7 @@ class TdxModule:
             raise TdxError(TdxStatus.OPERAND_INVALID | OperandId.R8, "source must be one 4 KiB page")
         if td.sept.state(gfn) is not SeptState.FREE:
             raise TdxError(TdxStatus.EPT_ENTRY_NOT_FREE | OperandId.RCX, f"gpa 0x{gpa:x} is already mapped")
-        self._claim_page(page_pa, PamtType.PT_REG, tdr_pa, OperandId.R8)
+        self._claim_page(page_pa, PamtType.PT_REG, tdr_pa, OperandId.R8, gfn)
         td.sept.transition(Leaf.PAGE_ADD, gfn, page_pa)
         self._mc.write(td.hkid, [(page_pa, source)])
         td.mrtd.page_add(gpa)
@@ -205,7 +205,7 @@ class TdxModule:
         gfn = self._private_gfn(td, gpa)
         if td.sept.state(gfn) not in (SeptState.FREE, SeptState.REMOVED):
             raise TdxError(TdxStatus.EPT_ENTRY_STATE_INCORRECT | OperandId.RCX, f"gpa 0x{gpa:x} is mapped")
-        self._claim_page(page_pa, PamtType.PT_REG, tdr_pa, OperandId.R8)
+        self._claim_page(page_pa, PamtType.PT_REG, tdr_pa, OperandId.R8, gfn)
         td.sept.transition(Leaf.PAGE_AUG, gfn, page_pa)
 
     def tdh_mem_range_block(self, tdr_pa: int, gpa: int) -> int:
@@ -272,25 +272,22 @@ class TdxModule:
         owner = self._pamt.get(page_pa)
         if owner is None:
             raise TdxError(TdxStatus.PAGE_METADATA_INCORRECT | OperandId.RCX, f"page 0x{page_pa:x} is PT_NDA")
-        page_type, tdr_pa = owner
+        page_type, tdr_pa, gfn = owner
         td = self._td(tdr_pa)
         td.require_lifecycle("TDH.PHYMEM.PAGE.RECLAIM", TdLifecycle.TD_TEARDOWN)
         if page_type == PamtType.PT_TDR:
-            if any(o == tdr_pa for pa, (_, o) in self._pamt.items() if pa != page_pa):
+            if any(o == tdr_pa for pa, (_, o, _) in self._pamt.items() if pa != page_pa):
                 raise TdxError(
                     TdxStatus.OPERAND_BUSY | OperandId.TDR, "TDR reclaimed before the TD's other pages"
                 )
             del self._tds[tdr_pa]
-        elif page_type == PamtType.PT_REG:
-            for gfn, entry in td.sept.items():
-                if entry.pa == page_pa:
-                    td.sept.transition(Leaf.PAGE_REMOVE, gfn)
-                    break
+        elif page_type == PamtType.PT_REG and td.sept.get(gfn) is not None:
+            td.sept.transition(Leaf.PAGE_REMOVE, gfn)
         del self._pamt[page_pa]
 
     def td_pages(self, tdr_pa: int) -> list[int]:
         """Every page a TD still owns (TDR last), for the host's reclaim loop."""
-        pages = [pa for pa, (_, owner) in self._pamt.items() if owner == tdr_pa and pa != tdr_pa]
+        pages = [pa for pa, (_, owner, _) in self._pamt.items() if owner == tdr_pa and pa != tdr_pa]
         return [*pages, tdr_pa]
 
     # ---- TD execution --------------------------------------------------------------------
