@@ -181,7 +181,7 @@ def test_replayed_and_expired_nonces_are_refused(world: tuple[HostProcess, Verif
         replayed = _attest_with(verifier, td, nonce)
         assert replayed is not None
         assert (from_rpc_error(replayed).code, from_rpc_error(replayed).reason) == (
-            "PERMISSION_DENIED",
+            "FAILED_PRECONDITION",
             "NONCE_REPLAYED",
         )
         short = verifier.stub.GetNonce(attestation_pb2.GetNonceRequest(ttl_seconds=1), timeout=10).nonce
@@ -189,7 +189,7 @@ def test_replayed_and_expired_nonces_are_refused(world: tuple[HostProcess, Verif
         expired = _attest_with(verifier, td, short)
         assert expired is not None
         assert (from_rpc_error(expired).code, from_rpc_error(expired).reason) == (
-            "PERMISSION_DENIED",
+            "FAILED_PRECONDITION",
             "NONCE_EXPIRED",
         )
 

@@ -6,6 +6,7 @@ from attest.appraise.appraise import (
     Evidence,
     Freshness,
     Mismatch,
+    StaleEvidence,
     appraise,
     require_ok,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "Policy",
     "PolicyError",
     "ReferenceValues",
+    "StaleEvidence",
     "appraise",
     "check_reference_value_bytes",
     "default_policy",

@@ -3,7 +3,9 @@
 go-tdx-guest ``validate`` style: this module does not check signatures or collateral (``attest.verify`` did);
 it compares fields with expected values and reports all mismatches at once, in a fixed order (freshness,
 DEBUG, TCB, reference values, event log), so the first one is the most important and becomes the
-``ErrorInfo.reason`` of the refusal (PERMISSION_DENIED, conventions.md §7).
+``ErrorInfo.reason`` of the refusal. ``require_ok`` raises ``AppraisalRefused`` (PERMISSION_DENIED,
+conventions.md §7), or its subclass ``StaleEvidence`` when the first mismatch is NONCE_REPLAYED or
+NONCE_EXPIRED (FAILED_PRECONDITION: the client must fetch a fresh nonce and attest again).
 
 Reasons (stable strings clients branch on): NONCE_REQUIRED, NONCE_REPLAYED, NONCE_EXPIRED,
 REPORT_DATA_MISMATCH, DEBUG_TD, TCB_STATUS_NOT_ACCEPTED, ADVISORY_REJECTED, TEE_TCB_SVN_TOO_LOW,
@@ -75,6 +77,10 @@ class Appraisal:
         return tuple(m.reason for m in self.mismatches)
 
 
+STALE_REASONS: frozenset[str] = frozenset({"NONCE_REPLAYED", "NONCE_EXPIRED"})
+"""Freshness refusals: the evidence may be fine, but only a new nonce (and quote) can succeed."""
+
+
 class AppraisalRefused(Exception):
     """Raised by ``require_ok``: the policy refuses the quote; ``reason`` is the first mismatch's."""
 
@@ -84,6 +90,10 @@ class AppraisalRefused(Exception):
         self.appraisal = appraisal
         self.policy_name = policy_name
         self.reason = first.reason
+
+
+class StaleEvidence(AppraisalRefused):
+    """Raised by ``require_ok`` when the first mismatch is a freshness one (``STALE_REASONS``)."""
 
 
 def _freshness(
@@ -176,9 +186,12 @@ def appraise(
 
 
 def require_ok(appraisal: Appraisal, policy_name: str) -> Appraisal:
-    if not appraisal.ok:
-        raise AppraisalRefused(appraisal, policy_name)
-    return appraisal
+    """``appraisal`` if it has no mismatch; else raise ``StaleEvidence`` or ``AppraisalRefused``."""
+    if appraisal.ok:
+        return appraisal
+    if appraisal.mismatches[0].reason in STALE_REASONS:
+        raise StaleEvidence(appraisal, policy_name)
+    raise AppraisalRefused(appraisal, policy_name)
 
 
 def mismatch_reasons(mismatches: Sequence[Mismatch]) -> str:

@@ -14,7 +14,8 @@ nonce never survives an attempt):
 6. DCAP verification (``attest.verify.Verifier``, one caching instance per server thread) at ``verify_at`` or
    now (INVALID_ARGUMENT ``VERIFY_<STEP>``, Revoked: PERMISSION_DENIED ``TCB_REVOKED``);
 7. REPORTDATA == ``attest.binding.report_data(nonce, key)``, event log replayed against RTMR0..3;
-8. appraisal: every mismatch listed (PERMISSION_DENIED, reason = the first, metadata ``mismatches``);
+8. appraisal: every mismatch listed (PERMISSION_DENIED, reason = the first, metadata ``mismatches``; when the
+   first is NONCE_REPLAYED/NONCE_EXPIRED, FAILED_PRECONDITION: the client must fetch a fresh nonce);
 9. token: ES256 JWT with EAR claims (``attest.token.ear``), signed by the persisted key.
 
 Time: nonce expiry and token ``iat``/``exp`` use the wall clock (``clock``); ``verify_at`` (``--at``) only
@@ -49,6 +50,7 @@ from attest.appraise import (
     default_policy,
     policy_from_json,
     policy_to_json,
+    require_ok,
 )
 from attest.codec import layout as L
 from attest.codec.quote import Quote, TdReport15, decode_quote
@@ -389,8 +391,7 @@ class VerifierCore:
             report_data_bound=bound,
             replay=replay,
         )
-        if not appraisal.ok:
-            raise AppraisalRefused(appraisal, policy.name)
+        require_ok(appraisal, policy.name)
         issued = int(self.clock())
         ttl = options.token_ttl_seconds or self.config.token_ttl
         claims = build_claims(

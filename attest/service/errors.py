@@ -9,14 +9,16 @@ Verification failures become INVALID_ARGUMENT with reason ``VERIFY_<STEP>`` (the
 that failed: ``VERIFY_HEADER``, ``VERIFY_COLLATERAL``, ``VERIFY_CRL``, ``VERIFY_PCK_CHAIN``,
 ``VERIFY_PLATFORM``, ``VERIFY_TDX_MODULE``, ``VERIFY_QE_REPORT_SIGNATURE``, ``VERIFY_QE_REPORT_DATA``,
 ``VERIFY_QE_IDENTITY``, ``VERIFY_QUOTE_SIGNATURE``, ``VERIFY_TCB_LEVEL``); a Revoked TCB is a refusal
-(PERMISSION_DENIED, ``TCB_REVOKED``). Nothing caused by input ever maps to INTERNAL.
+(PERMISSION_DENIED, ``TCB_REVOKED``). An appraisal refusal is PERMISSION_DENIED with the first mismatch as
+reason, except a stale one (``StaleEvidence``: NONCE_REPLAYED, NONCE_EXPIRED), which is FAILED_PRECONDITION
+like every freshness failure. Nothing caused by input ever maps to INTERNAL.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from attest.appraise import AppraisalRefused, PolicyError
+from attest.appraise import AppraisalRefused, PolicyError, StaleEvidence
 from attest.binding import BindingError
 from attest.errors import AttestError, TcbRevoked
 from attest.eventlog import EventLogError
@@ -56,6 +58,7 @@ class PreconditionFailed(ServiceError):
 
 
 STATUS_TABLE: tuple[tuple[type[Exception], str], ...] = (
+    (StaleEvidence, "FAILED_PRECONDITION"),
     (TcbRevoked, "PERMISSION_DENIED"),
     (AttestError, "INVALID_ARGUMENT"),
     (AppraisalRefused, "PERMISSION_DENIED"),

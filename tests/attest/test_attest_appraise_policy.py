@@ -9,14 +9,17 @@ from attest_vectors import EXPECTED, read_quote
 
 from attest.appraise import (
     AppraisalOptions,
+    AppraisalRefused,
     Evidence,
     Freshness,
     PolicyError,
     ReferenceValues,
+    StaleEvidence,
     appraise,
     default_policy,
     policy_from_json,
     policy_to_json,
+    require_ok,
 )
 from attest.codec import decode_quote
 from attest.codec.quote import TdReport10
@@ -69,6 +72,31 @@ def test_all_mismatches_are_listed_freshness_first() -> None:
         "MRTD_MISMATCH",
         "RTMR1_MISMATCH",
     )
+
+
+@pytest.mark.parametrize(
+    ("freshness", "reason"), [(Freshness.REPLAYED, "NONCE_REPLAYED"), (Freshness.EXPIRED, "NONCE_EXPIRED")]
+)
+def test_require_ok_raises_stale_evidence_when_nonce_is_stale(freshness: Freshness, reason: str) -> None:
+    result = appraise(_evidence(DEBUG_BODY), default_policy().options, freshness=freshness)
+    with pytest.raises(StaleEvidence) as err:
+        require_ok(result, "default")
+    assert (err.value.reason, err.value.appraisal.reasons, err.value.policy_name) == (
+        reason,
+        (reason, "DEBUG_TD"),
+        "default",
+    )
+
+
+@pytest.mark.parametrize("freshness", [Freshness.FRESH, Freshness.ABSENT])
+def test_require_ok_raises_a_plain_refusal_for_other_mismatches(freshness: Freshness) -> None:
+    result = appraise(_evidence(DEBUG_BODY), default_policy().options, freshness=freshness)
+    with pytest.raises(AppraisalRefused) as err:
+        require_ok(result, "default")
+    assert type(err.value) is AppraisalRefused
+    assert err.value.reason == ("DEBUG_TD" if freshness is Freshness.FRESH else "NONCE_REQUIRED")
+    ok = appraise(_evidence(), default_policy().options, freshness=Freshness.FRESH)
+    assert require_ok(ok, "default") is ok
 
 
 def test_reference_values_accept_any_listed_value() -> None:

@@ -16,7 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from attest import binding
-from attest.appraise import AppraisalRefused
+from attest.appraise import AppraisalRefused, StaleEvidence
 from attest.eventlog import EventLog, SpecIdEvent, encode_event_log, measure, replay
 from attest.eventlog.ccel import EV_EFI_ACTION
 from attest.kbs import open_sealed
@@ -148,18 +148,35 @@ def test_replayed_nonce_is_refused_even_with_a_new_quote(core: VerifierCore, pki
     nonce, quote = _attest(core, pki, td)
     core.attest(quote, b"", nonce, td.spki, "")
     again = sim_quote(pki, binding.report_data(nonce, td.spki))
-    with pytest.raises(AppraisalRefused) as err:
+    with pytest.raises(StaleEvidence) as err:
         core.attest(again, b"", nonce, td.spki, "")
-    assert _reason(err.value) == ("PERMISSION_DENIED", "NONCE_REPLAYED")
+    assert _reason(err.value) == ("FAILED_PRECONDITION", "NONCE_REPLAYED")
+    assert status_of(err.value)[2] == {"mismatches": "NONCE_REPLAYED", "policy": "default"}  # type: ignore[index]
 
 
 def test_expired_nonce_is_refused(core: VerifierCore, pki: Pki, clock: Clock) -> None:
     td = new_td()
     nonce, quote = _attest(core, pki, td)
     clock.now += 301
-    with pytest.raises(AppraisalRefused) as err:
+    with pytest.raises(StaleEvidence) as err:
         core.attest(quote, b"", nonce, td.spki, "")
-    assert _reason(err.value) == ("PERMISSION_DENIED", "NONCE_EXPIRED")
+    assert _reason(err.value) == ("FAILED_PRECONDITION", "NONCE_EXPIRED")
+    assert [(e.action, e.outcome, e.reason) for e in core.audit_log(0, 10)][-1] == (
+        "Attest",
+        "REFUSED",
+        "NONCE_EXPIRED",
+    )
+
+
+def test_replayed_nonce_keeps_every_mismatch_in_the_refusal(core: VerifierCore, pki: Pki) -> None:
+    td, thief = new_td(), new_td()
+    nonce, quote = _attest(core, pki, td)
+    core.attest(quote, b"", nonce, td.spki, "")
+    with pytest.raises(StaleEvidence) as err:
+        core.attest(quote, b"", nonce, thief.spki, "")
+    assert _reason(err.value) == ("FAILED_PRECONDITION", "NONCE_REPLAYED")
+    assert err.value.appraisal.reasons == ("NONCE_REPLAYED", "REPORT_DATA_MISMATCH")
+    assert status_of(err.value)[2]["mismatches"] == "NONCE_REPLAYED,REPORT_DATA_MISMATCH"  # type: ignore[index]
 
 
 def test_unknown_nonce_is_not_found(core: VerifierCore, pki: Pki) -> None:

@@ -203,7 +203,7 @@ def test_verifier_process_end_to_end(
 
     # Refusals with precise reasons.
     assert refusal(lambda: stub.Attest(request, timeout=10)) == (
-        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.FAILED_PRECONDITION,
         "NONCE_REPLAYED",
     )
     _, _, debug_request = attest_td(stub, pki, debug=True)
@@ -254,7 +254,7 @@ def test_verifier_process_end_to_end(
     )
     time.sleep(max(0.0, short.expires_at_unix + 1.05 - time.time()))
     assert refusal(lambda: stub.Attest(late, timeout=10)) == (
-        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.FAILED_PRECONDITION,
         "NONCE_EXPIRED",
     )
 
@@ -283,7 +283,7 @@ def test_restart_keeps_used_nonces_policies_resources_and_signing_key(
 
     second = start_verifier(db)
     assert refusal(lambda: second.stub.Attest(request, timeout=10)) == (
-        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.FAILED_PRECONDITION,
         "NONCE_REPLAYED",
     )
     stored = second.stub.GetPolicy(pb.GetPolicyRequest(name="default"), timeout=5)
