@@ -16,6 +16,7 @@ from types import FrameType
 from attest.errors import AttestError
 from host.platform import PlatformConfig, build_platform
 from host.rpc.server import create_server
+from tdxsim.serving import check_listen_address
 
 HOST_CRASH_EXIT = 3
 
@@ -68,6 +69,10 @@ def run(args: argparse.Namespace) -> int:
         pki_dir=args.pki,
         pki_platform=args.pki_platform,
     )
+    bad_address = check_listen_address(args.listen)
+    if bad_address:
+        print(f"tdxsim host: --listen: {bad_address}", file=sys.stderr)
+        return 2
     try:
         platform = build_platform(config)
     except (ValueError, AttestError) as err:

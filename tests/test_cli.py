@@ -121,3 +121,11 @@ def test_quote_verify_appraises_with_a_policy(
     out = json.loads(result.stdout)
     assert (result.returncode, out["verdict"]) == (code, verdict)
     assert out["appraisal"]["mismatches"] == ([] if mr_td_ok else ["MRTD_MISMATCH"])
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:99999", "127.0.0.1:-1", "localhost", ":50051", "127.0.0.1:x"])
+def test_host_refuses_an_unusable_listen_address(address: str) -> None:
+    result = tdxsim("host", "--listen", address, "--phys-mem", "64M", timeout=30)
+    assert result.returncode == 2
+    assert "--listen" in result.stderr and "Traceback" not in result.stderr
+    assert "listening on" not in result.stdout

@@ -37,7 +37,7 @@ class GuestMemfd:
     def check_create(size: int, flags: int) -> None:
         if flags & ~SUPPORTED_FLAGS:
             raise KvmError("EINVAL", f"unsupported guest_memfd flags 0x{flags:x}")
-        if size <= 0 or size % PAGE:
+        if size <= 0 or size % PAGE or size >= 1 << 63:  # loff_t: a size that is negative as s64
             raise KvmError("EINVAL", f"size {size} is not a positive multiple of the page size")
 
     def read(self) -> None:

@@ -351,7 +351,9 @@ class KvmVm:
             return fault
         slot = self.memslots.find(gfn)
         if slot is None:
-            return fault
+            return KvmExit(
+                fault.kind, fault.gpa, PAGE, fault.flags, detail="no memslot covers this GPA (EFAULT)"
+            )
         if self.legacy:
             pa = self._mm.frame(slot.hva(gfn))
             assert pa is not None

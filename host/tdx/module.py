@@ -351,9 +351,8 @@ class TdxModule:
         shared = bool(op.gpa & shared_bit)
         base = op.gpa & ~shared_bit
         total = op.length if isinstance(op, MemRead) else len(op.data)
-        if base + total > shared_bit:
-            status = TdxStatus.OPERAND_INVALID | OperandId.RCX
-            return TdExit(ExitReason.TDCALL_ERROR, gpa=op.gpa, status=status, detail="access beyond GPAW")
+        if base + total > shared_bit or total <= 0:
+            return self._tdcall_operand_error(OperandId.RCX, op.gpa, "access is empty or beyond GPAW")
         keyid = 0 if shared else td.hkid
         runs: list[tuple[int, int, int]] = []  # (pa, op offset, length)
         pos = run.offset
@@ -417,17 +416,17 @@ class TdxModule:
         if not isinstance(result, AcceptResult):
             result = run.results[run.index] = AcceptResult()
         if op.level not in (0, 1, 2):
-            result.status = TdxStatus.OPERAND_INVALID | OperandId.RCX
-            return None
+            return self._tdcall_operand_error(OperandId.RCX, op.gpa, f"ACCEPT level {op.level} is not 0..2")
         unit = PAGE << (9 * op.level)
         if (
             op.gpa % unit
             or op.size % unit
             or op.gpa & td.params.shared_bit
             or op.gpa + op.size > td.params.shared_bit
+            or op.size == 0
         ):
-            result.status = TdxStatus.OPERAND_INVALID | OperandId.RCX
-            return None
+            what = "ACCEPT range must be non-empty, private, inside GPAW and aligned to its level"
+            return self._tdcall_operand_error(OperandId.RCX, op.gpa, what)
         pages_per_unit = unit // PAGE
         to_zero: list[tuple[int, int]] = []
         stop: TdExit | None = None

@@ -298,6 +298,7 @@ class Vmm:
             handle = self.td(td_id)
             run = VcpuRun(ops)
             vm = handle.vm
+            last_fault: tuple[int, int] | None = None
             while True:
                 try:
                     exit_ = vm.vcpu_run(run)
@@ -317,6 +318,15 @@ class Vmm:
                             errno="EFAULT",
                             gpa=exit_.gpa,
                         )
+                    if last_fault == (exit_.gpa, exit_.flags):  # converting did not help: never spin
+                        raise VmmError(
+                            Refusal.FAILED_PRECONDITION,
+                            "MEMORY_FAULT",
+                            f"0x{exit_.gpa:x} faults again after its conversion: nothing backs it",
+                            errno="EFAULT",
+                            gpa=exit_.gpa,
+                        )
+                    last_fault = (exit_.gpa, exit_.flags)
                     # Implicit conversion request: convert the page to what the guest accessed.
                     self.convert(
                         handle, exit_.gpa, exit_.size, bool(exit_.flags & KVM_MEMORY_ATTRIBUTE_PRIVATE)

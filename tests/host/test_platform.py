@@ -84,3 +84,31 @@ def test_teardown_of_a_large_accepted_td_finishes_promptly() -> None:
     assert done, "destroying a TD with 256 MiB accepted did not finish within 30 s"
     assert done[0][0] == 65536 + 3
     assert vmm.kvm.pages.free_pages == free_pages
+
+
+@pytest.mark.parametrize("gpa", [8 * MIB, 1 << 40])
+def test_private_access_outside_every_memslot_is_refused_not_spun(gpa: int) -> None:
+    from host.vmm.errors import VmmError
+
+    platform = build_platform(PlatformConfig(phys_bytes=64 * MIB))
+    vmm = platform.vmm
+    td = vmm.create_td(TdParams(), memory_bytes=4 * MIB)
+    vmm.finalize(td.td_id)
+    with pytest.raises(VmmError) as err:
+        vmm.run_vcpu(td.td_id, [MemRead(gpa, 8)])
+    assert (err.value.reason, err.value.errno, err.value.gpa) == ("MEMORY_FAULT", "EFAULT", gpa)
+    assert vmm.run_vcpu(td.td_id, [Accept(0, 4096), MemRead(0, 8)])[1] == bytes(8)  # the TD lives on
+
+
+@pytest.mark.parametrize(
+    "op", [MemRead(0, 0), MemWrite(0, b""), Accept(0, 0)], ids=["read", "write", "accept"]
+)
+def test_empty_guest_accesses_are_invalid_argument(op: object) -> None:
+    from host.vmm.errors import Refusal, VmmError
+
+    platform = build_platform(PlatformConfig(phys_bytes=64 * MIB))
+    td = platform.vmm.create_td(TdParams(), memory_bytes=4 * MIB)
+    platform.vmm.finalize(td.td_id)
+    with pytest.raises(VmmError) as err:
+        platform.vmm.run_vcpu(td.td_id, [op])  # type: ignore[list-item]
+    assert (err.value.refusal, err.value.tdx_status) == (Refusal.INVALID_ARGUMENT, 0xC000010000000001)

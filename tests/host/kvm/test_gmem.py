@@ -179,3 +179,9 @@ def test_punched_private_page_content_is_gone(platform: Platform) -> None:
     assert isinstance(accept, AcceptResult)
     assert (accept.accepted, accept.already_accepted, accept.status) == (1, 0, 0)
     assert data == bytes(len(secret))
+
+
+def test_create_with_a_size_negative_as_loff_t_is_einval() -> None:
+    with pytest.raises(KvmError) as err:
+        GuestMemfd.check_create(1 << 63, 0)
+    assert err.value.errno == "EINVAL"
