@@ -21,7 +21,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from attest.pki.sgx_extension import SGX_EXTENSION_OID, SgxExtension
+from attest.pki.sgx_extension import encode_sgx_extension
+from attest.verify.pck import SGX_EXTENSION_OID, PckExtension
 
 ROOT_CA_CN = "tdxsim SIMULATED SGX Root CA — not Intel"
 PLATFORM_CA_CN = "tdxsim SIMULATED SGX PCK Platform CA"
@@ -111,7 +112,7 @@ def issue(
     ca_path_length: int | None,
     is_ca: bool,
     crl_url: str,
-    sgx_extension: SgxExtension | None = None,
+    sgx_extension: PckExtension | None = None,
 ) -> Issued:
     """Issue one certificate (self-signed when ``issuer`` is None) with Intel's extension set and order."""
     signer_key = key if issuer is None else issuer.key
@@ -132,7 +133,9 @@ def issue(
         .add_extension(x509.BasicConstraints(ca=is_ca, path_length=ca_path_length), critical=True)
     )
     if sgx_extension is not None:
-        ext = x509.UnrecognizedExtension(x509.ObjectIdentifier(SGX_EXTENSION_OID), sgx_extension.encode())
+        ext = x509.UnrecognizedExtension(
+            x509.ObjectIdentifier(SGX_EXTENSION_OID), encode_sgx_extension(sgx_extension)
+        )
         builder = builder.add_extension(ext, critical=False)
     return Issued(builder.sign(signer_key, hashes.SHA256()), key)
 

@@ -10,79 +10,59 @@ attestation.md §6. The value is a SEQUENCE of (OID, value) pairs in this order,
   OCTET STRING (16), and ``.7`` Configuration, a SEQUENCE of ``.7.1`` dynamicPlatform, ``.7.2`` cachedKeys,
   ``.7.3`` SMTEnabled (BOOLEAN).
 
-Byte layout checked against the PCK leaves inside the real vectors' certification data (tests).
+The model is ``attest.verify.pck.PckExtension`` (the decoder's), so what is encoded here decodes to the same
+value. Byte layout checked against the PCK leaves inside the real vectors' certification data (tests).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from attest.pki import der
+from attest.verify.pck import (
+    OID_CACHED_KEYS,
+    OID_CONFIGURATION,
+    OID_CPUSVN,
+    OID_DYNAMIC_PLATFORM,
+    OID_FMSPC,
+    OID_PCEID,
+    OID_PCESVN,
+    OID_PLATFORM_INSTANCE_ID,
+    OID_PPID,
+    OID_SGX_TYPE,
+    OID_SMT_ENABLED,
+    OID_TCB,
+    PckConfiguration,
+    PckExtension,
+)
 
-SGX_EXTENSION_OID = "1.2.840.113741.1.13.1"
-TCB_COMPONENT_COUNT = 16
+SCALABLE_CONFIGURATION = PckConfiguration(dynamic_platform=True, cached_keys=True, smt_enabled=True)
+"""What the simulated PCS puts in ``.7`` of Scalable platforms (the values Intel's Scalable leaves carry)."""
 
 
-@dataclass(frozen=True)
-class SgxExtension:
-    """What a PCK certificate vouches for: platform identity and its TCB."""
-
-    ppid: bytes
-    tcb_components: tuple[int, ...]
-    pce_svn: int
-    cpu_svn: bytes
-    pce_id: bytes
-    fmspc: bytes
-    sgx_type: int
-    platform_instance_id: bytes | None = None
-    dynamic_platform: bool = True
-    cached_keys: bool = True
-    smt_enabled: bool = True
-
-    def __post_init__(self) -> None:
-        sizes = {"ppid": 16, "cpu_svn": 16, "pce_id": 2, "fmspc": 6}
-        for name, size in sizes.items():
-            if len(getattr(self, name)) != size:
-                raise ValueError(f"{name} must be {size} bytes")
-        if len(self.tcb_components) != TCB_COMPONENT_COUNT or not all(
-            0 <= c <= 255 for c in self.tcb_components
-        ):
-            raise ValueError("tcb_components must be 16 values in 0..255")
-        if not 0 <= self.pce_svn <= 0xFFFF:
-            raise ValueError("pce_svn must be in 0..65535")
-        if self.sgx_type not in (0, 1, 2):
-            raise ValueError("sgx_type must be 0 (Standard), 1 (Scalable) or 2 (Scalable with Integrity)")
-        if self.platform_instance_id is not None and len(self.platform_instance_id) != 16:
-            raise ValueError("platform_instance_id must be 16 bytes")
-
-    def encode(self) -> bytes:
-        """The DER of the extension value (the OCTET STRING content of the X.509 extension)."""
-        base = SGX_EXTENSION_OID
-        tcb = f"{base}.2"
-        tcb_items = [
-            der.sequence(der.oid(f"{tcb}.{i + 1}"), der.integer(svn))
-            for i, svn in enumerate(self.tcb_components)
+def encode_sgx_extension(ext: PckExtension) -> bytes:
+    """The DER of the extension value (the OCTET STRING content of the X.509 extension)."""
+    tcb_items = [
+        der.sequence(der.oid(f"{OID_TCB}.{i + 1}"), der.integer(svn))
+        for i, svn in enumerate(ext.tcb_components)
+    ]
+    tcb_items.append(der.sequence(der.oid(OID_PCESVN), der.integer(ext.pce_svn)))
+    tcb_items.append(der.sequence(der.oid(OID_CPUSVN), der.octets(ext.cpu_svn)))
+    items = [
+        der.sequence(der.oid(OID_PPID), der.octets(ext.ppid)),
+        der.sequence(der.oid(OID_TCB), der.sequence(*tcb_items)),
+        der.sequence(der.oid(OID_PCEID), der.octets(ext.pce_id)),
+        der.sequence(der.oid(OID_FMSPC), der.octets(ext.fmspc)),
+        der.sequence(der.oid(OID_SGX_TYPE), der.enumerated(ext.sgx_type)),
+    ]
+    if ext.platform_instance_id is not None:
+        items.append(der.sequence(der.oid(OID_PLATFORM_INSTANCE_ID), der.octets(ext.platform_instance_id)))
+    if ext.configuration is not None:
+        oids = {
+            "dynamic_platform": OID_DYNAMIC_PLATFORM,
+            "cached_keys": OID_CACHED_KEYS,
+            "smt_enabled": OID_SMT_ENABLED,
+        }
+        flags = [
+            der.sequence(der.oid(oids[name]), der.boolean(value)) for name, value in ext.configuration.items()
         ]
-        tcb_items.append(der.sequence(der.oid(f"{tcb}.17"), der.integer(self.pce_svn)))
-        tcb_items.append(der.sequence(der.oid(f"{tcb}.18"), der.octets(self.cpu_svn)))
-        items = [
-            der.sequence(der.oid(f"{base}.1"), der.octets(self.ppid)),
-            der.sequence(der.oid(tcb), der.sequence(*tcb_items)),
-            der.sequence(der.oid(f"{base}.3"), der.octets(self.pce_id)),
-            der.sequence(der.oid(f"{base}.4"), der.octets(self.fmspc)),
-            der.sequence(der.oid(f"{base}.5"), der.enumerated(self.sgx_type)),
-        ]
-        if self.platform_instance_id is not None:
-            config = f"{base}.7"
-            items.append(der.sequence(der.oid(f"{base}.6"), der.octets(self.platform_instance_id)))
-            items.append(
-                der.sequence(
-                    der.oid(config),
-                    der.sequence(
-                        der.sequence(der.oid(f"{config}.1"), der.boolean(self.dynamic_platform)),
-                        der.sequence(der.oid(f"{config}.2"), der.boolean(self.cached_keys)),
-                        der.sequence(der.oid(f"{config}.3"), der.boolean(self.smt_enabled)),
-                    ),
-                )
-            )
-        return der.sequence(*items)
+        items.append(der.sequence(der.oid(OID_CONFIGURATION), der.sequence(*flags)))
+    return der.sequence(*items)

@@ -45,8 +45,9 @@ from attest.pki.collateral import (
     tcb_info_text,
 )
 from attest.pki.keys import KeySource, load_private_key_pem, private_key_pem
-from attest.pki.sgx_extension import SgxExtension
+from attest.pki.sgx_extension import SCALABLE_CONFIGURATION
 from attest.verify.collateral import TCB_STATUSES
+from attest.verify.pck import PckExtension
 
 FORMAT = "tdxsim-pki/1"
 MANIFEST = "pki.json"
@@ -282,7 +283,7 @@ def init_pki(directory: str | os.PathLike[str], options: PkiOptions | None = Non
     for index in range(opts.platforms):
         ppid = src.identifier(f"ppid:{index}", 16)
         scalable = opts.sgx_type != P.SGX_TYPE_STANDARD
-        extension = SgxExtension(
+        extension = PckExtension(
             ppid=ppid,
             tcb_components=P.SGX_TCB_COMPONENTS,
             pce_svn=P.PCESVN,
@@ -291,6 +292,7 @@ def init_pki(directory: str | os.PathLike[str], options: PkiOptions | None = Non
             fmspc=P.FMSPC,
             sgx_type=opts.sgx_type,
             platform_instance_id=src.identifier(f"platform-instance:{index}", 16) if scalable else None,
+            configuration=SCALABLE_CONFIGURATION if scalable else None,
         )
         leaf = ca.issue(
             subject=ca.name(ca.PCK_LEAF_CN),

@@ -1,7 +1,8 @@
 """PCK certificate SGX extension (OID 1.2.840.113741.1.13.1), attestation.md §6.
 
 Parses PPID, the 16 TCB component SVNs with PCESVN and CPUSVN, PCEID, FMSPC, SGX type, and the optional
-PlatformInstanceID / Configuration of Platform-CA-issued certificates.
+PlatformInstanceID / Configuration of Platform-CA-issued certificates. ``PckExtension`` is the one model of
+the extension: this module decodes into it and ``attest.pki.sgx_extension`` encodes it (the simulated PCS).
 """
 
 from __future__ import annotations
@@ -27,9 +28,36 @@ TCB_COMPONENT_COUNT = 16
 SGX_TYPES = {0: "Standard", 1: "Scalable", 2: "ScalableWithIntegrity"}
 
 
+OID_DYNAMIC_PLATFORM = OID_CONFIGURATION + ".1"
+OID_CACHED_KEYS = OID_CONFIGURATION + ".2"
+OID_SMT_ENABLED = OID_CONFIGURATION + ".3"
+
+
+@dataclass(frozen=True)
+class PckConfiguration:
+    """The Configuration item (``.7``) of Scalable platforms; each flag None when the certificate omits it."""
+
+    dynamic_platform: bool | None = None
+    cached_keys: bool | None = None
+    smt_enabled: bool | None = None
+
+    def items(self) -> tuple[tuple[str, bool], ...]:
+        """The flags present, as ``(name, value)`` in extension order."""
+        flags = (
+            ("dynamic_platform", self.dynamic_platform),
+            ("cached_keys", self.cached_keys),
+            ("smt_enabled", self.smt_enabled),
+        )
+        return tuple((name, value) for name, value in flags if value is not None)
+
+
 @dataclass(frozen=True)
 class PckExtension:
-    """The platform identity and TCB a PCK certificate vouches for."""
+    """The platform identity and TCB a PCK certificate vouches for.
+
+    Construction checks sizes and ranges (``ValueError``); the decoder checks the same before constructing, so
+    malformed certificates surface as ``CertificateChainError`` there.
+    """
 
     ppid: bytes
     tcb_components: tuple[int, ...]  # 16 SGX TCB component SVNs (.2.1–.2.16)
@@ -37,9 +65,25 @@ class PckExtension:
     cpu_svn: bytes
     pce_id: bytes
     fmspc: bytes
-    sgx_type: int
+    sgx_type: int  # SGX_TYPES
     platform_instance_id: bytes | None = None
-    configuration: tuple[tuple[str, bool], ...] = ()
+    configuration: PckConfiguration | None = None
+
+    def __post_init__(self) -> None:
+        sizes = {"ppid": 16, "cpu_svn": 16, "pce_id": 2, "fmspc": 6}
+        for name, size in sizes.items():
+            if len(getattr(self, name)) != size:
+                raise ValueError(f"{name} must be {size} bytes")
+        if len(self.tcb_components) != TCB_COMPONENT_COUNT or not all(
+            0 <= c <= 255 for c in self.tcb_components
+        ):
+            raise ValueError("tcb_components must be 16 values in 0..255")
+        if not 0 <= self.pce_svn <= 0xFFFF:
+            raise ValueError("pce_svn must be in 0..65535")
+        if self.sgx_type not in SGX_TYPES:
+            raise ValueError("sgx_type must be 0 (Standard), 1 (Scalable) or 2 (Scalable with Integrity)")
+        if self.platform_instance_id is not None and len(self.platform_instance_id) != 16:
+            raise ValueError("platform_instance_id must be 16 bytes")
 
 
 def _octets(tlv: der.Tlv, size: int, name: str) -> bytes:
@@ -73,13 +117,18 @@ def parse_sgx_extension(value: bytes) -> PckExtension:
     )
     if -1 in components or OID_PCESVN not in tcb or OID_CPUSVN not in tcb:
         raise CertificateChainError("malformed sgx extension: incomplete tcb")
-    config: list[tuple[str, bool]] = []
+    config: PckConfiguration | None = None
     if OID_CONFIGURATION in items and items[OID_CONFIGURATION].tag == der.TAG_SEQUENCE:
-        names = {"1": "dynamic_platform", "2": "cached_keys", "3": "smt_enabled"}
-        for oid, tlv in der.oid_value_pairs(items[OID_CONFIGURATION].value):
-            name = names.get(oid.rsplit(".", 1)[-1])
-            if name and tlv.tag == der.TAG_BOOLEAN and len(tlv.value) == 1:
-                config.append((name, tlv.value != b"\x00"))
+        flags = {
+            oid: tlv.value != b"\x00"
+            for oid, tlv in der.oid_value_pairs(items[OID_CONFIGURATION].value)
+            if tlv.tag == der.TAG_BOOLEAN and len(tlv.value) == 1
+        }
+        config = PckConfiguration(
+            dynamic_platform=flags.get(OID_DYNAMIC_PLATFORM),
+            cached_keys=flags.get(OID_CACHED_KEYS),
+            smt_enabled=flags.get(OID_SMT_ENABLED),
+        )
     pid = items.get(OID_PLATFORM_INSTANCE_ID)
     return PckExtension(
         ppid=_octets(items[OID_PPID], 16, "ppid"),
@@ -90,7 +139,7 @@ def parse_sgx_extension(value: bytes) -> PckExtension:
         fmspc=_octets(items[OID_FMSPC], 6, "fmspc"),
         sgx_type=_svn(items[OID_SGX_TYPE], "sgx type", 2),
         platform_instance_id=_octets(pid, 16, "platform instance id") if pid is not None else None,
-        configuration=tuple(config),
+        configuration=config,
     )
 
 

@@ -6,6 +6,7 @@ import argparse
 import hashlib
 import json
 import stat
+from dataclasses import replace
 from pathlib import Path
 
 import dcap_qvl
@@ -22,10 +23,16 @@ from attest.codec import decode_quote
 from attest.pki import PkiError, PkiOptions, init_pki, load_pck, load_pki
 from attest.pki import cli as pki_cli
 from attest.pki.der import integer
-from attest.pki.sgx_extension import SGX_EXTENSION_OID, SgxExtension
+from attest.pki.sgx_extension import SCALABLE_CONFIGURATION, encode_sgx_extension
 from attest.verify import parse_collateral
 from attest.verify.collateral import parse_qe_identity, parse_tcb_info
-from attest.verify.pck import pck_extension_of
+from attest.verify.pck import (
+    SGX_EXTENSION_OID,
+    PckConfiguration,
+    PckExtension,
+    parse_sgx_extension,
+    pck_extension_of,
+)
 from attest.verify.pki import load_crl, verify_raw_signature
 
 REAL_QUOTES = [
@@ -46,22 +53,58 @@ def test_sgx_extension_encoder_reproduces_real_pck_leaf_der(name: str) -> None:
     leaf = x509.load_pem_x509_certificate(leaf_pem)
     real = leaf.extensions.get_extension_for_oid(x509.ObjectIdentifier(SGX_EXTENSION_OID)).value
     assert isinstance(real, x509.UnrecognizedExtension)
-    parsed = pck_extension_of(leaf)
-    config = dict(parsed.configuration)
-    rebuilt = SgxExtension(
-        ppid=parsed.ppid,
-        tcb_components=parsed.tcb_components,
-        pce_svn=parsed.pce_svn,
-        cpu_svn=parsed.cpu_svn,
-        pce_id=parsed.pce_id,
-        fmspc=parsed.fmspc,
-        sgx_type=parsed.sgx_type,
-        platform_instance_id=parsed.platform_instance_id,
-        dynamic_platform=config.get("dynamic_platform", True),
-        cached_keys=config.get("cached_keys", True),
-        smt_enabled=config.get("smt_enabled", True),
-    )
-    assert rebuilt.encode() == real.value
+    # One model: the decoder's value is the encoder's input, and re-encoding gives Intel's bytes.
+    assert encode_sgx_extension(pck_extension_of(leaf)) == real.value
+
+
+_EXTENSION = PckExtension(
+    ppid=bytes(range(16)),
+    tcb_components=tuple(range(16)),
+    pce_svn=0x1234,
+    cpu_svn=bytes(range(16, 32)),
+    pce_id=P.PCEID,
+    fmspc=P.FMSPC,
+    sgx_type=0,
+)
+
+
+@pytest.mark.parametrize(
+    "ext",
+    [
+        _EXTENSION,
+        replace(
+            _EXTENSION, sgx_type=1, platform_instance_id=b"\x07" * 16, configuration=SCALABLE_CONFIGURATION
+        ),
+        replace(
+            _EXTENSION,
+            sgx_type=2,
+            platform_instance_id=b"\x07" * 16,
+            configuration=PckConfiguration(dynamic_platform=False, smt_enabled=True),
+        ),
+    ],
+    ids=["standard", "scalable", "partial-configuration"],
+)
+def test_sgx_extension_encode_then_decode_is_identity(ext: PckExtension) -> None:
+    assert parse_sgx_extension(encode_sgx_extension(ext)) == ext
+
+
+def test_partial_configuration_encodes_only_the_flags_present() -> None:
+    ext = replace(_EXTENSION, sgx_type=1, configuration=PckConfiguration(cached_keys=False))
+    assert ext.configuration is not None and ext.configuration.items() == (("cached_keys", False),)
+    oid7 = "060a2a864886f84d010d0107"  # 1.2.840.113741.1.13.1.7
+    oid72 = "060b2a864886f84d010d010702"  # .7.2 cachedKeys
+    configuration = "3020" + oid7 + "3012" + "3010" + oid72 + "010100"
+    encoded = encode_sgx_extension(ext).hex()
+    assert encoded.endswith("0a0101" + configuration)  # right after SGX type 1, no PlatformInstanceID
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("ppid", b"\x00" * 15), ("tcb_components", (256,) * 16), ("pce_svn", 0x10000), ("sgx_type", 3)],
+)
+def test_pck_extension_rejects_out_of_range_fields(field: str, value: object) -> None:
+    with pytest.raises(ValueError, match=field):
+        replace(_EXTENSION, **{field: value})  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -126,7 +169,7 @@ def test_scalable_sgx_type_adds_platform_instance_and_configuration(tmp_path: Pa
     ext = pck_extension_of(pki.platform(0).certificate)
     assert ext.sgx_type == 1
     assert ext.platform_instance_id is not None and len(ext.platform_instance_id) == 16
-    assert dict(ext.configuration) == {"dynamic_platform": True, "cached_keys": True, "smt_enabled": True}
+    assert ext.configuration == PckConfiguration(dynamic_platform=True, cached_keys=True, smt_enabled=True)
 
 
 def test_tcb_info_and_qe_identity_are_intel_format_and_signed_over_exact_text(tmp_path: Path) -> None:
