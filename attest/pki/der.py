@@ -2,17 +2,19 @@
 
 Only the universal types the extension uses: SEQUENCE, OBJECT IDENTIFIER, INTEGER, ENUMERATED, OCTET STRING,
 BOOLEAN, with definite lengths in the shortest form (X.690 §8.1.3, §10.1). The reader counterpart is
-``attest.verify.der``.
+``attest.verify.der``, which also defines the tag numbers both use.
 """
 
 from __future__ import annotations
 
-TAG_BOOLEAN = 0x01
-TAG_INTEGER = 0x02
-TAG_OCTET_STRING = 0x04
-TAG_OID = 0x06
-TAG_ENUMERATED = 0x0A
-TAG_SEQUENCE = 0x30
+from attest.verify.der import (
+    TAG_BOOLEAN,
+    TAG_ENUMERATED,
+    TAG_INTEGER,
+    TAG_OCTET_STRING,
+    TAG_OID,
+    TAG_SEQUENCE,
+)
 
 
 def length(n: int) -> bytes:

@@ -2,7 +2,8 @@
 
 Only what the extension uses: definite lengths, SEQUENCE, OBJECT IDENTIFIER, INTEGER, ENUMERATED, OCTET
 STRING, BOOLEAN. Every overrun or unsupported encoding raises ``CertificateChainError`` (the extension is part
-of the PCK certificate); nothing else escapes.
+of the PCK certificate); nothing else escapes. The ``TAG_*`` numbers (X.690 universal tags) are defined here
+once; the encoder ``attest.pki.der`` imports them.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import hashlib
 import json
 import stat
@@ -18,12 +19,15 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
+import attest
 from attest import platform as P
 from attest.codec import decode_quote
 from attest.pki import PkiError, PkiOptions, init_pki, load_pck, load_pki
 from attest.pki import cli as pki_cli
+from attest.pki import der as writer
 from attest.pki.der import integer
 from attest.pki.sgx_extension import SCALABLE_CONFIGURATION, encode_sgx_extension
+from attest.verify import der as reader
 from attest.verify import parse_collateral
 from attest.verify.collateral import parse_qe_identity, parse_tcb_info
 from attest.verify.pck import (
@@ -112,6 +116,33 @@ def test_pck_extension_rejects_out_of_range_fields(field: str, value: object) ->
 )
 def test_der_integer_is_minimal_twos_complement(value: int, der: str) -> None:
     assert integer(value).hex() == der
+
+
+def test_der_tag_numbers_are_defined_once_and_shared_by_encoder_and_reader() -> None:
+    definitions: dict[str, list[str]] = {}
+    for path in sorted(Path(attest.__file__).parent.rglob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            targets = node.targets if isinstance(node, ast.Assign) else []
+            for target in targets:
+                if isinstance(target, ast.Name) and target.id.startswith("TAG_"):
+                    definitions.setdefault(target.id, []).append(path.name)
+    assert {name: where for name, where in definitions.items() if len(where) > 1} == {}
+    # The encoder's bytes carry the reader's tags.
+    encoded = [
+        writer.boolean(True),
+        writer.integer(5),
+        writer.octets(b"x"),
+        writer.oid("1.2.3"),
+        writer.enumerated(1),
+    ]
+    assert [t.tag for t in reader.read_tlvs(b"".join(encoded))] == [
+        reader.TAG_BOOLEAN,
+        reader.TAG_INTEGER,
+        reader.TAG_OCTET_STRING,
+        reader.TAG_OID,
+        reader.TAG_ENUMERATED,
+    ]
+    assert reader.read_tlvs(writer.sequence())[0].tag == reader.TAG_SEQUENCE == 0x30
 
 
 def test_hierarchy_names_say_simulated_and_chain_like_intels(tmp_path: Path) -> None:
