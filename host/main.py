@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         stop.set()
 
     try:
-        server, port, health = create_server(args.listen, platform, on_host_crash)
+        server, port, health = create_server(args.listen, platform.vmm, on_host_crash)
     except (OSError, RuntimeError) as err:
         print(f"tdxsim host: cannot listen on {args.listen}: {err}", file=sys.stderr)
         return 2

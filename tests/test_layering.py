@@ -58,3 +58,14 @@ def test_untrusted_host_code_never_imports_keys_or_the_memory_controller(package
 def test_vmm_reaches_memory_only_through_kvm() -> None:
     bad = [(f, m) for f, m, _ in imports_of("host/vmm") if m in ("host.tdx.module", "host.tdx.hostbus")]
     assert bad == []
+
+
+def test_grpc_layer_gets_the_vmm_not_the_machine() -> None:
+    # The servicers translate requests for the VMM; they never hold the platform (and with it the
+    # memory controller) nor call the TDX module.
+    bad = [
+        (f, m)
+        for f, m, _ in imports_of("host/rpc")
+        if m in ("host.platform", "host.tdx.module", "host.tdx.hostbus", "host.kvm.kvm")
+    ]
+    assert bad == []

@@ -32,6 +32,7 @@ class Kvm:
         self._mm = mm
         self.legacy = legacy
         info = module.tdh_sys_info()
+        self.integrity = info.integrity
         self.keyids_total = info.keyid_count
         self._free_hkids = list(range(info.keyid_first + info.keyid_count - 1, info.keyid_first - 1, -1))
         self._next_vm = 1
@@ -39,6 +40,10 @@ class Kvm:
     @property
     def keyids_free(self) -> int:
         return len(self._free_hkids)
+
+    def poisoned_lines(self) -> int:
+        """Lines the memory controller reports poisoned (machine-check records, as the kernel logs them)."""
+        return self._module.poisoned_lines
 
     def create_vm(self, vm_type: int) -> KvmVm:
         if vm_type != KVM_X86_TDX_VM:

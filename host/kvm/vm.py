@@ -147,6 +147,13 @@ class KvmVm:
     def shared_bit(self) -> int:
         return self.params.shared_bit
 
+    def td_state(self) -> tuple[str, str]:
+        """(TDR lifecycle, TDCS OP_STATE) names, read from the module (TDH.MNG.RD of non-secret fields)."""
+        if self.tdr_pa < 0:
+            return "", ""
+        td = self._module.td_summary(self.tdr_pa)
+        return td.lifecycle.name, td.op_state.name
+
     # ---- guest_memfd and memslots -------------------------------------------------------
     def create_guest_memfd(self, fd: int, size: int, flags: int) -> GuestMemfd:
         GuestMemfd.check_create(size, flags)

@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator
 
 import grpc
 
-from host.platform import Platform
 from host.rpc.errors import translate
 from host.tdx.vcpu import (
     Accept,
@@ -27,6 +26,7 @@ from host.tdx.vcpu import (
     TdVmCallResult,
 )
 from host.vmm.errors import Refusal, VmmError
+from host.vmm.vmm import Vmm
 from tdxsim.v1 import guest_pb2, guest_pb2_grpc
 
 #: Bytes one request may move (the channels allow 64 MiB messages).
@@ -83,8 +83,8 @@ def _batch_bytes(ops: list[GuestOp]) -> int:
 
 
 class GuestServicer(guest_pb2_grpc.TdGuestServiceServicer):
-    def __init__(self, platform: Platform, on_host_crash: Callable[[str], None]) -> None:
-        self._vmm = platform.vmm
+    def __init__(self, vmm: Vmm, on_host_crash: Callable[[str], None]) -> None:
+        self._vmm = vmm
         self.on_host_crash = on_host_crash
 
     def _run(self, context: grpc.ServicerContext, td_id: int, ops: list[GuestOp]) -> list[object]:
@@ -159,8 +159,7 @@ class GuestServicer(guest_pb2_grpc.TdGuestServiceServicer):
 
     @translate
     def _attach_check(self, request: guest_pb2.AttachRequest, context: grpc.ServicerContext) -> None:
-        with self._vmm.locked():
-            self._vmm.authenticate(request.td_id, bearer(context))
+        self._vmm.attach(request.td_id, bearer(context))
 
     def _attach(
         self, request: guest_pb2.AttachRequest, context: grpc.ServicerContext

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 from collections.abc import Callable, Iterator
 
 import grpc
 
-from host.platform import Platform
-from host.rpc.errors import translate
+from host.rpc.errors import abort_for, translate
 from host.tdx.measure import MR_SIZE
 from host.tdx.td import TdParams
+from host.vmm.errors import VmmError
 from host.vmm.events import Event as VmmEvent
+from host.vmm.vmm import Vmm
 from tdxsim.v1 import host_pb2, host_pb2_grpc
 
 MAX_HOST_ACCESS = 16 << 20
@@ -38,9 +40,8 @@ def td_params(request: host_pb2.CreateTdRequest | host_pb2.TdImage) -> TdParams:
 
 
 class HostServicer(host_pb2_grpc.HostServiceServicer):
-    def __init__(self, platform: Platform, on_host_crash: Callable[[str], None]) -> None:
-        self._platform = platform
-        self._vmm = platform.vmm
+    def __init__(self, vmm: Vmm, on_host_crash: Callable[[str], None]) -> None:
+        self._vmm = vmm
         self.on_host_crash = on_host_crash
 
     @translate
@@ -97,24 +98,20 @@ class HostServicer(host_pb2_grpc.HostServiceServicer):
     def ListTds(
         self, request: host_pb2.ListTdsRequest, context: grpc.ServicerContext
     ) -> host_pb2.ListTdsResponse:
-        tds = []
-        with self._vmm.locked():
-            for handle in self._vmm.tds():
-                vm = handle.vm
-                info = self._platform.module.td_summary(vm.tdr_pa) if vm.tdr_pa >= 0 else None
-                tds.append(
-                    host_pb2.TdInfo(
-                        td_id=handle.td_id,
-                        name=handle.name,
-                        hkid=vm.hkid,
-                        lifecycle=info.lifecycle.name if info else "",
-                        op_state=info.op_state.name if info else "",
-                        dead=bool(vm.dead),
-                        dead_reason=vm.dead,
-                        private_pages=len(vm.private_map),
-                        attributes=vm.params.attributes,
-                    )
-                )
+        tds = [
+            host_pb2.TdInfo(
+                td_id=td.td_id,
+                name=td.name,
+                hkid=td.hkid,
+                lifecycle=td.lifecycle,
+                op_state=td.op_state,
+                dead=bool(td.dead),
+                dead_reason=td.dead,
+                private_pages=td.private_pages,
+                attributes=td.attributes,
+            )
+            for td in self._vmm.td_statuses()
+        ]
         return host_pb2.ListTdsResponse(tds=tds)
 
     @translate
@@ -183,29 +180,16 @@ class HostServicer(host_pb2_grpc.HostServiceServicer):
     def GetStats(
         self, request: host_pb2.GetStatsRequest, context: grpc.ServicerContext
     ) -> host_pb2.GetStatsResponse:
-        vmm = self._vmm
-        with vmm.locked():
-            kvm = vmm.kvm
-            tds = vmm.tds()
-            return host_pb2.GetStatsResponse(
-                memory_mode=self._platform.config.memory_mode,
-                integrity=self._platform.config.integrity,
-                tds=len(tds),
-                keyids_total=kvm.keyids_total,
-                keyids_free=kvm.keyids_free,
-                phys_pages_total=kvm.pages.total,
-                phys_pages_free=kvm.pages.free_pages,
-                private_pages=sum(len(h.vm.private_map) for h in tds),
-                poisoned_lines=self._platform.module.poisoned_lines,
-                exits=sum(h.vm.exits for h in tds),
-                conversions=vmm.conversions,
-            )
+        return host_pb2.GetStatsResponse(**dataclasses.asdict(self._vmm.stats()))
 
     def WatchEvents(
         self, request: host_pb2.WatchEventsRequest, context: grpc.ServicerContext
     ) -> Iterator[host_pb2.Event]:
         events = self._vmm.events
-        q = events.watch()
+        try:
+            q = events.watch()
+        except VmmError as err:
+            abort_for(context, err)
         context.add_callback(lambda: q.put(None))
         yield host_pb2.Event(kind=host_pb2.Event.KIND_WATCH_STARTED, td_id=request.td_id)
         try:

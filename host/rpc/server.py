@@ -10,9 +10,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from host.platform import Platform
 from host.rpc.guest_service import GuestServicer
 from host.rpc.host_service import HostServicer
+from host.vmm.events import MAX_WATCHERS
+from host.vmm.vmm import Vmm
 from tdxsim.v1 import guest_pb2, guest_pb2_grpc, host_pb2, host_pb2_grpc
 
 MAX_MESSAGE = 64 << 20
@@ -23,16 +24,16 @@ CHANNEL_OPTIONS = [
 
 
 def create_server(
-    address: str, platform: Platform, on_host_crash: Callable[[str], None], *, max_workers: int = 16
+    address: str, vmm: Vmm, on_host_crash: Callable[[str], None], *, max_workers: int = 16
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
     """Build and start the server; returns it, the bound port and its health servicer.
 
     Every attached guest's lifeline stream (``Attach``) holds one worker thread for the TD's life, so
     the pool has one per possible TD (one per TDX KeyID) on top of ``max_workers`` for requests."""
-    workers = max_workers + platform.vmm.kvm.keyids_total
+    workers = max_workers + vmm.kvm.keyids_total + MAX_WATCHERS
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=CHANNEL_OPTIONS)
-    host_pb2_grpc.add_HostServiceServicer_to_server(HostServicer(platform, on_host_crash), server)
-    guest_pb2_grpc.add_TdGuestServiceServicer_to_server(GuestServicer(platform, on_host_crash), server)
+    host_pb2_grpc.add_HostServiceServicer_to_server(HostServicer(vmm, on_host_crash), server)
+    guest_pb2_grpc.add_TdGuestServiceServicer_to_server(GuestServicer(vmm, on_host_crash), server)
     health_servicer = health.HealthServicer(
         experimental_non_blocking=True, experimental_thread_pool=futures.ThreadPoolExecutor(max_workers=2)
     )

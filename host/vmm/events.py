@@ -9,6 +9,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from host.vmm.errors import Refusal, VmmError
+
 
 class EventKind(enum.IntEnum):
     TD_CREATED = 1
@@ -34,17 +36,28 @@ class Event:
     time: float = field(default_factory=time.time)
 
 
+#: Concurrent watchers a host serves; each holds a server thread while it watches.
+MAX_WATCHERS = 8
+
+
 class EventBus:
     """Bounded per-watcher queues; a slow watcher loses its oldest events, never blocks the host."""
 
-    def __init__(self, depth: int = 4096) -> None:
+    def __init__(self, depth: int = 4096, max_watchers: int = MAX_WATCHERS) -> None:
         self._depth = depth
+        self._max_watchers = max_watchers
         self._lock = threading.Lock()
         self._watchers: list[queue.Queue[Event | None]] = []
 
     def watch(self) -> queue.Queue[Event | None]:
         q: queue.Queue[Event | None] = queue.Queue(self._depth)
         with self._lock:
+            if len(self._watchers) >= self._max_watchers:
+                raise VmmError(
+                    Refusal.RESOURCE_EXHAUSTED,
+                    "TOO_MANY_WATCHERS",
+                    f"{self._max_watchers} event feeds are open already; close one first",
+                )
             self._watchers.append(q)
         return q
 

@@ -49,6 +49,33 @@ GET_QUOTE_ERROR = 0x8000_0000_0000_0000
 GET_QUOTE_QGS_UNAVAILABLE = 0x8000_0000_0000_0001
 
 
+@dataclass(frozen=True)
+class TdStatus:
+    td_id: int
+    name: str
+    hkid: int
+    lifecycle: str
+    op_state: str
+    dead: str
+    private_pages: int
+    attributes: int
+
+
+@dataclass(frozen=True)
+class HostStats:
+    memory_mode: str
+    integrity: bool
+    tds: int
+    keyids_total: int
+    keyids_free: int
+    phys_pages_total: int
+    phys_pages_free: int
+    private_pages: int
+    poisoned_lines: int
+    exits: int
+    conversions: int
+
+
 @dataclass
 class TdHandle:
     td_id: int
@@ -62,6 +89,8 @@ class TdHandle:
     conversions: int = 0
     #: Bearer credential that binds a guest to this one TD.
     credential: str = field(default_factory=lambda: secrets.token_hex(32))
+    #: A guest holds this TD's lifeline (Attach): when it lets go, the TD is destroyed.
+    attached: bool = False
 
 
 class Vmm:
@@ -102,6 +131,43 @@ class Vmm:
 
     def tds(self) -> list[TdHandle]:
         return list(self._tds.values())
+
+    def td_statuses(self) -> list[TdStatus]:
+        with self.locked():
+            out = []
+            for handle in self._tds.values():
+                vm = handle.vm
+                lifecycle, op_state = vm.td_state()
+                out.append(
+                    TdStatus(
+                        handle.td_id,
+                        handle.name,
+                        vm.hkid,
+                        lifecycle,
+                        op_state,
+                        vm.dead,
+                        len(vm.private_map),
+                        vm.params.attributes,
+                    )
+                )
+            return out
+
+    def stats(self) -> HostStats:
+        with self.locked():
+            kvm, tds = self._kvm, list(self._tds.values())
+            return HostStats(
+                memory_mode="legacy" if self.legacy else "gmem",
+                integrity=kvm.integrity,
+                tds=len(tds),
+                keyids_total=kvm.keyids_total,
+                keyids_free=kvm.keyids_free,
+                phys_pages_total=kvm.pages.total,
+                phys_pages_free=kvm.pages.free_pages,
+                private_pages=sum(len(h.vm.private_map) for h in tds),
+                poisoned_lines=kvm.poisoned_lines(),
+                exits=sum(h.vm.exits for h in tds),
+                conversions=self.conversions,
+            )
 
     def authenticate(self, td_id: int, credential: str) -> None:
         """The caller speaks for TD ``td_id`` only with that TD's credential."""
@@ -186,15 +252,25 @@ class Vmm:
     def exists(self, td_id: int) -> bool:
         return td_id in self._tds
 
+    def attach(self, td_id: int, credential: str) -> None:
+        """Take the TD's lifeline; there is one per TD."""
+        with self.locked():
+            self.authenticate(td_id, credential)
+            handle = self.td(td_id)
+            if handle.attached:
+                raise VmmError(
+                    Refusal.ALREADY_EXISTS, "LIFELINE_HELD", f"a guest already holds TD {td_id}'s lifeline"
+                )
+            handle.attached = True
+
     def detach(self, td_id: int) -> None:
         """The guest holding this TD's lifeline went away: tear the TD down, as a VMM does when
         its guest's process dies."""
         with self._lock:
             if td_id in self._tds:
-                self.events.publish(Event(EventKind.TD_DESTROYED, td_id, detail="guest detached"))
-                self.destroy_td(td_id)
+                self.destroy_td(td_id, why="guest detached")
 
-    def destroy_td(self, td_id: int) -> tuple[int, int]:
+    def destroy_td(self, td_id: int, why: str = "destroyed") -> tuple[int, int]:
         with self._lock:
             handle = self.td(td_id)
             hkid = handle.vm.hkid
@@ -202,7 +278,9 @@ class Vmm:
             for hva in handle.user_maps.values():
                 self._mm.munmap(hva)
             del self._tds[td_id]
-            self.events.publish(Event(EventKind.TD_DESTROYED, td_id, detail=f"{reclaimed} pages reclaimed"))
+            self.events.publish(
+                Event(EventKind.TD_DESTROYED, td_id, detail=f"{why}: {reclaimed} pages reclaimed")
+            )
             return reclaimed, hkid
 
     # ---- guest_memfd / memslots / attributes --------------------------------------------

@@ -246,3 +246,29 @@ def test_host_keeps_answering_with_a_lifeline_attached_for_every_keyid(
     while admin.GetStats(host_pb2.GetStatsRequest(), timeout=5).tds and time.monotonic() < deadline:
         time.sleep(0.1)
     assert admin.GetStats(host_pb2.GetStatsRequest(), timeout=5).keyids_free == 24
+
+
+def test_one_lifeline_per_td_and_a_bounded_number_of_event_feeds(
+    host_factory: Callable[..., HostProcess],
+) -> None:
+    host = host_factory()
+    admin = host_pb2_grpc.HostServiceStub(host.channel)
+    td = admin.CreateTd(host_pb2.CreateTdRequest(), timeout=10)
+    guest = guest_pb2_grpc.TdGuestServiceStub(td_channel(host.channel, td.credential))
+    first = guest.Attach(guest_pb2.AttachRequest(td_id=td.td_id), timeout=30)
+    assert next(first).detail.startswith("attached")
+    second = guest.Attach(guest_pb2.AttachRequest(td_id=td.td_id), timeout=30)
+    with pytest.raises(grpc.RpcError) as held:
+        next(second)
+    assert held.value.code() is grpc.StatusCode.ALREADY_EXISTS
+    feeds = [admin.WatchEvents(host_pb2.WatchEventsRequest(all_tds=True), timeout=30) for _ in range(8)]
+    for feed in feeds:
+        assert next(feed).kind == host_pb2.Event.KIND_WATCH_STARTED
+    with pytest.raises(grpc.RpcError) as too_many:
+        next(admin.WatchEvents(host_pb2.WatchEventsRequest(all_tds=True), timeout=30))
+    assert too_many.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert error_info(too_many.value).reason == "TOO_MANY_WATCHERS"
+    assert admin.GetStats(host_pb2.GetStatsRequest(), timeout=5).tds == 1  # still answering
+    for feed in feeds:
+        feed.cancel()
+    first.cancel()
