@@ -7,18 +7,21 @@ import sys
 from collections.abc import Sequence
 
 DESCRIPTION = """\
-tdxsim simulates an Intel TDX machine as separate processes talking gRPC.
+tdxsim simulates an Intel TDX machine as separate processes talking gRPC (make demo shows all of them).
 
-  tdxsim host --listen 127.0.0.1:0          run a host (KVM + VMM + TDX module); prints its address
+  tdxsim pki init DIR                       create a simulated Intel PCS (never Intel's root)
+  tdxsim host --listen 127.0.0.1:0 [--pki DIR]
+                                            run a host (KVM + VMM + TDX module + quoting enclave)
   tdxsim verifier --listen 127.0.0.1:0 --db v.db --root DIR/root_ca.pem --collateral DIR/collateral.json
                                             run the verifier: nonces, DCAP checks, policy, tokens, secrets
-  tdxsim pki init DIR                       create a simulated Intel PCS (never Intel's root)
-  tdxsim host --pki DIR ...                 a host whose quoting enclave signs with a PCK from DIR
-  tdxsim quote verify QUOTE --collateral JSON [--at UNIX] [--root PEM]
-                                            verify a DCAP quote (real or simulated) offline
   tdxsim guest --host ADDR --image IMG.json [run SCRIPT]
                                             launch a TD from an image and run its guest (a workload)
-  tdxsim bench memory|guest [--json FILE]   measure the engine and conversions, or the guest path
+  tdxsim guest --image IMG.json mrtd        the MRTD a TD from this image will have (offline)
+  tdxsim quote inspect QUOTE                decode a DCAP quote
+  tdxsim quote verify QUOTE --collateral JSON [--at UNIX] [--root PEM] [--policy FILE]
+                                            verify (and appraise) a DCAP quote, real or simulated, offline
+  tdxsim bench memory|guest|verify [--json FILE]
+                                            speed as ratios against limits measured in the same run
 
 Every command takes --help.
 """
