@@ -1,7 +1,10 @@
 """``tdxsim quote inspect|verify``: offline use of the quote codec and the DCAP verifier.
 
 Exit codes (as go-tdx-guest's ``check``): 0 accepted (or inspected), 1 rejected, 2 unusable input
-or arguments. ``--json`` prints one JSON object for scripts.
+or arguments. Unusable input includes malformed collateral (any member that does not parse or has the wrong
+shape, as ``attest.verify.collateral.parse_collateral`` decides); collateral that is well formed but fails
+verification (signature, chain, expiry, revocation) is a rejection. ``--json`` prints one JSON object for
+scripts (``verdict`` ``accepted``, ``rejected`` or ``unusable``).
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="verify a quote with DCAP collateral",
         description="Verify a TDX DCAP quote in Intel's step order (header, collateral signatures and "
         "windows, CRLs, PCK chain to a trust anchor, QE report and identity, quote signature, TCB level). "
-        "Exit 0 accepted, 1 rejected, 2 unusable input.",
+        "Exit 0 accepted, 1 rejected (including collateral that fails its signature, chain or validity "
+        "window), 2 unusable input (unreadable files, malformed quote, collateral or policy).",
     )
     verify.add_argument("file", type=Path, help="quote file")
     verify.add_argument("--collateral", type=Path, required=True, help="dcap-qvl QuoteCollateralV3 JSON")

@@ -91,6 +91,59 @@ def test_quote_verify_garbage_exits_2_with_a_clear_message(tmp_path: Path) -> No
     assert "truncated" in result.stderr and "Traceback" not in result.stderr
 
 
+def _v4_with(tmp_path: Path, **members: str) -> Path:
+    doc = json.loads((VECTORS / "tdx_v4_collateral.json").read_text())
+    doc.update(members)
+    path = tmp_path / "collateral.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def _verify_v4(collateral: Path, at: int | None = None) -> subprocess.CompletedProcess[str]:
+    expected = json.loads((VECTORS / "expected.json").read_text())["tdx_v4_quote.bin"]
+    at_unix = expected["verify_at_unix"] if at is None else at
+    return tdxsim(
+        "quote", "verify", str(VECTORS / "tdx_v4_quote.bin"),
+        "--collateral", str(collateral), "--at", str(at_unix), "--json",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("member", "value", "message"),
+    [
+        ("tcb_info", "not json", "tcb info is not json"),
+        ("qe_identity", "not json", "qe identity is not json"),
+        ("tcb_info", '{"id": "TDX", "version": 3}', "malformed tcb info"),
+        ("pck_crl", "zz", "pck_crl is not hex"),
+        ("root_ca_crl", "00", "root_ca_crl is not a der crl"),
+        ("tcb_info_issuer_chain", "no pem here", "tcb_info_issuer_chain is not a pem certificate chain"),
+    ],
+    ids=["tcb-info-text", "qe-identity-text", "tcb-info-shape", "crl-hex", "crl-der", "issuer-chain"],
+)
+def test_quote_verify_unusable_collateral_exits_2(
+    tmp_path: Path, member: str, value: str, message: str
+) -> None:
+    result = _verify_v4(_v4_with(tmp_path, **{member: value}))
+    assert result.returncode == 2
+    out = json.loads(result.stdout)
+    assert out["verdict"] == "unusable" and message in out["error"]
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_quote_verify_well_formed_but_failing_collateral_exits_1(tmp_path: Path) -> None:
+    doc = json.loads((VECTORS / "tdx_v4_collateral.json").read_text())
+    resigned = doc["tcb_info"].replace('"tcbType":0', '"tcbType": 0')  # same JSON value, other bytes
+    assert resigned != doc["tcb_info"]
+    bad_signature = _verify_v4(_v4_with(tmp_path, tcb_info=resigned))
+    assert bad_signature.returncode == 1
+    out = json.loads(bad_signature.stdout)
+    assert (out["verdict"], out["error"]) == ("rejected", "collateral: tcbinfo signature is invalid")
+    expired = _verify_v4(VECTORS / "tdx_v4_collateral.json", at=4_102_444_800)  # 2100-01-01
+    assert expired.returncode == 1
+    out = json.loads(expired.stdout)
+    assert (out["verdict"], out["error"]) == ("rejected", "collateral: tcbinfo expired")
+
+
 def test_builtin_intel_root_has_intels_fingerprint() -> None:
     import hashlib
 

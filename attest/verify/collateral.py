@@ -4,6 +4,11 @@ The TCB Info and QE Identity signatures cover the exact text of the inner JSON o
 verbatim (``tcb_info_text``/``qe_identity_text``) and parsed separately; nothing is re-serialised. When a
 field holds a JSON object instead of its text (Intel PCS responses embedded as objects), ``slice_json_member``
 cuts the member's exact source text out of the document.
+
+``parse_collateral`` shape-checks every member up front (JSON, hex, PEM chains that parse, DER CRLs that
+parse, TCB Info and QE Identity of the right id/version with every field well-formed) and raises
+``CollateralError`` for unusable collateral; what it returns can still fail verification (signatures, chains,
+validity windows, revocation), which only ``attest.verify.verifier`` decides.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+from cryptography import x509
 
 from attest.errors import CollateralError
 
@@ -123,8 +130,32 @@ def _hex(doc: dict[str, Any], key: str, size: int | None = None) -> bytes:
     return out
 
 
+def _pem_chain(doc: dict[str, Any], key: str) -> str:
+    value = doc[key]
+    if not isinstance(value, str):
+        raise CollateralError(f"{key} must be a pem string")
+    try:
+        x509.load_pem_x509_certificates(value.encode())
+    except ValueError as exc:
+        raise CollateralError(f"{key} is not a pem certificate chain: {exc}") from None
+    return value
+
+
+def _der_crl(doc: dict[str, Any], key: str) -> bytes:
+    der = _hex(doc, key)
+    try:
+        x509.load_der_x509_crl(der)
+    except ValueError:
+        raise CollateralError(f"{key} is not a der crl") from None
+    return der
+
+
 def parse_collateral(text: str) -> Collateral:
-    """Parse dcap-qvl ``QuoteCollateralV3`` JSON text (field names of attestation.md §9)."""
+    """Parse dcap-qvl ``QuoteCollateralV3`` JSON text (field names of attestation.md §9).
+
+    Every member is checked for shape here (``CollateralError``: the collateral is unusable), so a
+    ``Collateral`` only fails verification for what verification decides (signature, chain, time, revocation).
+    """
     try:
         doc = json.loads(text)
     except ValueError as exc:
@@ -138,17 +169,16 @@ def parse_collateral(text: str) -> Collateral:
     for key in ("tcb_info", "qe_identity"):
         value = doc[key]
         signed[key] = value if isinstance(value, str) else slice_json_member(text, key)
-    for key in ("pck_crl_issuer_chain", "tcb_info_issuer_chain", "qe_identity_issuer_chain"):
-        if not isinstance(doc[key], str):
-            raise CollateralError(f"{key} must be a pem string")
+    parse_tcb_info(signed["tcb_info"])
+    parse_qe_identity(signed["qe_identity"])
     return Collateral(
-        pck_crl_issuer_chain=doc["pck_crl_issuer_chain"],
-        root_ca_crl=_hex(doc, "root_ca_crl"),
-        pck_crl=_hex(doc, "pck_crl"),
-        tcb_info_issuer_chain=doc["tcb_info_issuer_chain"],
+        pck_crl_issuer_chain=_pem_chain(doc, "pck_crl_issuer_chain"),
+        root_ca_crl=_der_crl(doc, "root_ca_crl"),
+        pck_crl=_der_crl(doc, "pck_crl"),
+        tcb_info_issuer_chain=_pem_chain(doc, "tcb_info_issuer_chain"),
         tcb_info_text=signed["tcb_info"],
         tcb_info_signature=_hex(doc, "tcb_info_signature", 64),
-        qe_identity_issuer_chain=doc["qe_identity_issuer_chain"],
+        qe_identity_issuer_chain=_pem_chain(doc, "qe_identity_issuer_chain"),
         qe_identity_text=signed["qe_identity"],
         qe_identity_signature=_hex(doc, "qe_identity_signature", 64),
     )

@@ -191,6 +191,39 @@ def test_tampered_tcb_info_text_fails_its_signature() -> None:
     assert (err.value.step, str(err.value)) == ("collateral", "tcbinfo signature is invalid")
 
 
+COLLATERAL_MEMBERS = [
+    "pck_crl_issuer_chain",
+    "root_ca_crl",
+    "pck_crl",
+    "tcb_info_issuer_chain",
+    "tcb_info",
+    "tcb_info_signature",
+    "qe_identity_issuer_chain",
+    "qe_identity",
+    "qe_identity_signature",
+]
+
+
+@pytest.mark.parametrize("junk", ["", "zz", "00", "not json", "{}", '{"id": "TDX"}', 5, None, [], {}])
+@pytest.mark.parametrize("member", COLLATERAL_MEMBERS)
+def test_every_malformed_collateral_member_is_a_collateral_error_at_parse_time(
+    member: str, junk: object
+) -> None:
+    """Unusable collateral is refused by ``parse_collateral`` itself, never later as a verification step."""
+    doc = json.loads(read_collateral("tdx_v4_quote.bin"))
+    doc[member] = junk
+    with pytest.raises(CollateralError) as err:
+        parse_collateral(json.dumps(doc))
+    assert type(err.value) is CollateralError and err.value.step is None
+
+
+def test_well_formed_tcb_info_of_the_wrong_kind_is_refused_at_parse_time() -> None:
+    doc = json.loads(read_collateral("tdx_v4_quote.bin"))
+    doc["tcb_info"] = doc["tcb_info"].replace('"id":"TDX"', '"id":"SGX"')
+    with pytest.raises(CollateralError, match="tcb info is SGX v3, expected TDX v3"):
+        parse_collateral(json.dumps(doc))
+
+
 def test_collateral_embedded_as_objects_is_sliced_not_reserialised() -> None:
     """tcb_info / qe_identity given as JSON objects: the exact source text is cut out and verifies."""
     name = "tdx_v4_quote.bin"
