@@ -12,7 +12,8 @@ Format (JSON object; sizes and numbers are integers or strings such as ``"0x1000
       "name": "demo",                    optional; the TD's name on the host
       "memory": "64M",                   required; guest memory from GPA 0 (bytes, K/M/G suffixes)
       "attributes": {"debug": false, "sept_ve_disable": true},
-                                         or a number; default SEPT_VE_DISABLE only (0x10000000, as QEMU);
+                                         JSON true/false only, or a number; default SEPT_VE_DISABLE
+                                         only (0x10000000, as QEMU);
                                          DEBUG = bit 0, SEPT_VE_DISABLE = bit 28
       "xfam": "0x61ae7",                 optional (host default 0x61ae7)
       "gpaw": 48,                        optional, 48 or 52 (shared bit 47 or 51)
@@ -43,6 +44,7 @@ ATTR_SEPT_VE_DISABLE = 1 << 28
 DEFAULT_ATTRIBUTES = ATTR_SEPT_VE_DISABLE
 MR_SIZE = 48
 PAGE = 4096
+MAX_NUMBER = (1 << 64) - 1
 _UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _KEYS = {"name", "memory", "attributes", "xfam", "gpaw", "mrconfigid", "mrowner", "mrownerconfig", "payload"}
 
@@ -52,7 +54,8 @@ class ImageError(ValueError):
 
 
 def parse_number(value: object, what: str) -> int:
-    """An integer, or a string: decimal, ``0x`` hex, or a size with a K/M/G/T suffix (binary units)."""
+    """An integer, or a string: decimal, ``0x`` hex, or a size with a K/M/G/T suffix (binary units); 0 to
+    2**64 - 1 (every number an image or a workload gives is a 64-bit field)."""
     if isinstance(value, bool):
         raise ImageError(f"{what}: expected a number, got {value!r}")
     if isinstance(value, int):
@@ -67,12 +70,14 @@ def parse_number(value: object, what: str) -> int:
                 number = int(float(text[:-1]) * _UNITS[text[-1]])
             else:
                 number = int(text)
-        except ValueError:
+        except (ValueError, OverflowError):  # OverflowError: "infK"
             raise ImageError(f"{what}: {value!r} is not a number") from None
     else:
         raise ImageError(f"{what}: expected a number, got {value!r}")
     if number < 0:
         raise ImageError(f"{what}: {value!r} is negative")
+    if number > MAX_NUMBER:
+        raise ImageError(f"{what}: {value!r} does not fit in 64 bits")
     return number
 
 
@@ -93,12 +98,13 @@ def _attributes(value: object) -> int:
         unknown = set(value) - {"debug", "sept_ve_disable"}
         if unknown:
             raise ImageError(f"attributes: unknown flag(s) {sorted(unknown)}")
-        bits = 0
-        if value.get("debug", False):
-            bits |= ATTR_DEBUG
-        if value.get("sept_ve_disable", True):
-            bits |= ATTR_SEPT_VE_DISABLE
-        return bits
+        flags = {"debug": False, "sept_ve_disable": True} | value
+        for flag, on in flags.items():
+            if not isinstance(on, bool):  # "false" is a non-empty string: it must not mean true
+                raise ImageError(f"attributes.{flag}: true or false, not {on!r}")
+        return (ATTR_DEBUG if flags["debug"] else 0) | (
+            ATTR_SEPT_VE_DISABLE if flags["sept_ve_disable"] else 0
+        )
     return parse_number(value, "attributes")
 
 
@@ -187,6 +193,8 @@ def load_image(path: str | Path) -> Image:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except OSError as err:
         raise ImageError(f"cannot read {path}: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise ImageError(f"{path}: not UTF-8 text") from None
     except json.JSONDecodeError as err:
         raise ImageError(f"{path}: not JSON: {err}") from None
     return parse_image(doc, path.parent)

@@ -123,6 +123,52 @@ def test_image_fields_become_the_td_parameters_and_payload() -> None:
             parse_image(bad)
 
 
+@pytest.mark.parametrize(
+    ("flags", "field"),
+    [
+        ({"debug": "false"}, "debug"),  # a non-empty string: it used to make a DEBUG TD
+        ({"debug": 0}, "debug"),
+        ({"sept_ve_disable": "true"}, "sept_ve_disable"),
+        ({"debug": False, "sept_ve_disable": None}, "sept_ve_disable"),
+    ],
+)
+def test_image_attribute_flags_must_be_json_booleans(flags: dict[str, object], field: str) -> None:
+    with pytest.raises(ImageError, match=rf"^attributes\.{field}: true or false, not "):
+        parse_image({"memory": "1M", "attributes": flags})
+
+
+def test_image_attribute_flags_default_and_combine() -> None:
+    def bits(flags: dict[str, object]) -> int:
+        return parse_image({"memory": "1M", "attributes": flags}).image.attributes
+
+    assert bits({}) == ATTR_SEPT_VE_DISABLE
+    assert bits({"debug": False}) == ATTR_SEPT_VE_DISABLE
+    assert bits({"debug": True}) == ATTR_DEBUG | ATTR_SEPT_VE_DISABLE
+    assert bits({"sept_ve_disable": False}) == 0
+
+
+@pytest.mark.parametrize(
+    ("memory", "message"),
+    [
+        ("infK", "memory: 'infK' is not a number"),
+        ("0x10000000000000000", "memory: '0x10000000000000000' does not fit in 64 bits"),
+        (1 << 64, f"memory: {1 << 64} does not fit in 64 bits"),
+    ],
+)
+def test_image_numbers_beyond_64_bits_are_image_errors(memory: object, message: str) -> None:
+    with pytest.raises(ImageError) as err:
+        parse_image({"memory": memory})
+    assert str(err.value) == message
+
+
+def test_an_image_file_that_is_not_utf8_is_an_image_error(tmp_path: Path) -> None:
+    path = tmp_path / "image.json"
+    path.write_bytes(b"\xff\xfe{}")
+    with pytest.raises(ImageError) as err:
+        load_image(path)
+    assert str(err.value) == f"{path}: not UTF-8 text"
+
+
 def test_workload_lines_parse_with_comments_quotes_and_expected_errors() -> None:
     steps = parse_workload(
         '# c\nwrite shared:0x1000 "text:a b"  # tail\nquote expect-error QGS_UNAVAILABLE\n'
