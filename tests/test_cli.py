@@ -144,6 +144,23 @@ def test_quote_verify_well_formed_but_failing_collateral_exits_1(tmp_path: Path)
     assert (out["verdict"], out["error"]) == ("rejected", "collateral: tcbinfo expired")
 
 
+def test_verifier_requires_a_root_and_its_help_says_which(tmp_path: Path) -> None:
+    db = tmp_path / "v.db"
+    result = tdxsim("verifier", "--listen", "127.0.0.1:0", "--db", str(db), timeout=30)
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage: tdxsim verifier")
+    assert "error: the following arguments are required: --root" in result.stderr
+    assert result.stdout == "" and not db.exists()
+    usage = tdxsim("verifier", "--help", timeout=30)
+    assert usage.returncode == 0
+    assert " --root PEM|DER" in usage.stdout and "[--root" not in usage.stdout
+    option = " ".join(usage.stdout.split("--root PEM|DER", 2)[2].split("--collateral")[0].split())
+    assert option == (
+        "trust anchor certificate file; required and repeatable: Intel's SGX Root CA for real quotes, "
+        "DIR/root_ca.pem from 'tdxsim pki init DIR' for simulated ones, or both"
+    )
+
+
 def test_builtin_intel_root_has_intels_fingerprint() -> None:
     import hashlib
 

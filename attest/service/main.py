@@ -3,11 +3,12 @@
 Prints ``listening on HOST:PORT`` as the first line of stdout (bind port 0 and read it back, like
 ``tdxsim host``), serves health and reflection, and stops gracefully on SIGTERM/SIGINT.
 
-Trust anchors (``--root``, repeatable, PEM or DER): Intel's SGX Root CA for real quotes, the simulated root
-of ``tdxsim pki init`` for simulated ones, or both. Collateral (``--collateral``, repeatable): dcap-qvl
-``QuoteCollateralV3`` JSON files, chosen per quote by FMSPC. Verification time is now, or ``--at UNIX`` to
-verify against archived collateral (nonce expiry and tokens keep using the wall clock). Exit status: 0 after
-a graceful stop, 2 for unusable arguments or files.
+Trust anchors (``--root``, required, repeatable, PEM or DER): Intel's SGX Root CA for real quotes,
+``DIR/root_ca.pem`` of ``tdxsim pki init DIR`` for simulated ones, or both. Collateral (``--collateral``,
+repeatable): dcap-qvl ``QuoteCollateralV3`` JSON files, chosen per quote by FMSPC. Verification time is now,
+or ``--at UNIX`` to verify against archived collateral (nonce expiry and tokens keep using the wall clock).
+Exit status: 0 after a graceful stop, 2 for unusable arguments or files (argparse's usage line when
+``--root`` or ``--db`` is missing).
 """
 
 from __future__ import annotations
@@ -31,7 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--listen", default="127.0.0.1:50054", help="address to bind (port 0 picks one)")
     parser.add_argument("--db", required=True, help="SQLite database file (created if missing)")
     parser.add_argument(
-        "--root", action="append", default=[], metavar="PEM|DER", help="trust anchor certificate (repeatable)"
+        "--root",
+        action="append",
+        required=True,
+        metavar="PEM|DER",
+        help="trust anchor certificate file; required and repeatable: Intel's SGX Root CA for real quotes, "
+        "DIR/root_ca.pem from 'tdxsim pki init DIR' for simulated ones, or both",
     )
     parser.add_argument(
         "--collateral",
@@ -51,9 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _build_core(args: argparse.Namespace) -> VerifierCore:
-    anchors = load_anchors([Path(p).read_bytes() for p in args.root])
-    if not anchors:
-        raise ValueError("no trust anchor: give --root (Intel's root, the simulated root, or both)")
+    anchors = load_anchors([Path(p).read_bytes() for p in args.root])  # argparse requires one at least
     collateral = CollateralIndex([Path(p).read_text() for p in args.collateral])
     admin = Path(args.admin_token_file).read_text().strip() if args.admin_token_file else None
     if args.nonce_ttl < 1 or args.token_ttl < 1:
