@@ -8,15 +8,13 @@ machine check ("host crashed"), as a real machine would go down.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import threading
-from types import FrameType
 
 from attest.errors import AttestError
 from host.platform import PlatformConfig, build_platform
 from host.rpc.server import create_server
-from tdxsim.serving import check_listen_address
+from tdxsim.serving import announce, check_listen_address, wait_until_signalled
 
 HOST_CRASH_EXIT = 3
 
@@ -90,8 +88,7 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, RuntimeError) as err:
         print(f"tdxsim host: cannot listen on {args.listen}: {err}", file=sys.stderr)
         return 2
-    host = args.listen.rsplit(":", 1)[0]
-    print(f"listening on {host}:{port}", flush=True)
+    announce(args.listen, port)
     print(
         f"tdxsim host: memory mode {config.memory_mode}, integrity {'on' if config.integrity else 'off'}, "
         f"{config.keyid_count} TDX KeyIDs, {config.phys_bytes >> 20} MiB physical memory",
@@ -99,13 +96,7 @@ def run(args: argparse.Namespace) -> int:
         flush=True,
     )
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    while not stop.wait(0.5):
-        pass
+    wait_until_signalled(stop)
     health.enter_graceful_shutdown()
     if crash:
         print(f"tdxsim host: HOST CRASHED: {crash[0]}; every TD is dead", file=sys.stderr, flush=True)

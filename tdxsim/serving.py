@@ -1,9 +1,13 @@
-"""What every tdxsim server process shares: the listen address it accepts.
+"""What every tdxsim server process shares: the listen address it accepts, its first line, its stop signals.
 
 Servers bind loopback by default and print ``listening on HOST:PORT`` first; port 0 picks a free port.
 """
 
 from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
 
 
 def check_listen_address(address: str) -> str | None:
@@ -17,3 +21,21 @@ def check_listen_address(address: str) -> str | None:
     if not port.isdigit() or not 0 <= int(port) <= 65535:
         return f"port {port!r} is not 0..65535"
     return None
+
+
+def announce(address: str, port: int) -> None:
+    """The first line of stdout: ``listening on HOST:PORT`` with the port actually bound."""
+    host = address.rsplit(":", 1)[0]
+    print(f"listening on {host}:{port}", flush=True)
+
+
+def wait_until_signalled(stop: threading.Event) -> None:
+    """Block until SIGTERM or SIGINT (Ctrl-C) arrives, or until ``stop`` is set by the server itself."""
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    while not stop.wait(0.5):
+        pass

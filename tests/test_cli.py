@@ -199,3 +199,13 @@ def test_host_refuses_an_unusable_listen_address(address: str) -> None:
     assert result.returncode == 2
     assert "--listen" in result.stderr and "Traceback" not in result.stderr
     assert "listening on" not in result.stdout
+
+
+def test_verifier_refuses_an_unusable_listen_address(tmp_path: Path) -> None:
+    root = VECTORS / "intel_sgx_root_ca.pem"
+    result = tdxsim(
+        "verifier", "--listen", "127.0.0.1:70000", "--db", str(tmp_path / "v.db"), "--root", str(root)
+    )
+    assert result.returncode == 2
+    assert "--listen: port '70000'" in result.stderr
+    assert not (tmp_path / "v.db").exists()

@@ -14,18 +14,17 @@ Exit status: 0 after a graceful stop, 2 for unusable arguments or files (argpars
 from __future__ import annotations
 
 import argparse
-import signal
 import sqlite3
 import sys
 import threading
 from pathlib import Path
-from types import FrameType
 
 from attest.errors import AttestError
 from attest.service.core import CollateralIndex, ServiceConfig, VerifierCore
 from attest.service.server import create_server
 from attest.store import Store, StoreError
 from attest.verify.verifier import load_anchors
+from tdxsim.serving import announce, check_listen_address, wait_until_signalled
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -69,6 +68,10 @@ def _build_core(args: argparse.Namespace) -> VerifierCore:
 
 
 def run(args: argparse.Namespace) -> int:
+    bad_address = check_listen_address(args.listen)
+    if bad_address:
+        print(f"tdxsim verifier: --listen: {bad_address}", file=sys.stderr)
+        return 2
     try:
         core = _build_core(args)
     except (OSError, ValueError, AttestError, StoreError, sqlite3.Error) as err:
@@ -79,8 +82,7 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, RuntimeError) as err:
         print(f"tdxsim verifier: cannot listen on {args.listen}: {err}", file=sys.stderr)
         return 2
-    host = args.listen.rsplit(":", 1)[0]
-    print(f"listening on {host}:{port}", flush=True)
+    announce(args.listen, port)
     fmspcs = ", ".join(f.hex().upper() for f in core.collateral.fmspcs) or "none"
     print(
         f"tdxsim verifier: {len(core.anchors)} trust anchor(s), collateral for fmspc {fmspcs}, "
@@ -88,15 +90,7 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    while not stop.wait(0.5):
-        pass
+    wait_until_signalled(threading.Event())
     health.enter_graceful_shutdown()
     server.stop(2.0).wait(5)
     core.store.close()
