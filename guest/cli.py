@@ -21,7 +21,6 @@ import json
 import signal
 import sys
 import threading
-from pathlib import Path
 from types import FrameType
 
 from attest.codec.tdreport import decode_tdreport
@@ -97,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
             return _keep_alive(td, summary, launched.credential, args.json)
         if not args.json:
             print(f"TD {launched.td_id} launched (HKID {launched.hkid}, MRTD {str(summary['mrtd'])[:24]}…)")
-        runner = Runner(td, Path(args.script).parent)
+        runner = Runner(td)
         for step in steps:
             result = runner.run_step(step)
             results.append(result)

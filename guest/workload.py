@@ -4,7 +4,13 @@ launched TD, printing what happened at each step.
 One step per line; ``#`` starts a comment; arguments are split like a shell (quotes group). Numbers are
 decimal, ``0x`` hex, or sizes with K/M/G suffixes. A GPA is private unless written ``shared:GPA`` (the
 library sets the TD's shared bit, bit 47 or 51). DATA is one of ``text:STRING``, ``hex:HEX``,
-``fill:BYTE*COUNT`` (e.g. ``fill:0xab*4K``) or ``file:PATH`` (relative to the workload file).
+``fill:BYTE*COUNT`` (e.g. ``fill:0xab*4K``; COUNT at most 64 MiB) or ``file:PATH`` (relative to the workload
+file).
+
+The whole file is checked when it is loaded, before the TD is launched: a number that does not parse or does
+not fit in 64 bits, bad DATA (odd hex, a fill byte over 255, a ``file:`` that cannot be read), a ``read`` LEN
+of 0, REPORTDATA over 64 bytes, an unknown keyword or a ``sleep`` outside 0..86400 is an error naming its line
+(``tdxsim guest`` exits 2). What the TD or the host refuses while a step runs fails that step.
 
 ==========================================  ==================================================================
 step                                        what the guest does
@@ -19,7 +25,7 @@ step                                        what the guest does
 ``report [DATA]``                           TDREPORT, REPORTDATA = DATA zero-padded to 64 bytes; fails if
                                             the RTMRs in it differ from the replayed event log
 ``quote [DATA]``                            TDREPORT → GetQuote via the shared bounce pool; prints its size
-``sleep SECONDS``                           wait (the TD stays alive)
+``sleep SECONDS``                           wait 0..86400 s, fractions allowed (the TD stays alive)
 ``attest VERIFIER [policy NAME]``           remote attestation at a ``tdxsim verifier``: nonce, quote bound to
 ``[secret PATH [expect DATA]]``             a fresh key, token; with ``secret`` the resource released to the
                                             token, opened with the TD's key (``expect`` checks it)
@@ -35,6 +41,7 @@ its first private free page holds the report scratch page; workloads should use 
 from __future__ import annotations
 
 import hashlib
+import math
 import shlex
 import time
 from collections.abc import Callable
@@ -48,10 +55,104 @@ from guest.image import ImageError, parse_number
 from guest.td import Td
 
 DATA_PREVIEW = 32
+#: The largest ``fill:`` a workload may ask for (64 MiB, the guest's largest message).
+MAX_FILL = 64 << 20
+#: The longest ``sleep`` (a day); longer waits are the keep-alive mode's job.
+MAX_SLEEP = 86400.0
+REPORT_DATA_SIZE = 64
 
 
 class WorkloadError(ValueError):
-    """A line of the workload file cannot be understood (raised before the TD is launched)."""
+    """A line of the workload file cannot be understood (raised before the TD is launched), or a step's
+    own check failed while it ran (an ``expect`` that did not match)."""
+
+
+@dataclass(frozen=True)
+class Data:
+    """A DATA argument, checked when the workload is parsed. Its bytes are made when the step runs, so a
+    workload of many large ``fill:`` steps does not hold them all; a ``file:`` is read then."""
+
+    spec: str
+    kind: str
+    size: int
+    literal: bytes = b""
+    byte: int = 0
+    path: Path | None = None
+
+    def load(self, line: int = 0) -> bytes:
+        if self.kind == "fill":
+            return bytes([self.byte]) * self.size
+        if self.path is not None:
+            try:
+                return self.path.read_bytes()
+            except OSError as err:
+                raise WorkloadError(f"line {line}: cannot read {self.path}: {err.strerror}") from None
+        return self.literal
+
+
+@dataclass(frozen=True)
+class Gpa:
+    value: int
+    shared: bool = False
+
+
+@dataclass(frozen=True)
+class Accept:
+    gpa: int
+    size: int
+    allow_accepted: bool = False
+
+
+@dataclass(frozen=True)
+class Write:
+    gpa: Gpa
+    data: Data
+
+
+@dataclass(frozen=True)
+class Read:
+    gpa: Gpa
+    length: int
+    expect: Data | None = None
+
+
+@dataclass(frozen=True)
+class Convert:
+    to: str
+    gpa: int
+    size: int
+
+
+@dataclass(frozen=True)
+class Extend:
+    index: int
+    data: Data
+
+
+@dataclass(frozen=True)
+class Report:
+    data: Data | None = None
+
+
+@dataclass(frozen=True)
+class Quote:
+    data: Data | None = None
+
+
+@dataclass(frozen=True)
+class Sleep:
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Attest:
+    verifier: str
+    policy: str = ""
+    secret: str | None = None
+    expect: Data | None = None
+
+
+Params = Accept | Write | Read | Convert | Extend | Report | Quote | Sleep | Attest
 
 
 @dataclass(frozen=True)
@@ -60,6 +161,7 @@ class Step:
     text: str
     op: str
     args: tuple[str, ...]
+    params: Params
     expect_error: str | None = None
 
 
@@ -88,54 +190,151 @@ class StepResult:
         return out
 
 
-_ARITY: dict[str, tuple[int, int]] = {
-    "accept": (2, 3),
-    "write": (2, 2),
-    "read": (2, 4),
-    "convert": (3, 3),
-    "extend": (2, 2),
-    "report": (0, 1),
-    "quote": (0, 1),
-    "sleep": (1, 1),
-    "attest": (1, 7),
-}
+# ---- parsing: every argument is checked here, before a TD exists ------------------------------------------
 
 
-def _number(text: str, line: int) -> int:
+def _number(text: str, line: int, what: str = "") -> int:
     try:
-        return parse_number(text, f"line {line}")
+        return parse_number(text, f"line {line}" + (f": {what}" if what else ""))
     except ImageError as err:
         raise WorkloadError(str(err)) from None
 
 
-def parse_data(spec: str, base: Path, line: int = 0) -> bytes:
+def _gpa(text: str, line: int) -> Gpa:
+    if text.startswith("shared:"):
+        return Gpa(_number(text.removeprefix("shared:"), line, "GPA"), shared=True)
+    return Gpa(_number(text, line, "GPA"))
+
+
+def parse_spec(spec: str, base: Path = Path("."), line: int = 0) -> Data:
+    """Check a DATA argument (``file:`` paths start at ``base``) without making its bytes."""
     kind, sep, value = spec.partition(":")
     if not sep:
         raise WorkloadError(f"line {line}: data {spec!r} needs a kind: text:, hex:, fill: or file:")
     if kind == "text":
-        return value.encode()
+        literal = value.encode()
+        return Data(spec, kind, len(literal), literal=literal)
     if kind == "hex":
         try:
-            return bytes.fromhex(value)
+            literal = bytes.fromhex(value)
         except ValueError:
             raise WorkloadError(f"line {line}: {value!r} is not hex") from None
+        return Data(spec, kind, len(literal), literal=literal)
     if kind == "fill":
         byte, star, count = value.partition("*")
         if not star:
             raise WorkloadError(f"line {line}: fill is fill:BYTE*COUNT")
-        b = _number(byte, line)
+        b = _number(byte, line, "fill byte")
         if b > 255:
             raise WorkloadError(f"line {line}: fill byte {byte} is not 0..255")
-        return bytes([b]) * _number(count, line)
+        size = _number(count, line, "fill count")
+        if size > MAX_FILL:
+            raise WorkloadError(f"line {line}: fill count {count} is over the 64 MiB limit")
+        return Data(spec, kind, size, byte=b)
     if kind == "file":
+        path = base / value
         try:
-            return (base / value).read_bytes()
+            with path.open("rb") as handle:
+                size = handle.seek(0, 2)
         except OSError as err:
             raise WorkloadError(f"line {line}: cannot read {value}: {err.strerror}") from None
+        return Data(spec, kind, size, path=path)
     raise WorkloadError(f"line {line}: unknown data kind {kind!r}")
 
 
-def parse_workload(text: str) -> list[Step]:
+def parse_data(spec: str, base: Path = Path("."), line: int = 0) -> bytes:
+    """The bytes of a DATA argument."""
+    return parse_spec(spec, base, line).load(line)
+
+
+def _report_data(args: tuple[str, ...], line: int, base: Path) -> Data | None:
+    if not args:
+        return None
+    data = parse_spec(args[0], base, line)
+    if data.size > REPORT_DATA_SIZE:
+        raise WorkloadError(f"line {line}: REPORTDATA is at most 64 bytes, {args[0]!r} is {data.size}")
+    return data
+
+
+def _parse_accept(args: tuple[str, ...], line: int, base: Path) -> Accept:
+    if len(args) == 3 and args[2] != "allow-accepted":
+        raise WorkloadError(f"line {line}: accept GPA SIZE [allow-accepted], not {args[2]!r}")
+    return Accept(_number(args[0], line, "GPA"), _number(args[1], line, "SIZE"), len(args) == 3)
+
+
+def _parse_write(args: tuple[str, ...], line: int, base: Path) -> Write:
+    return Write(_gpa(args[0], line), parse_spec(args[1], base, line))
+
+
+def _parse_read(args: tuple[str, ...], line: int, base: Path) -> Read:
+    if len(args) == 3 or (len(args) == 4 and args[2] != "expect"):
+        raise WorkloadError(f"line {line}: read GPA LEN [expect DATA]")
+    length = _number(args[1], line, "LEN")
+    if length < 1:
+        raise WorkloadError(f"line {line}: read LEN must be at least 1")
+    expect = parse_spec(args[3], base, line) if len(args) == 4 else None
+    return Read(_gpa(args[0], line), length, expect)
+
+
+def _parse_convert(args: tuple[str, ...], line: int, base: Path) -> Convert:
+    if args[0] not in ("shared", "private"):
+        raise WorkloadError(f"line {line}: convert shared|private GPA SIZE, not {args[0]!r}")
+    return Convert(args[0], _number(args[1], line, "GPA"), _number(args[2], line, "SIZE"))
+
+
+def _parse_extend(args: tuple[str, ...], line: int, base: Path) -> Extend:
+    return Extend(_number(args[0], line, "INDEX"), parse_spec(args[1], base, line))
+
+
+def _parse_report(args: tuple[str, ...], line: int, base: Path) -> Report:
+    return Report(_report_data(args, line, base))
+
+
+def _parse_quote(args: tuple[str, ...], line: int, base: Path) -> Quote:
+    return Quote(_report_data(args, line, base))
+
+
+def _parse_sleep(args: tuple[str, ...], line: int, base: Path) -> Sleep:
+    try:
+        seconds = float(args[0])
+    except ValueError:
+        raise WorkloadError(f"line {line}: sleep SECONDS: {args[0]!r} is not a number") from None
+    if not (math.isfinite(seconds) and 0 <= seconds <= MAX_SLEEP):
+        raise WorkloadError(f"line {line}: sleep SECONDS must be 0..{MAX_SLEEP:g}, got {args[0]!r}")
+    return Sleep(seconds)
+
+
+def _parse_attest(args: tuple[str, ...], line: int, base: Path) -> Attest:
+    words = list(args[1:])
+    options: dict[str, str] = {}
+    while words:
+        key = words.pop(0)
+        if key not in ("policy", "secret", "expect") or not words or key in options:
+            raise WorkloadError(f"line {line}: attest VERIFIER [policy NAME] [secret PATH [expect DATA]]")
+        options[key] = words.pop(0)
+    if "expect" in options and "secret" not in options:
+        raise WorkloadError(f"line {line}: 'expect' checks a secret: give 'secret PATH' first")
+    expect = parse_spec(options["expect"], base, line) if "expect" in options else None
+    return Attest(args[0], options.get("policy", ""), options.get("secret"), expect)
+
+
+_Parser = Callable[[tuple[str, ...], int, Path], Params]
+_STEPS: dict[str, tuple[int, int, _Parser]] = {
+    "accept": (2, 3, _parse_accept),
+    "write": (2, 2, _parse_write),
+    "read": (2, 4, _parse_read),
+    "convert": (3, 3, _parse_convert),
+    "extend": (2, 2, _parse_extend),
+    "report": (0, 1, _parse_report),
+    "quote": (0, 1, _parse_quote),
+    "sleep": (1, 1, _parse_sleep),
+    "attest": (1, 7, _parse_attest),
+}
+
+
+def parse_workload(text: str, base: Path = Path(".")) -> list[Step]:
+    """Every step of a workload, its arguments checked (``file:`` paths start at ``base``); any problem is a
+    :class:`WorkloadError` naming the line."""
     steps: list[Step] = []
     for number, raw in enumerate(text.splitlines(), 1):
         try:
@@ -148,21 +347,33 @@ def parse_workload(text: str) -> list[Step]:
         if len(words) >= 2 and words[-2] == "expect-error":
             expect_error = words[-1]
             words = words[:-2]
+            if not expect_error:
+                raise WorkloadError(f"line {number}: expect-error needs a REASON")
+        if not words:
+            raise WorkloadError(f"line {number}: expect-error follows a step")
         op, args = words[0], tuple(words[1:])
-        if op not in _ARITY:
-            raise WorkloadError(f"line {number}: unknown step {op!r} (steps: {', '.join(sorted(_ARITY))})")
-        low, high = _ARITY[op]
+        if op not in _STEPS:
+            raise WorkloadError(f"line {number}: unknown step {op!r} (steps: {', '.join(sorted(_STEPS))})")
+        low, high, parse = _STEPS[op]
         if not low <= len(args) <= high:
             raise WorkloadError(f"line {number}: {op} takes {low}..{high} arguments, got {len(args)}")
-        steps.append(Step(number, raw.strip(), op, args, expect_error))
+        steps.append(Step(number, raw.strip(), op, args, parse(args, number, base), expect_error))
     return steps
 
 
 def load_workload(path: str | Path) -> list[Step]:
+    """Read and check a workload file; ``file:`` data is found relative to it."""
+    path = Path(path)
     try:
-        return parse_workload(Path(path).read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise WorkloadError(f"cannot read {path}: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise WorkloadError(f"{path}: not UTF-8 text") from None
+    return parse_workload(text, path.parent)
+
+
+# ---- running: the steps are already checked; what fails here is the TD or the host ----------------------
 
 
 def _preview(data: bytes) -> str:
@@ -172,38 +383,25 @@ def _preview(data: bytes) -> str:
 
 
 class Runner:
-    """Executes steps against a :class:`Td`; data files are found relative to ``base``."""
+    """Executes parsed steps against a :class:`Td`."""
 
-    def __init__(self, td: Td, base: Path = Path(".")) -> None:
+    def __init__(self, td: Td) -> None:
         self.td = td
-        self.base = base
-        self._ops: dict[str, Callable[[Step], tuple[str, dict[str, object]]]] = {
-            "accept": self._accept,
-            "write": self._write,
-            "read": self._read,
-            "convert": self._convert,
-            "extend": self._extend,
-            "report": self._report,
-            "quote": self._quote,
-            "sleep": self._sleep,
-            "attest": self._attest,
-        }
 
-    def _gpa(self, text: str, line: int) -> int:
-        if text.startswith("shared:"):
-            return self.td.shared(_number(text.removeprefix("shared:"), line))
-        return _number(text, line)
+    def _address(self, gpa: Gpa) -> int:
+        return self.td.shared(gpa.value) if gpa.shared else gpa.value
 
-    def _report_data(self, step: Step) -> bytes:
-        data = parse_data(step.args[0], self.base, step.line) if step.args else b""
-        if len(data) > 64:
-            raise WorkloadError(f"line {step.line}: REPORTDATA is at most 64 bytes")
-        return data.ljust(64, b"\0")
+    @staticmethod
+    def _report_data(data: Data | None, line: int) -> bytes:
+        raw = data.load(line) if data is not None else b""
+        if len(raw) > REPORT_DATA_SIZE:  # a file that grew after the workload was parsed
+            raise WorkloadError(f"line {line}: REPORTDATA is at most 64 bytes")
+        return raw.ljust(REPORT_DATA_SIZE, b"\0")
 
     def run_step(self, step: Step) -> StepResult:
         start = time.perf_counter()
         try:
-            detail, values = self._ops[step.op](step)
+            detail, values = self._run(step.params, step.line)
         except (GuestError, WorkloadError) as err:
             reason = getattr(err, "reason", "WORKLOAD_ERROR")
             ms = (time.perf_counter() - start) * 1e3
@@ -217,112 +415,103 @@ class Runner:
             )
         return StepResult(step.line, step.text, True, detail, ms, values=values)
 
-    def _accept(self, step: Step) -> tuple[str, dict[str, object]]:
-        gpa, size = _number(step.args[0], step.line), _number(step.args[1], step.line)
-        if len(step.args) == 3 and step.args[2] != "allow-accepted":
-            raise WorkloadError(f"line {step.line}: accept takes 'allow-accepted' as its third word")
-        out = self.td.accept(gpa, size, strict=len(step.args) < 3)
+    def _run(self, params: Params, line: int) -> tuple[str, dict[str, object]]:
+        match params:
+            case Accept():
+                return self._accept(params)
+            case Write():
+                return self._write(params, line)
+            case Read():
+                return self._read(params, line)
+            case Convert():
+                return self._convert(params)
+            case Extend():
+                return self._extend(params, line)
+            case Report():
+                return self._report(params, line)
+            case Quote():
+                return self._quote(params, line)
+            case Sleep():
+                time.sleep(params.seconds)
+                return f"slept {params.seconds:g} s", {}
+            case Attest():
+                return self._attest(params, line)
+
+    def _accept(self, p: Accept) -> tuple[str, dict[str, object]]:
+        out = self.td.accept(p.gpa, p.size, strict=not p.allow_accepted)
         return (
             f"accepted {out.accepted_4k} 4K page(s), {out.accepted_2m} 2M page(s); "
             f"{out.already_accepted} already accepted",
             {"accepted_4k": out.accepted_4k, "accepted_2m": out.accepted_2m, "already": out.already_accepted},
         )
 
-    def _write(self, step: Step) -> tuple[str, dict[str, object]]:
-        gpa = self._gpa(step.args[0], step.line)
-        data = parse_data(step.args[1], self.base, step.line)
+    def _write(self, p: Write, line: int) -> tuple[str, dict[str, object]]:
+        gpa, data = self._address(p.gpa), p.data.load(line)
         self.td.write(gpa, data)
         return f"wrote {len(data)} bytes at 0x{gpa:x}", {"bytes": len(data)}
 
-    def _read(self, step: Step) -> tuple[str, dict[str, object]]:
-        gpa, length = self._gpa(step.args[0], step.line), _number(step.args[1], step.line)
-        expected = None
-        if len(step.args) == 4:
-            if step.args[2] != "expect":
-                raise WorkloadError(f"line {step.line}: read GPA LEN [expect DATA]")
-            expected = parse_data(step.args[3], self.base, step.line)
-        elif len(step.args) == 3:
-            raise WorkloadError(f"line {step.line}: read GPA LEN [expect DATA]")
-        data = self.td.read(gpa, length)
+    def _read(self, p: Read, line: int) -> tuple[str, dict[str, object]]:
+        gpa = self._address(p.gpa)
+        expected = p.expect.load(line) if p.expect is not None else None
+        data = self.td.read(gpa, p.length)
         if expected is not None and data != expected:
             diff = next((i for i, (a, b) in enumerate(zip(data, expected, strict=False)) if a != b), None)
             at = diff if diff is not None else min(len(data), len(expected))
             raise WorkloadError(
-                f"line {step.line}: read 0x{gpa:x}+{length} differs from the expected data at byte {at}: "
+                f"line {line}: read 0x{gpa:x}+{p.length} differs from the expected data at byte {at}: "
                 f"got {_preview(data[at:])!r}"
             )
         verdict = " (as expected)" if expected is not None else ""
         return f"read {len(data)} bytes at 0x{gpa:x}: {_preview(data)!r}{verdict}", {"sha256": _sha256(data)}
 
-    def _convert(self, step: Step) -> tuple[str, dict[str, object]]:
-        to, gpa, size = step.args[0], _number(step.args[1], step.line), _number(step.args[2], step.line)
-        if to == "shared":
-            chunks = self.td.convert_to_shared(gpa, size)
-            return f"converted 0x{gpa:x}+0x{size:x} to shared ({chunks} MapGPA chunk(s))", {"chunks": chunks}
-        if to == "private":
-            out = self.td.convert_to_private(gpa, size)
-            return (
-                f"converted 0x{gpa:x}+0x{size:x} to private and accepted {out.pages} page(s)",
-                {"pages": out.pages},
-            )
-        raise WorkloadError(f"line {step.line}: convert shared|private GPA SIZE")
+    def _convert(self, p: Convert) -> tuple[str, dict[str, object]]:
+        if p.to == "shared":
+            chunks = self.td.convert_to_shared(p.gpa, p.size)
+            return f"converted 0x{p.gpa:x}+0x{p.size:x} to shared ({chunks} MapGPA chunk(s))", {
+                "chunks": chunks
+            }
+        out = self.td.convert_to_private(p.gpa, p.size)
+        return (
+            f"converted 0x{p.gpa:x}+0x{p.size:x} to private and accepted {out.pages} page(s)",
+            {"pages": out.pages},
+        )
 
-    def _extend(self, step: Step) -> tuple[str, dict[str, object]]:
-        index = _number(step.args[0], step.line)
-        data = parse_data(step.args[1], self.base, step.line)
-        value = self.td.measure(index, data)
-        return f"RTMR{index} = {value.hex()[:24]}…", {"rtmr": value.hex()}
+    def _extend(self, p: Extend, line: int) -> tuple[str, dict[str, object]]:
+        value = self.td.measure(p.index, p.data.load(line))
+        return f"RTMR{p.index} = {value.hex()[:24]}…", {"rtmr": value.hex()}
 
-    def _report(self, step: Step) -> tuple[str, dict[str, object]]:
-        raw = self.td.report(self._report_data(step))
+    def _report(self, p: Report, line: int) -> tuple[str, dict[str, object]]:
+        raw = self.td.report(self._report_data(p.data, line))
         body = decode_tdreport(raw).body
         rtmrs = (body.rtmr0, body.rtmr1, body.rtmr2, body.rtmr3)
         replayed = self.td.replayed_rtmrs()
         bad = [i for i in range(4) if rtmrs[i] != replayed[i]]
         if bad:
-            raise WorkloadError(
-                f"line {step.line}: RTMR{bad} in the TDREPORT differ from the event log replay"
-            )
+            raise WorkloadError(f"line {line}: RTMR{bad} in the TDREPORT differ from the event log replay")
         return (
             f"TDREPORT: MRTD {body.mr_td.hex()[:24]}…, RTMRs match the log ({len(self.td.events)} events)",
             {"mrtd": body.mr_td.hex(), "rtmrs": [r.hex() for r in rtmrs], "tdreport_sha256": _sha256(raw)},
         )
 
-    def _quote(self, step: Step) -> tuple[str, dict[str, object]]:
-        quote = self.td.quote(self._report_data(step))
+    def _quote(self, p: Quote, line: int) -> tuple[str, dict[str, object]]:
+        quote = self.td.quote(self._report_data(p.data, line))
         return f"quote of {len(quote)} bytes", {"bytes": len(quote), "sha256": _sha256(quote)}
 
-    def _attest(self, step: Step) -> tuple[str, dict[str, object]]:
-        address, words = step.args[0], list(step.args[1:])
-        options: dict[str, str] = {}
-        while words:
-            key = words.pop(0)
-            if key not in ("policy", "secret", "expect") or not words or key in options:
-                raise WorkloadError(
-                    f"line {step.line}: attest VERIFIER [policy NAME] [secret PATH [expect DATA]]"
-                )
-            options[key] = words.pop(0)
-        if "expect" in options and "secret" not in options:
-            raise WorkloadError(f"line {step.line}: 'expect' checks a secret: give 'secret PATH' first")
-        with Verifier(address) as verifier:
-            attestation = verifier.attest(self.td, policy=options.get("policy", ""))
+    def _attest(self, p: Attest, line: int) -> tuple[str, dict[str, object]]:
+        with Verifier(p.verifier) as verifier:
+            attestation = verifier.attest(self.td, policy=p.policy)
             detail = f"token ({attestation.ear_status}, TCB {attestation.tcb_status})"
             values: dict[str, object] = {
                 "tcb_status": attestation.tcb_status,
                 "ear_status": attestation.ear_status,
             }
-            if "secret" in options:
-                secret = verifier.fetch_secret(attestation, options["secret"])
-                if "expect" in options and secret != parse_data(options["expect"], self.base, step.line):
-                    raise WorkloadError(f"line {step.line}: the released secret is not the expected one")
-                detail += f"; secret {options['secret']} released: {_preview(secret)!r}"
+            if p.secret is not None:
+                secret = verifier.fetch_secret(attestation, p.secret)
+                if p.expect is not None and secret != p.expect.load(line):
+                    raise WorkloadError(f"line {line}: the released secret is not the expected one")
+                detail += f"; secret {p.secret} released: {_preview(secret)!r}"
                 values["secret_sha256"] = _sha256(secret)
         return detail, values
-
-    def _sleep(self, step: Step) -> tuple[str, dict[str, object]]:
-        seconds = float(step.args[0])
-        time.sleep(seconds)
-        return f"slept {seconds:g} s", {}
 
 
 def _sha256(data: bytes) -> str:

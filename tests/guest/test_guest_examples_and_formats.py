@@ -14,7 +14,19 @@ from guest_helpers import make_pki
 
 from guest.image import ATTR_DEBUG, ATTR_SEPT_VE_DISABLE, ImageError, load_image, parse_image
 from guest.memory import PrivateAllocator, RangeSet
-from guest.workload import WorkloadError, parse_data, parse_workload
+from guest.workload import (
+    MAX_FILL,
+    Accept,
+    Attest,
+    Gpa,
+    Read,
+    Sleep,
+    WorkloadError,
+    Write,
+    load_workload,
+    parse_data,
+    parse_workload,
+)
 from tdxsim.bench.guest import bench_guest
 from tests.conftest import ROOT, HostProcess
 
@@ -182,3 +194,91 @@ def test_workload_lines_parse_with_comments_quotes_and_expected_errors() -> None
     for bad in ("accept 0x1000\n", "frobnicate\n", 'write 0 "text:unterminated\n'):
         with pytest.raises(WorkloadError):
             parse_workload(bad)
+
+
+BAD_LINES = [
+    ("sleep -1", "line 2: sleep SECONDS must be 0..86400, got '-1'"),
+    ("sleep nan", "line 2: sleep SECONDS must be 0..86400, got 'nan'"),
+    ("sleep inf", "line 2: sleep SECONDS must be 0..86400, got 'inf'"),
+    ("sleep 1e300", "line 2: sleep SECONDS must be 0..86400, got '1e300'"),
+    ("sleep soon", "line 2: sleep SECONDS: 'soon' is not a number"),
+    ("write 0x800000 fill:0*99999999999", "line 2: fill count 99999999999 is over the 64 MiB limit"),
+    ("write 0x800000 fill:0*64M1", "line 2: fill count: '64M1' is not a number"),
+    ("write 0x800000 fill:256*4", "line 2: fill byte 256 is not 0..255"),
+    ("write 0x800000 fill:1", "line 2: fill is fill:BYTE*COUNT"),
+    ("write 0x800000 hex:abc", "line 2: 'abc' is not hex"),
+    ("write 0x800000 file:missing.bin", "line 2: cannot read missing.bin: No such file or directory"),
+    ("write 0x800000 file:.", "line 2: cannot read .: Is a directory"),
+    ("write 0x800000 blob", "line 2: data 'blob' needs a kind: text:, hex:, fill: or file:"),
+    ("write 0x800000 blob:x", "line 2: unknown data kind 'blob'"),
+    ("write shared:zz text:a", "line 2: GPA: 'zz' is not a number"),
+    ("write 0x10000000000000000 text:a", "line 2: GPA: '0x10000000000000000' does not fit in 64 bits"),
+    ("read 0x800000 0", "line 2: read LEN must be at least 1"),
+    ("read 0x800000 infK", "line 2: LEN: 'infK' is not a number"),
+    ("read 0x800000 4 expecting text:a", "line 2: read GPA LEN [expect DATA]"),
+    ("read 0x800000 4 expect", "line 2: read GPA LEN [expect DATA]"),
+    ("read 0x800000 4 expect hex:0", "line 2: '0' is not hex"),
+    ("accept 0x800000 2M allow", "line 2: accept GPA SIZE [allow-accepted], not 'allow'"),
+    ("accept 0x800000 -4K", "line 2: SIZE: '-4K' is negative"),
+    ("convert public 0x800000 2M", "line 2: convert shared|private GPA SIZE, not 'public'"),
+    ("extend x text:a", "line 2: INDEX: 'x' is not a number"),
+    ("report text:" + "a" * 65, "line 2: REPORTDATA is at most 64 bytes, 'text:" + "a" * 65 + "' is 65"),
+    ("quote fill:0*65", "line 2: REPORTDATA is at most 64 bytes, 'fill:0*65' is 65"),
+    ("attest 127.0.0.1:1 policy", "line 2: attest VERIFIER [policy NAME] [secret PATH [expect DATA]]"),
+    ("attest 127.0.0.1:1 polcy prod", "line 2: attest VERIFIER [policy NAME] [secret PATH [expect DATA]]"),
+    (
+        "attest 127.0.0.1:1 policy a policy b",
+        "line 2: attest VERIFIER [policy NAME] [secret PATH [expect DATA]]",
+    ),
+    ("attest 127.0.0.1:1 expect text:k", "line 2: 'expect' checks a secret: give 'secret PATH' first"),
+    ("attest 127.0.0.1:1 secret a/b expect hex:g", "line 2: 'g' is not hex"),
+    ("report expect-error ''", "line 2: expect-error needs a REASON"),
+    ("expect-error EIO", "line 2: expect-error follows a step"),
+]
+
+
+@pytest.mark.parametrize(("line", "message"), BAD_LINES, ids=[line for line, _ in BAD_LINES])
+def test_every_argument_is_checked_when_the_workload_is_loaded(
+    tmp_path: Path, line: str, message: str
+) -> None:
+    path = tmp_path / "w.tdx"
+    path.write_text(f"accept 0x800000 2M\n{line}\n")
+    with pytest.raises(WorkloadError) as err:
+        load_workload(path)
+    assert str(err.value) == message
+
+
+def test_loaded_steps_carry_their_checked_arguments(tmp_path: Path) -> None:
+    (tmp_path / "blob.bin").write_bytes(b"\x01\x02\x03")
+    path = tmp_path / "w.tdx"
+    path.write_text(
+        "accept 0x800000 2M allow-accepted\n"
+        "write shared:0x1000 file:blob.bin\n"
+        "read 0x800000 4K expect fill:0*4K\n"
+        "sleep 0.25\n"
+        "attest 127.0.0.1:9 policy prod secret prod/key expect text:k\n"
+        "write 0 fill:0xab*64M\n"
+    )
+    steps = load_workload(path)
+    assert steps[0].params == Accept(0x800000, 2 << 20, allow_accepted=True)
+    write = steps[1].params
+    assert isinstance(write, Write) and write.gpa == Gpa(0x1000, shared=True)
+    assert (write.data.size, write.data.load()) == (3, b"\x01\x02\x03")  # relative to the workload file
+    read = steps[2].params
+    assert isinstance(read, Read) and (read.gpa, read.length) == (Gpa(0x800000), 4096)
+    assert read.expect is not None and read.expect.load() == bytes(4096)
+    assert steps[3].params == Sleep(0.25)
+    attest = steps[4].params
+    assert isinstance(attest, Attest)
+    assert (attest.verifier, attest.policy, attest.secret) == ("127.0.0.1:9", "prod", "prod/key")
+    assert attest.expect is not None and attest.expect.load() == b"k"
+    big = steps[5].params
+    assert isinstance(big, Write) and big.data.size == MAX_FILL  # the cap itself is allowed
+
+
+def test_a_workload_file_that_is_not_utf8_is_a_workload_error(tmp_path: Path) -> None:
+    path = tmp_path / "w.tdx"
+    path.write_bytes(b"sleep 1\n\xff\n")
+    with pytest.raises(WorkloadError) as err:
+        load_workload(path)
+    assert str(err.value) == f"{path}: not UTF-8 text"

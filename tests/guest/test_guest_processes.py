@@ -10,13 +10,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from guest_helpers import stats
 
-from tests.conftest import ROOT, HostProcess
+from tests.conftest import ROOT, HostProcess, start_host
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -168,32 +168,51 @@ def test_ctrl_c_stops_a_keep_alive_guest_cleanly_and_the_td_goes_with_it(
     assert stats(host).tds == 0
 
 
+@pytest.fixture(scope="module")
+def shared_host() -> Iterator[HostProcess]:
+    """One host for the CLI error cases: each guest process destroys its TD when it exits."""
+    host = start_host()
+    try:
+        yield host
+    finally:
+        host.stop()
+
+
 @pytest.mark.parametrize(
     ("image_doc", "script", "status", "message"),
     [
         ({"memory": "48M", "payload": [{"gpa": 1, "text": "x"}]}, None, 2, "unaligned"),
         ({"payload": []}, None, 2, "memory: required"),
-        (IMAGE, "jump 0x1000\n", 2, "unknown step 'jump'"),
+        ({"memory": "48M", "attributes": {"debug": "false"}}, None, 2, "attributes.debug: true or false"),
+        (IMAGE, "jump 0x1000\n", 2, "line 1: unknown step 'jump'"),
+        # Bad arguments are refused when the workload is loaded (exit 2), before a TD is launched.
+        (IMAGE, "read 0x100000 5\nsleep -1\n", 2, "line 2: sleep SECONDS must be"),
+        (IMAGE, "write 0x800000 fill:0*99999999999\n", 2, "line 1: fill count 99999999999 is over"),
+        (IMAGE, "expect-error EIO\n", 2, "line 1: expect-error follows a step"),
+        # What the TD or the host refuses while the workload runs is a failed step (exit 1).
         (IMAGE, "read 0x100000 5 expect text:nope\n", 1, "differs"),
         (IMAGE, "read 0x2000000 8\n", 1, "EIO"),  # unaccepted page, SEPT_VE_DISABLE: the TD is killed
+        (IMAGE, "extend 4 text:x\n", 1, "BAD_RTMR_INDEX"),
     ],
 )
 def test_cli_errors_are_one_line_with_the_documented_exit_status(
-    host_factory: Callable[..., HostProcess],
+    shared_host: HostProcess,
     tmp_path: Path,
     image_doc: dict[str, object],
     script: str | None,
     status: int,
     message: str,
 ) -> None:
-    host = host_factory()
     image = tmp_path / "image.json"
     image.write_text(json.dumps(image_doc))
     path = tmp_path / "w.tdx"
     path.write_text(script or "read 0x100000 5\n")
     result = subprocess.run(
-        guest_cmd(host, image, "run", str(path)), cwd=ROOT, capture_output=True, text=True, timeout=60
+        guest_cmd(shared_host, image, "run", str(path)), cwd=ROOT, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == status, (result.stdout, result.stderr)
     assert message in result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
+    if status == 2:  # one line on stderr, and no TD was launched (the guest prints its TD once launched)
+        assert result.stdout == ""
+        assert result.stderr.startswith("tdxsim guest: ") and result.stderr.count("\n") == 1, result.stderr
