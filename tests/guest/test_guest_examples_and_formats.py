@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from guest_helpers import make_pki
 
+from guest import workload
 from guest.image import ATTR_DEBUG, ATTR_SEPT_VE_DISABLE, ImageError, load_image, parse_image
 from guest.memory import PrivateAllocator, RangeSet
 from guest.workload import (
@@ -282,3 +283,34 @@ def test_a_workload_file_that_is_not_utf8_is_a_workload_error(tmp_path: Path) ->
     with pytest.raises(WorkloadError) as err:
         load_workload(path)
     assert str(err.value) == f"{path}: not UTF-8 text"
+
+
+def _docstring_step_forms() -> set[str]:
+    """The first column of guest.workload's step table (a cell continues on a line starting with ``[``)."""
+    assert workload.__doc__ is not None
+    table = workload.__doc__.split("what the guest does\n", 1)[1].split("\n\n", 1)[0]
+    forms: list[str] = []
+    for row in table.splitlines():
+        if not row.startswith("``"):
+            continue
+        cell = row.split("``")[1]
+        if cell.startswith("["):
+            forms[-1] += " " + cell
+        else:
+            forms.append(cell)
+    return set(forms)
+
+
+def test_the_examples_readme_has_every_workload_step_of_the_docstring_and_every_guest_command() -> None:
+    readme = (EXAMPLES / "README.md").read_text()
+    rows = [line for line in readme.splitlines() if line.startswith("| `")]
+    readme_forms = {row.split("`")[1].replace("\\|", "|") for row in rows if row.split("`")[1][:1].islower()}
+    steps = _docstring_step_forms()
+    assert "attest VERIFIER [policy NAME] [secret PATH [expect DATA]]" in steps
+    assert {form.split()[0] for form in steps} == {
+        "accept", "write", "read", "convert", "extend", "report", "quote", "sleep", "attest"
+    }  # fmt: skip
+    assert steps <= readme_forms, steps - readme_forms
+    assert "tdxsim guest --image examples/image.json mrtd" in readme
+    for example in sorted(EXAMPLES.glob("*.tdx")) + sorted(EXAMPLES.glob("*.py")):
+        assert f"`{example.name}" in readme, example.name
