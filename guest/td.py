@@ -74,6 +74,8 @@ MIB = 1 << 20
 MAX_RPC_BYTES = 16 * MIB
 #: Default deadline of one request (a 1 GiB ACCEPT takes seconds on the simulated module).
 DEFAULT_TIMEOUT = 120.0
+#: How long :meth:`Td.launch` waits for the host to answer at all (it may still be starting).
+CONNECT_TIMEOUT = 10.0
 #: Shared bounce-buffer pool at the top of guest memory (swiotlb-like).
 DEFAULT_BOUNCE_BYTES = 2 * MIB
 #: GHCI GetQuote buffer: header + TDREPORT in, header + quote (with its PCK chain) out.
@@ -219,6 +221,11 @@ class Td:
         """Measured launch through ``HostService.LaunchTd``, then attach as this TD's guest. If attaching
         fails, the half-started TD is destroyed."""
         channel = open_channel(address)
+        try:
+            grpc.channel_ready_future(channel).result(timeout=kwargs.pop("connect_timeout", CONNECT_TIMEOUT))
+        except grpc.FutureTimeoutError:
+            channel.close()
+            raise TdGone(f"no host answers at {address}", "HOST_UNREACHABLE", "UNAVAILABLE") from None
         try:
             admin = host_pb2_grpc.HostServiceStub(channel)
             launched = admin.LaunchTd(
