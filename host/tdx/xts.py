@@ -147,26 +147,21 @@ class XtsKey:
 
     def encrypt(self, pa: int, plaintext: bytes) -> bytes:
         """Encrypt one contiguous run at ``pa`` (convenience, allocates; used by tests)."""
-        n = len(plaintext)
-        _check_blocks(pa, n)
-        a = bytearray(n + SLACK)
-        b = bytearray(n + SLACK)
-        self.tweak_xor(pa, memoryview(plaintext), memoryview(a)[:n])
-        self.ecb_encrypt(memoryview(a)[:n], memoryview(b))
-        out = bytearray(n)
-        self.tweak_xor(pa, memoryview(b)[:n], memoryview(out))
-        return bytes(out)
+        return self._crypt_run(pa, plaintext, encrypt=True)
 
     def decrypt(self, pa: int, ciphertext: bytes) -> bytes:
         """Decrypt one contiguous run at ``pa`` (convenience, allocates; used by tests)."""
-        n = len(ciphertext)
+        return self._crypt_run(pa, ciphertext, encrypt=False)
+
+    def _crypt_run(self, pa: int, data: bytes, *, encrypt: bool) -> bytes:
+        n = len(data)
         _check_blocks(pa, n)
         a = bytearray(n + SLACK)
         b = bytearray(n + SLACK)
-        self.tweak_xor(pa, memoryview(ciphertext), memoryview(b)[:n])
-        self.ecb_decrypt(memoryview(b)[:n], memoryview(a))
+        self.tweak_xor(pa, memoryview(data), memoryview(a)[:n])
+        (self.ecb_encrypt if encrypt else self.ecb_decrypt)(memoryview(a)[:n], memoryview(b))
         out = bytearray(n)
-        self.tweak_xor(pa, memoryview(a)[:n], memoryview(out))
+        self.tweak_xor(pa, memoryview(b)[:n], memoryview(out))
         return bytes(out)
 
 
