@@ -5,7 +5,7 @@ carries a KeyID (in hardware, the upper physical-address bits); the controller e
 each 64-byte cache line with that KeyID's AES-XTS key and keeps, per line, a TD-owner bit and — in Ci
 mode — a 28-bit MAC. The observable rules are those of memory-model.md §7, "Access to a TD-owned line":
 
-* **private write** (KeyID ≠ 0): encrypt, set the owner bit, store the MAC, clear poison of every fully
+* **private write** (KeyID ≠ 0): encrypt, set the owner bit, (Ci) the MAC, clear poison of every fully
   written line. A partial-line write is a read-modify-write of the line under the same key, so the
   read checks below apply to that line first.
 * **private read**: a poisoned line is consumed → :class:`MachineCheck` (``in_td=True``). A line whose
@@ -37,10 +37,12 @@ written), keeps it in a sparse table, and a private read recomputes and compares
 lines in that table. A read of an untampered line would have compared a tag with itself. Any full
 private write of a line drops its stored tag, as a new write would replace it.
 
-Cost model (conventions.md §8): a contiguous run costs three bulk AES passes (see :mod:`host.tdx.xts`);
-Cipher objects are made per contiguous run, never per page. Runs
-are processed in the order given, and adjacent runs whose physical addresses are contiguous share
-one set of cipher contexts. Callers hold the host lock; nothing here locks.
+Cost model (conventions.md §8): adjacent runs whose physical addresses are contiguous are merged;
+a merged run costs three bulk AES passes (see :mod:`host.tdx.xts`) with cipher contexts made per
+run, never per page; batches of 256 KiB and more are split in two lanes that run at once (the
+cipher library releases the GIL); runs of at most 256 bytes (RTMR data, REPORTDATA, small guest
+accesses) take a short path with no cipher context at all. Runs are processed in the order given.
+Callers hold the host lock; nothing here locks except the lanes' hand-off.
 """
 
 from __future__ import annotations
