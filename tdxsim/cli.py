@@ -10,6 +10,8 @@ DESCRIPTION = """\
 tdxsim simulates an Intel TDX machine as separate processes talking gRPC (make demo shows all of them).
 
   tdxsim pki init DIR                       create a simulated Intel PCS (never Intel's root)
+  tdxsim tls init DIR [--hosts 127.0.0.1,localhost]
+                                            mint a test CA, server and client certificates (--tls-*)
   tdxsim host --listen 127.0.0.1:0 [--pki DIR]
                                             run a host (KVM + VMM + TDX module + quoting enclave)
   tdxsim verifier --listen 127.0.0.1:0 --db v.db --root DIR/root_ca.pem --collateral DIR/collateral.json
@@ -51,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     pki = sub.add_parser("pki", help="create a simulated Intel PCS (root CA, PCK certificates, collateral)")
     pki_cli.add_arguments(pki)
+
+    from tdxsim import tls as tls_cli
+
+    tls = sub.add_parser("tls", help="mint a test PKI for TLS/mTLS channels (--tls-* options)")
+    tls_cli.add_arguments(tls)
 
     from tdxsim import quote as quote_cli
 
