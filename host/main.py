@@ -3,6 +3,10 @@
 Prints ``listening on HOST:PORT`` as the first line of stdout (so launchers can bind port 0),
 shuts down gracefully on SIGTERM/SIGINT, and exits with status 3 after a simulated host
 machine check ("host crashed"), as a real machine would go down.
+
+Plaintext by default; ``--tls-cert`` and ``--tls-key`` serve TLS, and ``--tls-client-ca`` also requires
+every client (guests and tools) to present a certificate that CA signed (mTLS). ``tdxsim tls init DIR``
+mints a test PKI for them.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import threading
 from attest.errors import AttestError
 from host.platform import PlatformConfig, build_platform
 from host.rpc.server import create_server
+from tdxsim import tls
 from tdxsim.serving import announce, check_listen_address, wait_until_signalled
 
 HOST_CRASH_EXIT = 3
@@ -56,6 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "platform's PCK from it (without it, GetQuote answers QGS_UNAVAILABLE)",
     )
     parser.add_argument("--pki-platform", type=int, default=0, help="which PCK leaf of --pki is this host's")
+    tls.add_server_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,6 +78,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"tdxsim host: --listen: {bad_address}", file=sys.stderr)
         return 2
     try:
+        tls_config = tls.server_config_from_args(args)
+    except tls.TlsError as err:
+        print(f"tdxsim host: {err}", file=sys.stderr)
+        return 2
+    try:
         platform = build_platform(config)
     except (ValueError, AttestError) as err:
         print(f"tdxsim host: {err}", file=sys.stderr)
@@ -84,14 +95,15 @@ def run(args: argparse.Namespace) -> int:
         stop.set()
 
     try:
-        server, port, health = create_server(args.listen, platform.vmm, on_host_crash)
+        server, port, health = create_server(args.listen, platform.vmm, on_host_crash, tls=tls_config)
     except (OSError, RuntimeError) as err:
         print(f"tdxsim host: cannot listen on {args.listen}: {err}", file=sys.stderr)
         return 2
     announce(args.listen, port)
     print(
         f"tdxsim host: memory mode {config.memory_mode}, integrity {'on' if config.integrity else 'off'}, "
-        f"{config.keyid_count} TDX KeyIDs, {config.phys_bytes >> 20} MiB physical memory",
+        f"{config.keyid_count} TDX KeyIDs, {config.phys_bytes >> 20} MiB physical memory, "
+        f"{tls.describe(tls_config)}",
         file=sys.stderr,
         flush=True,
     )

@@ -7,6 +7,8 @@ Trust anchors (``--root``, required, repeatable, PEM or DER): Intel's SGX Root C
 ``DIR/root_ca.pem`` of ``tdxsim pki init DIR`` for simulated ones, or both. Collateral (``--collateral``,
 repeatable): dcap-qvl ``QuoteCollateralV3`` JSON files, chosen per quote by FMSPC. Verification time is now,
 or ``--at UNIX`` to verify against archived collateral (nonce expiry and tokens keep using the wall clock).
+Plaintext by default; ``--tls-cert`` and ``--tls-key`` serve TLS, and ``--tls-client-ca`` also requires client
+certificates signed by that CA (mTLS); ``tdxsim tls init DIR`` mints a test PKI.
 Exit status: 0 after a graceful stop, 2 for unusable arguments or files (argparse's usage line when
 ``--root`` or ``--db`` is missing).
 """
@@ -24,6 +26,7 @@ from attest.service.core import CollateralIndex, ServiceConfig, VerifierCore
 from attest.service.server import create_server
 from attest.store import Store, StoreError
 from attest.verify.verifier import load_anchors
+from tdxsim import tls
 from tdxsim.serving import announce, check_listen_address, wait_until_signalled
 
 
@@ -53,6 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="file holding a secret that admin RPCs must present as metadata x-tdxsim-admin-token",
     )
+    tls.add_server_arguments(parser)
 
 
 def _build_core(args: argparse.Namespace) -> VerifierCore:
@@ -73,12 +77,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"tdxsim verifier: --listen: {bad_address}", file=sys.stderr)
         return 2
     try:
+        tls_config = tls.server_config_from_args(args)
+    except tls.TlsError as err:
+        print(f"tdxsim verifier: {err}", file=sys.stderr)
+        return 2
+    try:
         core = _build_core(args)
     except (OSError, ValueError, AttestError, StoreError, sqlite3.Error) as err:
         print(f"tdxsim verifier: {err}", file=sys.stderr)
         return 2
     try:
-        server, port, health = create_server(args.listen, core)
+        server, port, health = create_server(args.listen, core, tls=tls_config)
     except (OSError, RuntimeError) as err:
         print(f"tdxsim verifier: cannot listen on {args.listen}: {err}", file=sys.stderr)
         return 2
@@ -86,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     fmspcs = ", ".join(f.hex().upper() for f in core.collateral.fmspcs) or "none"
     print(
         f"tdxsim verifier: {len(core.anchors)} trust anchor(s), collateral for fmspc {fmspcs}, "
-        f"db {args.db}, kid {core.keys.current_kid}",
+        f"db {args.db}, kid {core.keys.current_kid}, {tls.describe(tls_config)}",
         file=sys.stderr,
         flush=True,
     )

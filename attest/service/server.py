@@ -10,6 +10,7 @@ from grpc_reflection.v1alpha import reflection
 
 from attest.service.core import VerifierCore
 from attest.service.servicer import VerifierServicer
+from tdxsim.tls import TlsConfig, add_port
 from tdxsim.v1 import attestation_pb2, attestation_pb2_grpc
 
 MAX_MESSAGE = 32 << 20  # quote + event log (log areas are 256 KiB–16 MiB)
@@ -21,9 +22,10 @@ SERVICE_NAME = attestation_pb2.DESCRIPTOR.services_by_name["VerifierService"].fu
 
 
 def create_server(
-    address: str, core: VerifierCore, *, max_workers: int = 8
+    address: str, core: VerifierCore, *, max_workers: int = 8, tls: TlsConfig | None = None
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
-    """Build and start the server; returns it, the bound port and its health servicer."""
+    """Build and start the server (TLS with ``tls``, plaintext without); returns it, the bound port and
+    its health servicer."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), options=CHANNEL_OPTIONS)
     attestation_pb2_grpc.add_VerifierServiceServicer_to_server(VerifierServicer(core), server)
     health_servicer = health.HealthServicer(
@@ -33,7 +35,7 @@ def create_server(
     for name in (SERVICE_NAME, ""):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection([SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    port = server.add_insecure_port(address)
+    port = add_port(server, address, tls)
     if port == 0:
         raise OSError(f"cannot bind {address}")
     server.start()

@@ -14,6 +14,7 @@ from host.rpc.guest_service import GuestServicer
 from host.rpc.host_service import HostServicer
 from host.vmm.events import MAX_WATCHERS
 from host.vmm.vmm import Vmm
+from tdxsim.tls import TlsConfig, add_port
 from tdxsim.v1 import guest_pb2, guest_pb2_grpc, host_pb2, host_pb2_grpc
 
 MAX_MESSAGE = 64 << 20
@@ -24,9 +25,15 @@ CHANNEL_OPTIONS = [
 
 
 def create_server(
-    address: str, vmm: Vmm, on_host_crash: Callable[[str], None], *, max_workers: int = 16
+    address: str,
+    vmm: Vmm,
+    on_host_crash: Callable[[str], None],
+    *,
+    max_workers: int = 16,
+    tls: TlsConfig | None = None,
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
-    """Build and start the server; returns it, the bound port and its health servicer.
+    """Build and start the server (TLS with ``tls``, plaintext without); returns it, the bound port and
+    its health servicer.
 
     Every attached guest's lifeline stream (``Attach``) holds one worker thread for the TD's life, so
     the pool has one per possible TD (one per TDX KeyID) on top of ``max_workers`` for requests."""
@@ -45,7 +52,7 @@ def create_server(
     for name in [*names, ""]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    port = server.add_insecure_port(address)
+    port = add_port(server, address, tls)
     if port == 0:
         raise OSError(f"cannot bind {address}")
     server.start()
