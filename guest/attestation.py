@@ -23,6 +23,7 @@ from attest.kbs.envelope import EnvelopeError, SealedSecret, open_sealed
 from guest.connection import open_channel
 from guest.errors import GuestError, from_rpc_error
 from guest.td import Td
+from tdxsim.tls import TlsConfig
 from tdxsim.v1 import attestation_pb2, attestation_pb2_grpc
 
 TIMEOUT = 30.0
@@ -40,10 +41,10 @@ class Attestation:
 
 
 class Verifier:
-    """A connection to a tdxsim verifier (``tdxsim verifier``)."""
+    """A connection to a tdxsim verifier (``tdxsim verifier``): plaintext, or TLS / mTLS with ``tls``."""
 
-    def __init__(self, address: str) -> None:
-        self._channel = open_channel(address)
+    def __init__(self, address: str, tls: TlsConfig | None = None) -> None:
+        self._channel = open_channel(address, tls)
         self._stub = attestation_pb2_grpc.VerifierServiceStub(self._channel)
 
     def close(self) -> None:

@@ -10,6 +10,9 @@ TD and frees its KeyID and pages) and either waits or runs the workload file (gu
 steps), printing one line per step. ``--json`` prints one JSON document instead: the TD (id, HKID, MRTD,
 credential in keep-alive mode) and every step with its result.
 
+``--tls-ca PEM`` reaches the host, and the verifier of ``attest`` steps, over TLS trusting that CA; add
+``--tls-cert PEM --tls-key PEM`` for servers that require client certificates (mTLS).
+
 Exit status: 0 all steps passed; 1 a step failed; 2 bad image or workload, or the host refused the launch;
 130 interrupted (Ctrl-C or SIGTERM). Errors are one line on stderr, never a traceback.
 """
@@ -29,6 +32,7 @@ from guest.errors import GuestError
 from guest.image import ImageError, expected_mrtd, load_image
 from guest.td import Td
 from guest.workload import Runner, StepResult, WorkloadError, load_workload
+from tdxsim import tls
 
 EXIT_STEP_FAILED = 1
 EXIT_SETUP = 2
@@ -40,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", required=True, metavar="IMAGE.json", help="TD image to launch")
     parser.add_argument("--name", default="", help="TD name shown by the host (default: the image's)")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
+    tls.add_client_arguments(parser)
     sub = parser.add_subparsers(dest="guest_command", metavar="COMMAND")
     run_parser = sub.add_parser(
         "run",
@@ -82,7 +87,11 @@ def run(args: argparse.Namespace) -> int:
     if not args.host:
         return _fail("--host ADDR is required to launch a TD")
     try:
-        td, launched = Td.launch(args.host, image.image, args.name or image.name)
+        tls_config = tls.client_config_from_args(args)
+    except tls.TlsError as err:
+        return _fail(str(err))
+    try:
+        td, launched = Td.launch(args.host, image.image, args.name or image.name, tls=tls_config)
     except GuestError as err:
         return _fail(f"launch refused by {args.host}: {err}")
     except KeyboardInterrupt:
@@ -96,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
             return _keep_alive(td, summary, launched.credential, args.json)
         if not args.json:
             print(f"TD {launched.td_id} launched (HKID {launched.hkid}, MRTD {str(summary['mrtd'])[:24]}…)")
-        runner = Runner(td)
+        runner = Runner(td, tls=tls_config)
         for step in steps:
             result = runner.run_step(step)
             results.append(result)

@@ -1,7 +1,9 @@
 """The guest's connection to its host: a gRPC channel that presents the TD credential.
 
 Every TdGuestService call carries ``authorization: Bearer <credential>``, the credential the
-host returned when it launched this TD; it binds the guest to that one TD.
+host returned when it launched this TD; it binds the guest to that one TD. The channel itself is plaintext
+on loopback by default, or TLS / mTLS with a :class:`tdxsim.tls.TlsConfig` (the credential then travels inside
+the TLS session).
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import grpc
+
+from tdxsim.tls import TlsConfig, channel_for
 
 #: Messages up to 64 MiB: batched memory operations move many pages per call.
 CHANNEL_OPTIONS = [
@@ -49,9 +53,10 @@ class _Bearer(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientIntercepto
         return continuation(self._with_token(details), request)
 
 
-def open_channel(address: str) -> grpc.Channel:
-    """A plaintext channel to a host on loopback, with the large-message options."""
-    return grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+def open_channel(address: str, tls: TlsConfig | None = None) -> grpc.Channel:
+    """A channel to a host or verifier with the large-message options: TLS (mTLS if ``tls`` carries a
+    client certificate) with ``tls``, plaintext without."""
+    return channel_for(address, tls, CHANNEL_OPTIONS)
 
 
 def td_channel(channel: grpc.Channel, credential: str) -> grpc.Channel:

@@ -67,6 +67,7 @@ from guest.errors import (
     from_rpc_error,
 )
 from guest.memory import PAGE, BouncePool, OutOfMemory, PrivateAllocator
+from tdxsim.tls import TlsConfig
 from tdxsim.v1 import guest_pb2, guest_pb2_grpc, host_pb2, host_pb2_grpc
 
 MIB = 1 << 20
@@ -216,16 +217,25 @@ class Td:
     # ---- construction -------------------------------------------------------------------------------------
     @classmethod
     def launch(
-        cls, address: str, image: host_pb2.TdImage, name: str = "", **kwargs: Any
+        cls,
+        address: str,
+        image: host_pb2.TdImage,
+        name: str = "",
+        *,
+        tls: TlsConfig | None = None,
+        **kwargs: Any,
     ) -> tuple[Td, host_pb2.LaunchTdResponse]:
         """Measured launch through ``HostService.LaunchTd``, then attach as this TD's guest. If attaching
-        fails, the half-started TD is destroyed."""
-        channel = open_channel(address)
+        fails, the half-started TD is destroyed. ``tls``: reach the host over TLS / mTLS."""
+        channel = open_channel(address, tls)
         try:
             grpc.channel_ready_future(channel).result(timeout=kwargs.pop("connect_timeout", CONNECT_TIMEOUT))
         except grpc.FutureTimeoutError:
             channel.close()
-            raise TdGone(f"no host answers at {address}", "HOST_UNREACHABLE", "UNAVAILABLE") from None
+            why = f"no host answers at {address}"
+            if tls is not None:
+                why += " over TLS (or the TLS handshake fails: check the CA and the client certificate)"
+            raise TdGone(why, "HOST_UNREACHABLE", "UNAVAILABLE") from None
         try:
             admin = host_pb2_grpc.HostServiceStub(channel)
             launched = admin.LaunchTd(
@@ -256,11 +266,24 @@ class Td:
 
     @classmethod
     def attach(
-        cls, address: str, td_id: int, credential: str, *, memory_bytes: int | None = None, **kwargs: Any
+        cls,
+        address: str,
+        td_id: int,
+        credential: str,
+        *,
+        memory_bytes: int | None = None,
+        tls: TlsConfig | None = None,
+        **kwargs: Any,
     ) -> Td:
-        """Attach to a running TD with its credential (``memory_bytes`` enables the allocator)."""
+        """Attach to a running TD with its credential (``memory_bytes`` enables the allocator; ``tls``
+        reaches the host over TLS / mTLS)."""
         return cls(
-            open_channel(address), td_id, credential, memory_bytes=memory_bytes, owns_channel=True, **kwargs
+            open_channel(address, tls),
+            td_id,
+            credential,
+            memory_bytes=memory_bytes,
+            owns_channel=True,
+            **kwargs,
         )
 
     def _start_lifeline(self) -> None:

@@ -53,6 +53,7 @@ from guest.attestation import Verifier
 from guest.errors import GuestError
 from guest.image import ImageError, parse_number
 from guest.td import Td
+from tdxsim.tls import TlsConfig
 
 DATA_PREVIEW = 32
 #: The largest ``fill:`` a workload may ask for (64 MiB, the guest's largest message).
@@ -385,8 +386,10 @@ def _preview(data: bytes) -> str:
 class Runner:
     """Executes parsed steps against a :class:`Td`."""
 
-    def __init__(self, td: Td) -> None:
+    def __init__(self, td: Td, *, tls: TlsConfig | None = None) -> None:
         self.td = td
+        #: How ``attest`` steps reach their verifier: plaintext, or TLS / mTLS.
+        self.tls = tls
 
     def _address(self, gpa: Gpa) -> int:
         return self.td.shared(gpa.value) if gpa.shared else gpa.value
@@ -498,7 +501,7 @@ class Runner:
         return f"quote of {len(quote)} bytes", {"bytes": len(quote), "sha256": _sha256(quote)}
 
     def _attest(self, p: Attest, line: int) -> tuple[str, dict[str, object]]:
-        with Verifier(p.verifier) as verifier:
+        with Verifier(p.verifier, self.tls) as verifier:
             attestation = verifier.attest(self.td, policy=p.policy)
             detail = f"token ({attestation.ear_status}, TCB {attestation.tcb_status})"
             values: dict[str, object] = {
