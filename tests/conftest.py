@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -73,3 +74,16 @@ def host_factory() -> Iterator[Callable[..., HostProcess]]:
     yield factory
     for host in started:
         host.stop(signal.SIGKILL if host.proc.poll() is None else signal.SIGTERM)
+
+
+def make_pki(directory: Path) -> None:
+    """``tdxsim pki init DIRECTORY`` as a user runs it: a simulated Intel PCS for a host's ``--pki``."""
+    result = subprocess.run(
+        [sys.executable, "-m", "tdxsim.cli", "pki", "init", str(directory), "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["platforms"]

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import json
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 from guest.td import Td
 from tdxsim.v1 import host_pb2, host_pb2_grpc
-from tests.conftest import ROOT, HostProcess
+from tests.conftest import HostProcess
+from tests.conftest import make_pki as make_pki
 
 PAGE = 4096
 MIB = 1 << 20
@@ -61,15 +58,3 @@ def stats(host: HostProcess) -> host_pb2.GetStatsResponse:
         host_pb2.GetStatsRequest(), timeout=10
     )
     return reply
-
-
-def make_pki(directory: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "tdxsim.cli", "pki", "init", str(directory), "--json"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["platforms"]

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import struct
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,22 +14,10 @@ from cryptography.hazmat.primitives import serialization
 from attest import cli as attest_cli
 from guest.connection import td_channel
 from tdxsim.v1 import guest_pb2, guest_pb2_grpc, host_pb2, host_pb2_grpc
-from tests.conftest import ROOT, HostProcess
+from tests.conftest import ROOT, HostProcess, make_pki
 
 PAGE = 4096
 MIB = 1 << 20
-
-
-def make_pki(directory: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "tdxsim.cli", "pki", "init", str(directory), "--json"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["platforms"]
 
 
 def quote_from_td(host: HostProcess, report_data: bytes) -> bytes:
