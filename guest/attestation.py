@@ -72,7 +72,7 @@ class Verifier:
             )
             reply = self._stub.Attest(request, timeout=TIMEOUT)
         except grpc.RpcError as err:
-            raise from_rpc_error(err) from None
+            raise from_rpc_error(err, verifier=True) from None
         return Attestation(reply.token, reply.expires_at_unix, reply.tcb_status, reply.ear_status, key)
 
     def fetch_secret(self, attestation: Attestation, path: str) -> bytes:
@@ -84,7 +84,7 @@ class Verifier:
                 timeout=TIMEOUT,
             )
         except grpc.RpcError as err:
-            raise from_rpc_error(err) from None
+            raise from_rpc_error(err, verifier=True) from None
         sealed = SealedSecret(
             reply.sealed.alg, reply.sealed.ephemeral_public_key, reply.sealed.iv, reply.sealed.ciphertext
         )

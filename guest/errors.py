@@ -78,6 +78,11 @@ class QuoteFailed(GuestError):
         self.status = status
 
 
+class AttestationRefused(GuestError):
+    """The verifier refused this TD's evidence or its token (``guest.attestation``): the reason names why
+    (``MRTD_MISMATCH``, ``DEBUG_TD``, ``NONCE_EXPIRED``, ``VERIFY_TCB_LEVEL``, ``TOKEN_EXPIRED`` …)."""
+
+
 _BAD_REQUEST_CODES = {
     grpc.StatusCode.INVALID_ARGUMENT,
     grpc.StatusCode.OUT_OF_RANGE,
@@ -89,8 +94,9 @@ _BAD_REQUEST_CODES = {
 _GONE_REASONS = {"TD_NOT_FOUND", "EIO", "TD_MACHINE_CHECK", "HOST_MACHINE_CHECK"}
 
 
-def from_rpc_error(err: grpc.RpcError) -> GuestError:
-    """The named exception for a failed RPC, with the host's ErrorInfo when it sent one."""
+def from_rpc_error(err: grpc.RpcError, *, verifier: bool = False) -> GuestError:
+    """The named exception for a failed RPC, with the server's ErrorInfo when it sent one. A refusal by a
+    verifier (``verifier=True``) is :class:`AttestationRefused` unless the verifier could not be reached."""
     code: grpc.StatusCode = err.code() if isinstance(err, grpc.Call) else grpc.StatusCode.UNKNOWN
     message = (err.details() if isinstance(err, grpc.Call) else "") or code.name.lower()
     reason, metadata = code.name, {}
@@ -102,7 +108,9 @@ def from_rpc_error(err: grpc.RpcError) -> GuestError:
                 reason, metadata = info.reason, dict(info.metadata)
                 break
     cls: type[GuestError]
-    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+    if verifier and code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        cls = AttestationRefused
+    elif code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
         cls = AccessDenied
     elif (
         code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DATA_LOSS, grpc.StatusCode.CANCELLED)

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from attest import binding
 from guest.attestation import Verifier
-from guest.errors import GuestError, from_rpc_error
+from guest.errors import AttestationRefused, from_rpc_error
 from guest.td import Td
 from tdxsim.v1 import attestation_pb2, attestation_pb2_grpc, host_pb2
 from tests.conftest import ROOT, HostProcess, start_host
@@ -156,8 +156,9 @@ def test_other_images_and_debug_tds_are_refused(
     world: tuple[HostProcess, VerifierProcess], img: host_pb2.TdImage, reason: str
 ) -> None:
     host, verifier = world
-    with launch(host, img) as td, Verifier(verifier.address) as v, pytest.raises(GuestError) as refused:
-        v.attest(td, policy="prod")
+    with launch(host, img) as td, Verifier(verifier.address) as v:
+        with pytest.raises(AttestationRefused) as refused:
+            v.attest(td, policy="prod")
     assert (refused.value.code, refused.value.reason) == ("PERMISSION_DENIED", reason)
 
 
