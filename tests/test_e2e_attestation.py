@@ -156,9 +156,12 @@ def test_other_images_and_debug_tds_are_refused(
     world: tuple[HostProcess, VerifierProcess], img: host_pb2.TdImage, reason: str
 ) -> None:
     host, verifier = world
-    with launch(host, img) as td, Verifier(verifier.address) as v:
-        with pytest.raises(AttestationRefused) as refused:
-            v.attest(td, policy="prod")
+    with (
+        launch(host, img) as td,
+        Verifier(verifier.address) as v,
+        pytest.raises(AttestationRefused) as refused,
+    ):
+        v.attest(td, policy="prod")
     assert (refused.value.code, refused.value.reason) == ("PERMISSION_DENIED", reason)
 
 
