@@ -31,6 +31,8 @@ from tdxsim.v1 import guest_pb2, guest_pb2_grpc
 
 #: Bytes one request may move (the channels allow 64 MiB messages).
 MAX_BATCH_BYTES = 32 << 20
+#: Instructions one request may carry: bounds how long one request holds the vCPU (and the VMM).
+MAX_BATCH_INSTRUCTIONS = 65536
 
 
 def bearer(context: grpc.ServicerContext) -> str:
@@ -90,6 +92,12 @@ class GuestServicer(guest_pb2_grpc.TdGuestServiceServicer):
     def _run(self, context: grpc.ServicerContext, td_id: int, ops: list[GuestOp]) -> list[object]:
         with self._vmm.locked():
             self._vmm.authenticate(td_id, bearer(context))
+        if len(ops) > MAX_BATCH_INSTRUCTIONS:
+            raise VmmError(
+                Refusal.INVALID_ARGUMENT,
+                "BATCH_TOO_LARGE",
+                f"a request may carry {MAX_BATCH_INSTRUCTIONS} instructions",
+            )
         if _batch_bytes(ops) > MAX_BATCH_BYTES:
             raise VmmError(
                 Refusal.INVALID_ARGUMENT, "BATCH_TOO_LARGE", f"a request may move {MAX_BATCH_BYTES} bytes"
@@ -167,11 +175,12 @@ class GuestServicer(guest_pb2_grpc.TdGuestServiceServicer):
         self._attach_check(request, context)
         gone = threading.Event()
         context.add_callback(gone.set)
-        yield guest_pb2.AttachEvent(detail=f"attached to TD {request.td_id}")
-        while not gone.wait(1.0):
-            if not self._vmm.exists(request.td_id):
-                return
-        self._vmm.detach(request.td_id)
+        try:  # however the stream ends (even closed at the first yield), the lifeline is let go
+            yield guest_pb2.AttachEvent(detail=f"attached to TD {request.td_id}")
+            while not gone.wait(1.0) and self._vmm.exists(request.td_id):
+                pass
+        finally:
+            self._vmm.detach(request.td_id)
 
     def Echo(self, request: guest_pb2.EchoRequest, context: grpc.ServicerContext) -> guest_pb2.EchoResponse:
         return guest_pb2.EchoResponse(payload=request.payload)

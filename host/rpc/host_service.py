@@ -191,8 +191,8 @@ class HostServicer(host_pb2_grpc.HostServiceServicer):
         except VmmError as err:
             abort_for(context, err)
         context.add_callback(lambda: q.put(None))
-        yield host_pb2.Event(kind=host_pb2.Event.KIND_WATCH_STARTED, td_id=request.td_id)
-        try:
+        try:  # the slot is given back however the stream ends, even closed at the first yield
+            yield host_pb2.Event(kind=host_pb2.Event.KIND_WATCH_STARTED, td_id=request.td_id)
             while context.is_active():
                 try:
                     event = q.get(timeout=1.0)

@@ -413,6 +413,8 @@ class Vmm:
                     self.events.publish(Event(EventKind.MAP_GPA, td_id, exit_.gpa, exit_.size, exit_.flags))
                     ret = 0
                     try:
+                        if not self._backed(vm, exit_.gpa, exit_.size):
+                            raise KvmError("EINVAL", "MapGPA of memory no memslot backs")  # as QEMU refuses
                         self.convert(handle, exit_.gpa, exit_.size, bool(exit_.flags))
                     except (KvmError, TdxError):
                         ret = 22  # -EINVAL to the guest as INVALID_OPERAND
@@ -441,30 +443,44 @@ class Vmm:
                         gpa=exit_.gpa,
                     )
 
+    @staticmethod
+    def _backed(vm: KvmVm, gpa: int, size: int) -> bool:
+        """[gpa, gpa + size) lies entirely inside memslots (guest RAM)."""
+        pos, end = gpa >> PAGE_SHIFT, (gpa + size) >> PAGE_SHIFT
+        while pos < end:
+            slot = vm.memslots.find(pos)
+            if slot is None:
+                return False
+            pos = slot.end_gfn
+        return True
+
     # ---- GetQuote (QEMU tdx_handle_get_quote + the quote generation service) ---------------
     def _get_quote(self, handle: TdHandle, gpa: int, size: int) -> int:
         """Serve one GHCI GetQuote buffer in shared memory; returns the TDVMCALL status. The quote
         (or an error status) goes back into the buffer, as a real VMM does once QGS answers."""
         try:
+            # The whole buffer must be shared guest memory the VMM can reach (QEMU checks it too).
+            self._host_view(handle, gpa, size)
             version, _, in_len, _ = GET_QUOTE_HEADER.unpack(
                 self.host_read(handle.td_id, gpa, GET_QUOTE_HEADER.size)
             )
+            room = size - GET_QUOTE_HEADER.size
+            if version != GET_QUOTE_VERSION or not 0 < in_len <= room:
+                return int(TdVmCallStatus.INVALID_OPERAND)
+            report = self.host_read(handle.td_id, gpa + GET_QUOTE_HEADER.size, in_len)
+            status, quote = GET_QUOTE_QGS_UNAVAILABLE, b""
+            if self._quoting is not None:
+                try:
+                    quote = self._quoting.get_quote(report)
+                    status = GET_QUOTE_SUCCESS if len(quote) <= room else GET_QUOTE_ERROR
+                except QuoteRefused as refused:
+                    status = (
+                        GET_QUOTE_QGS_UNAVAILABLE if refused.reason == "QGS_UNAVAILABLE" else GET_QUOTE_ERROR
+                    )
+            header = GET_QUOTE_HEADER.pack(GET_QUOTE_VERSION, status, in_len, len(quote))
+            self.host_write(handle.td_id, gpa, header + (quote if status == GET_QUOTE_SUCCESS else b""))
         except VmmError:
             return int(TdVmCallStatus.INVALID_OPERAND)
-        room = size - GET_QUOTE_HEADER.size
-        if version != GET_QUOTE_VERSION or not 0 < in_len <= room:
-            return int(TdVmCallStatus.INVALID_OPERAND)
-        report = self.host_read(handle.td_id, gpa + GET_QUOTE_HEADER.size, in_len)
-        status, quote = GET_QUOTE_QGS_UNAVAILABLE, b""
-        if self._quoting is not None:
-            try:
-                quote = self._quoting.get_quote(report)
-                status = GET_QUOTE_SUCCESS if len(quote) <= room else GET_QUOTE_ERROR
-            except QuoteRefused as refused:
-                status = GET_QUOTE_QGS_UNAVAILABLE if refused.reason == "QGS_UNAVAILABLE" else GET_QUOTE_ERROR
-        header = GET_QUOTE_HEADER.pack(GET_QUOTE_VERSION, status, in_len, len(quote))
-        body = quote if status == GET_QUOTE_SUCCESS else b""
-        self.host_write(handle.td_id, gpa, header + body)
         return int(TdVmCallStatus.SUCCESS)
 
     # ---- host userspace touching guest memory -----------------------------------------

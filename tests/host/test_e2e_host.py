@@ -272,3 +272,39 @@ def test_one_lifeline_per_td_and_a_bounded_number_of_event_feeds(
     for feed in feeds:
         feed.cancel()
     first.cancel()
+
+
+def test_streams_cancelled_at_once_give_back_their_td_and_their_feed_slot(
+    host_factory: Callable[..., HostProcess],
+) -> None:
+    host = host_factory("--keyids", "8")
+    admin = host_pb2_grpc.HostServiceStub(host.channel)
+    for _ in range(24):  # more cycles than KeyIDs: a leaked TD would exhaust them
+        td = admin.CreateTd(host_pb2.CreateTdRequest(), timeout=10)
+        guest = guest_pb2_grpc.TdGuestServiceStub(td_channel(host.channel, td.credential))
+        stream = guest.Attach(guest_pb2.AttachRequest(td_id=td.td_id), timeout=30)
+        next(stream)
+        stream.cancel()
+        feed = admin.WatchEvents(host_pb2.WatchEventsRequest(all_tds=True), timeout=30)
+        next(feed)
+        feed.cancel()
+        deadline = time.monotonic() + 10
+        while admin.GetStats(host_pb2.GetStatsRequest(), timeout=5).tds and time.monotonic() < deadline:
+            time.sleep(0.02)
+    stats = admin.GetStats(host_pb2.GetStatsRequest(), timeout=5)
+    assert (stats.tds, stats.keyids_free) == (0, 8)
+    feed = admin.WatchEvents(host_pb2.WatchEventsRequest(all_tds=True), timeout=30)
+    assert next(feed).kind == host_pb2.Event.KIND_WATCH_STARTED
+    feed.cancel()
+
+
+def test_a_run_with_too_many_instructions_is_refused_before_it_runs(
+    host_factory: Callable[..., HostProcess],
+) -> None:
+    host = host_factory()
+    td_id, _, guest = launch_td(host)
+    many = [guest_pb2.Instruction(read=guest_pb2.GpaRange(gpa=0, length=8))] * 65537
+    with pytest.raises(grpc.RpcError) as err:
+        guest.Run(guest_pb2.RunRequest(td_id=td_id, instructions=many), timeout=30)
+    assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert error_info(err.value).reason == "BATCH_TOO_LARGE"

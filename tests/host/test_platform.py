@@ -112,3 +112,32 @@ def test_empty_guest_accesses_are_invalid_argument(op: object) -> None:
     with pytest.raises(VmmError) as err:
         platform.vmm.run_vcpu(td.td_id, [op])  # type: ignore[list-item]
     assert (err.value.refusal, err.value.tdx_status) == (Refusal.INVALID_ARGUMENT, 0xC000010000000001)
+
+
+def test_map_gpa_beyond_guest_memory_is_invalid_operand_at_once() -> None:
+    platform = build_platform(PlatformConfig(phys_bytes=64 * MIB))
+    vmm = platform.vmm
+    td = vmm.create_td(TdParams(), memory_bytes=8 * MIB)
+    vmm.finalize(td.td_id)
+    shared = td.vm.shared_bit
+    (result,) = vmm.run_vcpu(td.td_id, [MapGpa(shared | 0, shared - 4096)])  # the whole shared half
+    assert (result.status, result.failed_gpa) == (0x8000000000000000, shared | 8 * MIB)  # type: ignore[attr-defined]
+    assert result.chunks == 5  # type: ignore[attr-defined]  # 4 chunks of guest RAM, then the refusal
+
+
+def test_get_quote_on_a_buffer_that_is_partly_private_is_invalid_operand_and_the_td_runs_on() -> None:
+    import struct
+
+    from host.tdx.vcpu import GetQuote
+
+    platform = build_platform(PlatformConfig(phys_bytes=64 * MIB))
+    vmm = platform.vmm
+    td = vmm.create_td(TdParams(), memory_bytes=8 * MIB)
+    vmm.finalize(td.td_id)
+    buf = td.vm.shared_bit | 4 * MIB
+    header = struct.pack("<QQII", 1, 0xFFFF_FFFF_FFFF_FFFF, 1024, 0)
+    results = vmm.run_vcpu(
+        td.td_id, [MapGpa(buf, 4096), MemWrite(buf, header + bytes(1024)), GetQuote(buf, 8192)]
+    )
+    assert results[2].status == 0x8000000000000000  # type: ignore[attr-defined]
+    assert vmm.run_vcpu(td.td_id, [Accept(0, 4096), MemRead(0, 4)])[1] == bytes(4)
