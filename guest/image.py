@@ -197,6 +197,8 @@ def load_image(path: str | Path) -> Image:
         raise ImageError(f"{path}: not UTF-8 text") from None
     except json.JSONDecodeError as err:
         raise ImageError(f"{path}: not JSON: {err}") from None
+    except RecursionError:  # json.loads' signal for deeply nested arrays/objects; not a ValueError
+        raise ImageError(f"{path}: not JSON: nested too deeply") from None
     return parse_image(doc, path.parent)
 
 

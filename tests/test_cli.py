@@ -209,3 +209,30 @@ def test_verifier_refuses_an_unusable_listen_address(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "--listen: port '70000'" in result.stderr
     assert not (tmp_path / "v.db").exists()
+
+
+def _one_line(result: subprocess.CompletedProcess[str], message: str) -> None:
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [message], result.stderr
+
+
+@pytest.mark.parametrize("option", ["--collateral", "--policy"])
+def test_quote_verify_deeply_nested_json_exits_2_with_one_line(tmp_path: Path, option: str) -> None:
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 2000)
+    expected = json.loads((VECTORS / "expected.json").read_text())["tdx_v4_quote.bin"]
+    files = {"--collateral": str(VECTORS / "tdx_v4_collateral.json"), "--policy": None}
+    files[option] = str(deep)
+    args = [f"{k}={v}" for k, v in files.items() if v is not None]
+    result = tdxsim(
+        "quote", "verify", str(VECTORS / "tdx_v4_quote.bin"), *args, "--at", str(expected["verify_at_unix"])
+    )
+    what = "collateral" if option == "--collateral" else "policy"
+    _one_line(result, f"tdxsim quote: {what} is not json: nested too deeply")
+
+
+def test_guest_mrtd_of_a_deeply_nested_image_exits_2_with_one_line(tmp_path: Path) -> None:
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 2000)
+    result = tdxsim("guest", "--image", str(deep), "mrtd")
+    _one_line(result, f"tdxsim guest: {deep}: not JSON: nested too deeply")

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from attest.codec import layout as L
+from attest.jsonutil import loads_json
 from attest.verify.collateral import TCB_STATUSES
 
 POLICY_VERSION = 1
@@ -221,10 +222,7 @@ def policy_from_json(name: str, text: str) -> Policy:
     """Parse and check a policy document (schema in the module docstring)."""
     if not name or len(name) > 128 or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise PolicyError("policy name must be 1..128 characters of [A-Za-z0-9._-]")
-    try:
-        doc = json.loads(text) if text.strip() else {}
-    except ValueError as exc:
-        raise PolicyError(f"policy is not json: {exc}") from None
+    doc = loads_json(text, "policy", PolicyError) if text.strip() else {}
     if not isinstance(doc, dict):
         raise PolicyError("policy must be a json object")
     unknown = sorted(set(doc) - POLICY_KEYS)

@@ -18,11 +18,11 @@ the secret is only ever sent sealed to it (``attest.kbs.envelope``).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from attest.jsonutil import loads_json
 from attest.token.ear import appraisal_of, tdx_claims
 
 POLICY_KEYS = frozenset({"version", "ear_statuses", "attestation_policies", "claims"})
@@ -64,10 +64,7 @@ def _equal(have: Any, want: Any) -> bool:
 
 
 def parse_resource_policy(text: str) -> ResourcePolicy:
-    try:
-        doc = json.loads(text) if text.strip() else {}
-    except ValueError as exc:
-        raise ResourcePolicyError(f"resource policy is not json: {exc}") from None
+    doc = loads_json(text, "resource policy", ResourcePolicyError) if text.strip() else {}
     if not isinstance(doc, dict):
         raise ResourcePolicyError("resource policy must be a json object")
     unknown = sorted(set(doc) - POLICY_KEYS)

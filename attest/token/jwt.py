@@ -24,6 +24,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
+from attest.jsonutil import loads_json
+
 ALG = "ES256"
 COORD_SIZE = 32
 DEFAULT_LEEWAY = 5  # seconds of clock skew tolerated on exp / nbf / iat
@@ -107,10 +109,7 @@ class VerifiedToken:
 
 
 def _json_object(segment: str, what: str) -> dict[str, Any]:
-    try:
-        obj = json.loads(b64url_decode(segment))
-    except (ValueError, UnicodeDecodeError):
-        raise TokenError(f"token {what} is not json") from None
+    obj = loads_json(b64url_decode(segment), f"token {what}", TokenError)
     if not isinstance(obj, dict):
         raise TokenError(f"token {what} is not a json object")
     return obj

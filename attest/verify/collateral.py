@@ -22,6 +22,7 @@ from typing import Any
 from cryptography import x509
 
 from attest.errors import CollateralError
+from attest.jsonutil import loads_json
 
 COLLATERAL_FIELDS = (
     "pck_crl_issuer_chain",
@@ -81,6 +82,8 @@ def slice_json_member(text: str, key: str) -> str:
                 pos += 1
     except (IndexError, ValueError) as exc:
         raise CollateralError(f"malformed collateral json: {exc}") from None
+    except RecursionError:
+        raise CollateralError("malformed collateral json: nested too deeply") from None
     raise CollateralError(f"collateral has no {key}")
 
 
@@ -156,10 +159,7 @@ def parse_collateral(text: str) -> Collateral:
     Every member is checked for shape here (``CollateralError``: the collateral is unusable), so a
     ``Collateral`` only fails verification for what verification decides (signature, chain, time, revocation).
     """
-    try:
-        doc = json.loads(text)
-    except ValueError as exc:
-        raise CollateralError(f"collateral is not json: {exc}") from None
+    doc = loads_json(text, "collateral", CollateralError)
     if not isinstance(doc, dict):
         raise CollateralError("collateral is not a json object")
     missing = [k for k in COLLATERAL_FIELDS if k not in doc]
@@ -305,10 +305,7 @@ def _components(items: Any, what: str) -> tuple[int, ...]:
 
 
 def _load_object(text: str, what: str) -> dict[str, Any]:
-    try:
-        doc = json.loads(text)
-    except ValueError:
-        raise CollateralError(f"{what} is not json") from None
+    doc = loads_json(text, what, CollateralError)
     if not isinstance(doc, dict):
         raise CollateralError(f"{what} is not a json object")
     return doc

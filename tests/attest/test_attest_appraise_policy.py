@@ -157,3 +157,11 @@ def test_policy_json_round_trips_through_the_canonical_form() -> None:
         ' "reference_values": {"xfam": ["e702060000000000"]}, "token_ttl_seconds": 60}',
     )
     assert policy_from_json("p", policy_to_json(policy)) == policy
+
+
+DEEP = "[" * 2000  # json.loads raises RecursionError, not ValueError
+
+
+def test_deeply_nested_policy_is_a_policy_error() -> None:
+    with pytest.raises(PolicyError, match=r"^policy is not json: nested too deeply$"):
+        policy_from_json("p", DEEP)

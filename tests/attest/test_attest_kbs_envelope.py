@@ -78,3 +78,11 @@ def test_resource_policy_matches_claims_case_insensitively_and_lists_denials() -
 def test_bad_resource_policies_are_refused(text: str) -> None:
     with pytest.raises(ResourcePolicyError):
         parse_resource_policy(text)
+
+
+DEEP = "[" * 2000  # json.loads raises RecursionError, not ValueError
+
+
+def test_deeply_nested_resource_policy_is_a_resource_policy_error() -> None:
+    with pytest.raises(ResourcePolicyError, match=r"^resource policy is not json: nested too deeply$"):
+        parse_resource_policy(DEEP)

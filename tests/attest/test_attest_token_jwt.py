@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
 from attest.store import Store
 from attest.token import SigningKeys, TokenError, ear_status, jwks_document, sign, thumbprint, verify
@@ -107,3 +107,20 @@ def test_rotation_keeps_old_tokens_verifiable(tmp_path: Path) -> None:
     assert len(keys.jwks()["keys"]) == 2
     assert verify(old, keys.jwks(), NOW + 2).header["kid"] != new_kid
     assert verify(keys.sign(_claims()), keys.jwks(), NOW + 2).header["kid"] == new_kid
+
+
+DEEP = "[" * 2000  # json.loads raises RecursionError, not ValueError
+
+
+@pytest.mark.parametrize("segment", [0, 1])
+def test_deeply_nested_token_header_or_payload_is_a_token_error(segment: int) -> None:
+    """A nested header is refused before the signature check, a nested payload after it (so it is signed)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    parts = sign(_claims(), key).split(".")
+    parts[segment] = _b64(DEEP.encode())
+    der = key.sign(f"{parts[0]}.{parts[1]}".encode(), ec.ECDSA(hashes.SHA256()))
+    r, s = decode_dss_signature(der)
+    parts[2] = _b64(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
+    with pytest.raises(TokenError, match=r"is not json: nested too deeply$") as err:
+        verify(".".join(parts), jwks_document([key.public_key()]), NOW, issuer="tdxsim-verifier")
+    assert err.value.reason == "TOKEN_INVALID"

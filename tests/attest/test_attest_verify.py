@@ -281,3 +281,19 @@ def test_same_verdict_as_dcap_qvl(name: str) -> None:
     assert our_verdict == their_verdict
     expected = EXPECTED[name]["dcap_qvl_0_7_0"]
     assert their_verdict == ((expected["status"], expected["advisory_ids"]) if "status" in expected else None)
+
+
+DEEP = "[" * 2000  # json.loads raises RecursionError, not ValueError
+
+
+@pytest.mark.parametrize("member", [None, "tcb_info", "qe_identity"])
+def test_deeply_nested_collateral_is_a_collateral_error(member: str | None) -> None:
+    if member is None:
+        text = DEEP
+    else:
+        doc = json.loads(read_collateral("tdx_v4_quote.bin"))
+        doc[member] = DEEP
+        text = json.dumps(doc)
+    with pytest.raises(CollateralError, match=r"is not json: nested too deeply$") as err:
+        parse_collateral(text)
+    assert type(err.value) is CollateralError

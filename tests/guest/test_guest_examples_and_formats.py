@@ -314,3 +314,11 @@ def test_the_examples_readme_has_every_workload_step_of_the_docstring_and_every_
     assert "tdxsim guest --image examples/image.json mrtd" in readme
     for example in sorted(EXAMPLES.glob("*.tdx")) + sorted(EXAMPLES.glob("*.py")):
         assert f"`{example.name}" in readme, example.name
+
+
+def test_a_deeply_nested_image_file_is_an_image_error(tmp_path: Path) -> None:
+    path = tmp_path / "image.json"
+    path.write_text("[" * 2000)
+    with pytest.raises(ImageError) as err:
+        load_image(path)
+    assert str(err.value) == f"{path}: not JSON: nested too deeply"
