@@ -12,10 +12,16 @@ that failed: ``VERIFY_HEADER``, ``VERIFY_COLLATERAL``, ``VERIFY_CRL``, ``VERIFY_
 (PERMISSION_DENIED, ``TCB_REVOKED``). An appraisal refusal is PERMISSION_DENIED with the first mismatch as
 reason, except a stale one (``StaleEvidence``: NONCE_REPLAYED, NONCE_EXPIRED), which is FAILED_PRECONDITION
 like every freshness failure. Nothing caused by input ever maps to INTERNAL.
+
+The database failing under a running server (``sqlite3.Error``: disk I/O error, read-only or locked file;
+``StoreError``) is UNAVAILABLE with reason ``STORE_UNAVAILABLE``: the one retryable code (conventions.md §7),
+and never UNKNOWN, which a client could not tell from a bug. ``SERVER_FAULTS`` are the codes the servicer also
+reports on stderr, one line per failure, since the operator rather than the caller has to act on them.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Mapping
 
 from attest.appraise import AppraisalRefused, PolicyError, StaleEvidence
@@ -23,6 +29,7 @@ from attest.binding import BindingError
 from attest.errors import AttestError, TcbRevoked
 from attest.eventlog import EventLogError
 from attest.kbs import ResourcePolicyError
+from attest.store import StoreError
 from attest.token import TokenError
 
 
@@ -67,8 +74,11 @@ STATUS_TABLE: tuple[tuple[type[Exception], str], ...] = (
     (PolicyError, "INVALID_ARGUMENT"),
     (ResourcePolicyError, "INVALID_ARGUMENT"),
     (TokenError, "UNAUTHENTICATED"),
+    (sqlite3.Error, "UNAVAILABLE"),
+    (StoreError, "UNAVAILABLE"),
 )
 HANDLED: tuple[type[Exception], ...] = (ServiceError, *(cls for cls, _ in STATUS_TABLE))
+SERVER_FAULTS = frozenset({"UNAVAILABLE"})
 
 
 def _reason(err: Exception) -> str:
@@ -76,6 +86,8 @@ def _reason(err: Exception) -> str:
         return "TCB_REVOKED"
     if isinstance(err, AttestError):
         return f"VERIFY_{(err.step or 'header').upper()}"
+    if isinstance(err, (sqlite3.Error, StoreError)):
+        return "STORE_UNAVAILABLE"
     reason = getattr(err, "reason", None)
     return reason if isinstance(reason, str) else type(err).__name__.upper()
 

@@ -2,20 +2,22 @@
 
 Exceptions become statuses through ``attest.service.errors.status_of`` (one table) and
 ``attest.service.rpc_status.abort`` (ErrorInfo, domain ``tdxsim.v1``). An exception the table does not know is
-a bug and surfaces as gRPC's UNKNOWN, never as a code a client could mistake for a refusal.
+a bug and surfaces as gRPC's UNKNOWN, never as a code a client could mistake for a refusal. A server fault
+(the database failing: UNAVAILABLE) is also written to stderr as one line, without a traceback.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import grpc
 
 from attest.service.core import VerifierCore
-from attest.service.errors import HANDLED, status_of
+from attest.service.errors import HANDLED, SERVER_FAULTS, status_of
 from attest.service.rpc_status import abort
 from tdxsim.v1 import attestation_pb2 as pb
 from tdxsim.v1 import attestation_pb2_grpc
@@ -35,6 +37,9 @@ def translate(method: F) -> F:
             status = status_of(err)
             assert status is not None
             code, reason, metadata = status
+            if code in SERVER_FAULTS:
+                line = f"tdxsim verifier: {method.__name__}: {code} {reason}: {err}"
+                print(line.replace("\n", " "), file=sys.stderr, flush=True)
             abort(context, grpc.StatusCode[code], str(err), reason, metadata)
 
     return wrapper  # type: ignore[return-value]

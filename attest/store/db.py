@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 1
+SQLITE_INT_MAX = 2**63 - 1  # SQLite INTEGER is signed 64-bit; a larger Python int cannot be bound
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS nonces (
     nonce BLOB PRIMARY KEY,
@@ -215,6 +216,10 @@ class Store:
         return int(cur.lastrowid or 0)
 
     def audit_entries(self, after_id: int = 0, limit: int = 100) -> list[AuditRecord]:
+        """Up to ``limit`` entries with id > ``after_id``, oldest first; ``after_id`` beyond SQLite's integers
+        (the RPC's uint64 reaches 2**64 - 1) is clamped, as no id can exceed ``SQLITE_INT_MAX``."""
+        after_id = min(max(after_id, 0), SQLITE_INT_MAX)
+        limit = min(max(limit, 0), SQLITE_INT_MAX)
         with self._lock:
             rows = self._db.execute(
                 "SELECT id, at_ms, action, outcome, reason, subject, detail FROM audit WHERE id > ? "
