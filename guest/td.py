@@ -67,7 +67,7 @@ from guest.errors import (
     from_rpc_error,
 )
 from guest.memory import PAGE, BouncePool, OutOfMemory, PrivateAllocator
-from tdxsim.tls import TlsConfig
+from tdxsim.tls import TlsConfig, handshake_failure
 from tdxsim.v1 import guest_pb2, guest_pb2_grpc, host_pb2, host_pb2_grpc
 
 MIB = 1 << 20
@@ -231,10 +231,12 @@ class Td:
         try:
             grpc.channel_ready_future(channel).result(timeout=kwargs.pop("connect_timeout", CONNECT_TIMEOUT))
         except grpc.FutureTimeoutError:
-            channel.close()
             why = f"no host answers at {address}"
             if tls is not None:
-                why += " over TLS (or the TLS handshake fails: check the CA and the client certificate)"
+                hint = "(or the TLS handshake fails: check the CA and the client certificate)"
+                reason = handshake_failure(channel)
+                why += f" over TLS: {reason}" if reason else f" over TLS {hint}"
+            channel.close()
             raise TdGone(why, "HOST_UNREACHABLE", "UNAVAILABLE") from None
         try:
             admin = host_pb2_grpc.HostServiceStub(channel)

@@ -1,10 +1,19 @@
-"""The ``tdxsim`` command line: one entry point, a subcommand per process or tool."""
+"""The ``tdxsim`` command line: one entry point, a subcommand per process or tool.
+
+gRPC's C core logs every failed TLS handshake ("Handshake failed with error SSL_ERROR_SSL …", INFO level, once
+per reconnect attempt) on both ends; GRPC_VERBOSITY defaults to ERROR here, set before any import of grpc
+(they all happen in ``build_parser``), so a CLI's stderr carries its own one error line. Export
+GRPC_VERBOSITY=INFO (or DEBUG) to see them again.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # before build_parser imports grpc (see the docstring)
 
 DESCRIPTION = """\
 tdxsim simulates an Intel TDX machine as separate processes talking gRPC (make demo shows all of them).

@@ -3,12 +3,16 @@
 A :class:`TlsConfig` is either a server's (certificate chain + key, and a client CA that makes client
 certificates mandatory: mTLS) or a client's (the CA that signed the server, and a certificate + key to present
 to an mTLS server). Files are read and checked when the config is loaded, so a wrong path, a file that is not
-PEM or a key that does not belong to its certificate is one :class:`TlsError` naming the file, not a handshake
-failure later. ``None`` everywhere means plaintext, the default on loopback.
+PEM, a key that does not belong to its certificate or an own certificate that is expired or not yet valid is
+one :class:`TlsError` naming the file, not a handshake failure later. ``None`` everywhere means plaintext, the
+default on loopback. When a handshake does fail, :func:`handshake_failure` asks the channel why, so the
+caller's one error line can say so (gRPC's own log lines are silenced by ``tdxsim.cli``).
 
 ``tdxsim tls init DIR`` mints a test PKI with :func:`mint_test_pki`: ``ca.pem`` (a CA that says it is a tdxsim
 test CA), ``server.pem``/``server.key`` (SANs for the given hosts, 127.0.0.1 and localhost by default) and
-``client.pem``/``client.key``; ECDSA P-256, keys readable by their owner only.
+``client.pem``/``client.key``; ECDSA P-256, keys readable by their owner only. ``--hosts`` takes IP addresses
+and DNS names (RFC 1123 labels; a wildcard only as a whole left-most label of a longer name), ``--days``
+1..36500.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import argparse
 import datetime
 import ipaddress
 import os
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,6 +37,13 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 DEFAULT_HOSTS = ("127.0.0.1", "localhost")
 CA_NAME = "tdxsim test CA (not for production)"
 PKI_FILES = ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")
+MAX_DAYS = 36500  # 100 years; beyond ~2.9 million days datetime overflows
+DNS_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+#: What gRPC's client says about a failed TLS handshake, in a status's details or debug string.
+HANDSHAKE_FAILED = re.compile(
+    r"(?im)tls handshake failed[^:\n]*:(?: SSL_ERROR_\w+:)?(?: error:\w+:[^:\n]*:[^:\n]*:)? ?"
+    r"(?P<why>[^\n\"]+?)(?:: OK)?(?=$|\")"
+)
 
 
 class TlsError(ValueError):
@@ -111,7 +123,18 @@ def _load_pair(cert: str | Path, key: str | Path) -> tuple[bytes, bytes]:
     leaf = x509.load_pem_x509_certificates(chain)[0]
     if _spki(private_key.public_key()) != _spki(leaf.public_key()):
         raise TlsError(f"{key}: this key does not belong to the certificate in {cert}")
+    _check_validity(leaf, cert)
     return chain, key_pem
+
+
+def _check_validity(certificate: x509.Certificate, path: str | Path) -> None:
+    """Our own certificate must be valid now: peers would refuse it at every handshake otherwise."""
+    now = datetime.datetime.now(datetime.UTC)
+    after, before = certificate.not_valid_after_utc, certificate.not_valid_before_utc
+    if now > after:
+        raise TlsError(f"{path}: certificate expired on {after:%Y-%m-%d %H:%M} UTC")
+    if now < before:
+        raise TlsError(f"{path}: certificate is not valid before {before:%Y-%m-%d %H:%M} UTC")
 
 
 def describe(cfg: TlsConfig | None) -> str:
@@ -142,6 +165,30 @@ def channel_credentials(cfg: TlsConfig) -> grpc.ChannelCredentials:
         private_key=cfg.private_key,
         certificate_chain=cfg.certificate_chain,
     )
+
+
+def handshake_reason(text: str) -> str | None:
+    """The TLS handshake failure a gRPC status's details or debug string names (``"TLS handshake failed:
+    CERTIFICATE_VERIFY_FAILED: unable to get local issuer certificate"``), None if it names none."""
+    match = HANDSHAKE_FAILED.search(text)
+    return f"TLS handshake failed: {match['why']}" if match else None
+
+
+def handshake_failure(channel: grpc.Channel, timeout: float = 2.0) -> str | None:
+    """Why ``channel`` cannot complete its TLS handshake, or None (it can, or it fails for another reason).
+
+    One call without wait-for-ready to a method any server knows or refuses: gRPC fails it with the last
+    connection error, whose debug string names the handshake failure. For error lines only: it costs a call.
+    """
+    probe = channel.unary_unary("/grpc.health.v1.Health/Check")
+    try:
+        probe(b"", timeout=timeout)
+    except grpc.RpcError as err:
+        debug = getattr(err, "debug_error_string", None)
+        text = str(debug()) if callable(debug) else ""
+        details = err.details() if isinstance(err, grpc.Call) else ""
+        return handshake_reason(text) or handshake_reason(details or "")
+    return None
 
 
 def add_port(server: grpc.Server, address: str, cfg: TlsConfig | None) -> int:
@@ -210,12 +257,25 @@ def client_config_from_args(args: argparse.Namespace) -> TlsConfig | None:
 # ---- test PKI ----------------------------------------------------------------------------------------
 
 
+def _dns_name(host: str) -> bool:
+    """An RFC 1123 host name (labels of 1..63 letters, digits and inner hyphens; 253 characters in all),
+    optionally with ``*`` as the whole left-most label before two labels at least (``*.example.com``)."""
+    if not host or len(host) > 253:
+        return False
+    labels = host.split(".")
+    if labels[0] == "*" and len(labels) > 2:
+        labels = labels[1:]
+    return all(DNS_LABEL.match(label) for label in labels)
+
+
 def _san(hosts: Sequence[str]) -> x509.SubjectAlternativeName:
     names: list[x509.GeneralName] = []
     for host in hosts:
         try:
             names.append(x509.IPAddress(ipaddress.ip_address(host)))
         except ValueError:
+            if not _dns_name(host):
+                raise TlsError(f"--hosts: {host!r} is neither an IP address nor a DNS name") from None
             names.append(x509.DNSName(host))
     return x509.SubjectAlternativeName(names)
 
@@ -251,8 +311,9 @@ def mint_test_pki(
     hosts = [h.strip() for h in hosts if h.strip()]
     if not hosts:
         raise TlsError("--hosts: give at least one host name or IP address")
-    if days < 1:
-        raise TlsError("--days must be positive")
+    if not 1 <= days <= MAX_DAYS:
+        raise TlsError(f"--days must be 1..{MAX_DAYS}, not {days}")
+    san = _san(hosts)  # refuses a malformed host before anything is written
     out = Path(directory)
     paths = {name: out / name for name in PKI_FILES}
     existing = [str(p) for p in paths.values() if p.exists()]
@@ -304,7 +365,7 @@ def mint_test_pki(
             )
         )
         if usage == ExtendedKeyUsageOID.SERVER_AUTH:
-            builder = builder.add_extension(_san(hosts), critical=False)
+            builder = builder.add_extension(san, critical=False)
         return builder.sign(ca_key, hashes.SHA256()), _key_pem(key)
 
     server, server_key = leaf("tdxsim test server", ExtendedKeyUsageOID.SERVER_AUTH)
@@ -337,7 +398,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated IP addresses and DNS names the server certificate is valid for "
         "(default: 127.0.0.1,localhost)",
     )
-    init.add_argument("--days", type=int, default=365, help="validity in days (default 365)")
+    init.add_argument("--days", type=int, default=365, help=f"validity in days, 1..{MAX_DAYS} (default 365)")
     init.add_argument("--force", action="store_true", help="overwrite an existing test PKI in DIR")
     init.set_defaults(func=run_init)
 

@@ -8,6 +8,7 @@ process launches, runs and attests over TLS; unusable TLS options exit 2 with on
 
 from __future__ import annotations
 
+import datetime
 import os
 import signal
 import stat
@@ -19,12 +20,15 @@ from pathlib import Path
 import grpc
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from guest.attestation import Verifier
 from guest.connection import open_channel
 from guest.errors import GuestError
 from guest.td import Td
-from tdxsim.tls import CA_NAME, TlsConfig, TlsError, channel_for, mint_test_pki
+from tdxsim.tls import CA_NAME, TlsConfig, TlsError, channel_for, handshake_reason, mint_test_pki
 from tdxsim.v1 import attestation_pb2, attestation_pb2_grpc, host_pb2, host_pb2_grpc
 from tests.conftest import ROOT
 
@@ -65,12 +69,38 @@ class Server:
                 self.proc.wait(5)
 
 
+def _self_signed(stem: Path, not_before: datetime.datetime, not_after: datetime.datetime) -> None:
+    """``stem.pem`` + ``stem.key``: a server certificate valid from ``not_before`` to ``not_after`` only."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .sign(key, hashes.SHA256())
+    )
+    stem.with_suffix(".pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    stem.with_suffix(".key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+
+
 @pytest.fixture(scope="module")
 def dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("tls")
     made = tdxsim("tls", "init", str(tmp / "tls"))
     assert made.returncode == 0, made.stderr
     mint_test_pki(tmp / "other")  # a second, unrelated test CA
+    now = datetime.datetime.now(datetime.UTC)
+    day = datetime.timedelta(days=1)
+    _self_signed(tmp / "expired", now - 30 * day, now - day)
+    _self_signed(tmp / "future", now + day, now + 30 * day)
     pcs = tdxsim("pki", "init", str(tmp / "pcs"))
     assert pcs.returncode == 0, pcs.stderr
     return {"tls": tmp / "tls", "other": tmp / "other", "pcs": tmp / "pcs", "tmp": tmp}
@@ -205,6 +235,19 @@ UNUSABLE = {
         "--tls-cert {tls}/server.key --tls-key {tls}/server.key",
         "server.key: not a PEM certificate file",
     ),
+    "host-expired-cert": (
+        "host --tls-cert {tmp}/expired.pem --tls-key {tmp}/expired.key",
+        "expired.pem: certificate expired on ",
+    ),
+    "verifier-future-cert": (
+        "verifier --db {tmp}/future.db --root {pcs}/root_ca.pem "
+        "--tls-cert {tmp}/future.pem --tls-key {tmp}/future.key",
+        "future.pem: certificate is not valid before ",
+    ),
+    "tls-init-days-huge": ("tls init {tmp}/days --days 99999999", "--days must be 1..36500, not 99999999"),
+    "tls-init-days-zero": ("tls init {tmp}/days --days 0", "--days must be 1..36500, not 0"),
+    "tls-init-host-space": ("tls init {tmp}/hosts --hosts 127.0.0.1,a%20b", "'a b' is neither an IP address"),
+    "tls-init-host-star": ("tls init {tmp}/hosts --hosts *", "'*' is neither an IP address nor a DNS name"),
     "guest-cert-no-ca": (
         "guest --host 127.0.0.1:1 --image {image} --tls-cert {tls}/client.pem --tls-key {tls}/client.key "
         "run {workload}",
@@ -222,9 +265,10 @@ def test_unusable_tls_options_exit_2_with_one_line(dirs: dict[str, Path], comman
         "pcs": dirs["pcs"],
         "image": ROOT / "examples/image.json",
         "workload": workload,
+        "tmp": dirs["tmp"],
     }
-    args = command.format(**values).split()
-    listen = [] if args[0] == "guest" else ["--listen", "127.0.0.1:0"]  # servers: never a fixed port
+    args = [arg.replace("%20", " ") for arg in command.format(**values).split()]
+    listen = ["--listen", "127.0.0.1:0"] if args[0] in ("host", "verifier") else []  # never a fixed port
     result = tdxsim(*args, *listen, timeout=30)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
@@ -236,3 +280,73 @@ def test_tls_config_names_the_unusable_file(dirs: dict[str, Path]) -> None:
         TlsConfig.client(dirs["tmp"] / "nowhere.pem")
     with pytest.raises(TlsError, match="give both or neither"):
         TlsConfig.client(dirs["tls"] / "ca.pem", cert=dirs["tls"] / "client.pem")
+
+
+@pytest.mark.parametrize(
+    "hosts",
+    [["a b"], ["*"], ["*.com"], ["-x.example"], ["a..b"], ["ex_ample.com"], ["é.example"], ["a" * 64]],
+)
+def test_tls_init_refuses_hosts_that_are_neither_ip_addresses_nor_dns_names(
+    tmp_path: Path, hosts: list[str]
+) -> None:
+    with pytest.raises(TlsError, match="is neither an IP address nor a DNS name"):
+        mint_test_pki(tmp_path, hosts)
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_tls_init_accepts_ip_addresses_dns_names_wildcards_and_100_years(tmp_path: Path) -> None:
+    paths = mint_test_pki(tmp_path, ["::1", "10.0.0.1", "host-1.example", "*.svc.example"], days=36500)
+    server = x509.load_pem_x509_certificate(paths["server.pem"].read_bytes())
+    san = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["host-1.example", "*.svc.example"]
+    assert server.not_valid_after_utc.year >= datetime.datetime.now(datetime.UTC).year + 99
+
+
+def test_server_config_refuses_its_own_certificate_outside_its_validity_window(dirs: dict[str, Path]) -> None:
+    tmp = dirs["tmp"]
+    with pytest.raises(TlsError, match=r"expired\.pem: certificate expired on \d{4}-\d\d-\d\d"):
+        TlsConfig.server(tmp / "expired.pem", tmp / "expired.key")
+    with pytest.raises(TlsError, match=r"future\.pem: certificate is not valid before \d{4}-"):
+        TlsConfig.server(tmp / "future.pem", tmp / "future.key")
+
+
+def test_handshake_reason_is_read_from_grpcs_error_strings() -> None:
+    wrong_ca = (
+        "UNAVAILABLE:failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:4: "
+        "Tls handshake failed (TSI_PROTOCOL_FAILURE): SSL_ERROR_SSL: error:1000007d:SSL routines:"
+        "OPENSSL_internal:CERTIFICATE_VERIFY_FAILED: unable to get local issuer certificate: OK"
+    )
+    assert handshake_reason(wrong_ca) == (
+        "TLS handshake failed: CERTIFICATE_VERIFY_FAILED: unable to get local issuer certificate"
+    )
+    closed = "failed to connect to all addresses; last error: UNAVAILABLE: ipv4:127.0.0.1:4: Socket closed"
+    assert handshake_reason(closed) is None
+
+
+def test_guest_at_a_host_of_another_ca_says_why_in_one_line(
+    dirs: dict[str, Path], servers: dict[str, Server]
+) -> None:
+    other = dirs["other"]
+    result = tdxsim(
+        "guest", "--host", servers["tls_host"].address, "--image", str(ROOT / "examples" / "image.json"),
+        "--tls-ca", str(other / "ca.pem"), "run", str(ROOT / "examples" / "workload.tdx"),
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr  # no "Handshake failed" lines of gRPC's own
+    assert "TLS handshake failed: CERTIFICATE_VERIFY_FAILED" in lines[0]
+
+
+def test_a_server_refusing_handshakes_does_not_log_each_one(dirs: dict[str, Path]) -> None:
+    tls = dirs["tls"]
+    host = Server(
+        "host", "--phys-mem", "64M", "--tls-client-ca", str(tls / "ca.pem"),
+        "--tls-cert", str(tls / "server.pem"), "--tls-key", str(tls / "server.key"),
+    )  # fmt: skip
+    try:
+        assert refused(host.address, client(dirs)) is grpc.StatusCode.UNAVAILABLE  # no client certificate
+    finally:
+        host.stop()
+    assert host.proc.stderr is not None
+    err = host.proc.stderr.read()
+    assert "Handshake failed" not in err and len(err.strip().splitlines()) == 1, err
