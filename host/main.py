@@ -61,6 +61,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "platform's PCK from it (without it, GetQuote answers QGS_UNAVAILABLE)",
     )
     parser.add_argument("--pki-platform", type=int, default=0, help="which PCK leaf of --pki is this host's")
+    parser.add_argument(
+        "--map-gpa-retry-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="simulate pending vCPU events: every Nth 2 MiB MapGPA chunk ends the TDVMCALL with RETRY "
+        "and R11 = the GPA to resume from, as KVM does; tests a guest's RETRY handling (default 0: never)",
+    )
     tls.add_server_arguments(parser)
 
 
@@ -72,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         keyid_count=args.keyids,
         pki_dir=args.pki,
         pki_platform=args.pki_platform,
+        map_gpa_retry_every=args.map_gpa_retry_every,
     )
     bad_address = check_listen_address(args.listen)
     if bad_address:

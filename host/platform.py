@@ -34,10 +34,14 @@ class PlatformConfig:
     pki_dir: str | None = None
     #: Which PCK leaf of that PCS is this platform's.
     pki_platform: int = 0
+    #: Every Nth MapGPA chunk answers TDVMCALL RETRY (a pending vCPU event); 0 = never.
+    map_gpa_retry_every: int = 0
 
     def check(self) -> None:
         if self.memory_mode not in ("gmem", "legacy"):
             raise ValueError(f"memory mode {self.memory_mode!r} is not 'gmem' or 'legacy'")
+        if self.map_gpa_retry_every < 0:
+            raise ValueError("map_gpa_retry_every must be >= 0")
         if self.phys_bytes < 16 << 20 or self.phys_bytes % 4096:
             raise ValueError("physical memory must be page-aligned and at least 16 MiB")
 
@@ -66,7 +70,7 @@ def build_platform(config: PlatformConfig | None = None, signer: QuoteSigner | N
     pages = PageAllocator(config.phys_bytes)
     mm = AddressSpace(bus, pages)
     legacy = config.memory_mode == "legacy"
-    kvm = Kvm(module, bus, pages, mm, legacy=legacy)
+    kvm = Kvm(module, bus, pages, mm, legacy=legacy, map_gpa_retry_every=config.map_gpa_retry_every)
     quoting = TdQuotingEnclave(module.verify_report, signer)
     vmm = Vmm(kvm, mm, EventBus(), legacy=legacy, quoting=quoting)
     return Platform(config, mc, module, vmm, quoting)

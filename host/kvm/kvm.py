@@ -25,12 +25,14 @@ class Kvm:
         mm: AddressSpace,
         *,
         legacy: bool = False,
+        map_gpa_retry_every: int = 0,
     ) -> None:
         self._module = module
         self._bus = bus
         self.pages = pages
         self._mm = mm
         self.legacy = legacy
+        self.map_gpa_retry_every = map_gpa_retry_every
         info = module.tdh_sys_info()
         self.integrity = info.integrity
         self.keyids_total = info.keyid_count
@@ -56,6 +58,7 @@ class Kvm:
             self._bus,
             self._release_hkid,
             legacy=self.legacy,
+            map_gpa_retry_every=self.map_gpa_retry_every,
         )
         self._next_vm += 1
         return vm

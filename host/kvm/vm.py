@@ -90,8 +90,12 @@ class KvmVm:
         hkid_free: Callable[[int], None],
         *,
         legacy: bool = False,
+        map_gpa_retry_every: int = 0,
     ) -> None:
         self.vm_id = vm_id
+        #: Simulated pending vCPU events: every Nth MapGPA chunk stops the TDVMCALL with RETRY
+        #: (0 = never), as tdx_complete_vmcall_map_gpa does when kvm_vcpu_has_events().
+        self.map_gpa_retry_every = map_gpa_retry_every
         self._module = module
         self._pages = pages
         self._mm = mm
@@ -511,6 +515,10 @@ class KvmVm:
         if progress.next >= progress.end:
             self._map_gpa = None
             return TdVmCallResult(TdVmCallStatus.SUCCESS, 0, progress.chunks), None
+        if self.map_gpa_retry_every and progress.chunks % self.map_gpa_retry_every == 0:
+            # An event is pending for the vCPU: stop here; the guest resumes from R11.
+            self._map_gpa = None
+            return TdVmCallResult(TdVmCallStatus.RETRY, progress.next, progress.chunks), None
         return None, self._map_gpa_exit(progress)
 
     # ---- teardown (memory-model.md §6.5) ------------------------------------------------

@@ -308,3 +308,21 @@ def test_a_run_with_too_many_instructions_is_refused_before_it_runs(
         guest.Run(guest_pb2.RunRequest(td_id=td_id, instructions=many), timeout=30)
     assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert error_info(err.value).reason == "BATCH_TOO_LARGE"
+
+
+def test_map_gpa_retry_from_a_host_with_pending_vcpu_events_is_resumed_by_the_guest(
+    host_factory: Callable[..., HostProcess],
+) -> None:
+    from guest.td import Td
+
+    host = host_factory("--map-gpa-retry-every", "2")
+    image = host_pb2.TdImage(
+        memory_bytes=32 * MIB, payload=[host_pb2.Payload(gpa=0, data=b"k", measure=True)]
+    )
+    td, _ = Td.launch(host.address, image)
+    with td:
+        before = td.rpc_counts["Run"]
+        assert td.convert_to_shared(4 * MIB, 8 * MIB) == 4  # four 2 MiB chunks in all
+        runs = td.rpc_counts["Run"] - before
+        assert runs == 2  # RETRY after chunk 2, resumed from R11 with a second TDVMCALL
+        assert td.read(td.shared(10 * MIB), 8) == bytes(8)
