@@ -176,28 +176,24 @@ class MemoryController:
     # ---- public accessors -----------------------------------------------------------------------
 
     def write(self, keyid: int, runs: Sequence[tuple[int, bytes | memoryview]]) -> None:
-        """Store each ``(pa, data)`` run, in order, with ``keyid`` (0 = shared, else private)."""
-        limit = self.phys_bytes
-        views: list[tuple[int, memoryview | bytes]] = []
-        aligned = True
-        for pa, data in runs:
-            view = data if type(data) is bytes else _bytes_view(data)
-            n = len(view)
-            if pa < 0 or pa + n > limit:
-                self._check_range(pa, n)
-            if pa % LINE or n % LINE:
-                aligned = False
-            views.append((pa, view))
+        """Store each ``(pa, data)`` run, in order, with ``keyid`` (0 = shared, else private).
+
+        One pass (:func:`_gather`) merges physically adjacent runs into pieces, the bulk path's
+        unit; ranges are checked per piece."""
+        pieces, segments, total, aligned = _gather(runs)
+        for pa, n, _ in pieces:
+            self._check_range(pa, n)
         if keyid == SHARED_KEYID:
-            for pa, view in views:
-                self._write_shared(pa, memoryview(view))
+            for pa, data in runs:
+                self._write_shared(pa, _bytes_view(data))
             return
         key = self._key(keyid)
-        if aligned:
-            self._write_private_lines(key, views)
+        if not aligned:  # partial lines: read-modify-write, one run at a time, in order
+            for pa, data in runs:
+                self._write_private_partial(key, pa, _bytes_view(data))
             return
-        for pa, view in views:  # partial lines: read-modify-write, one run at a time, in order
-            self._write_private_partial(key, pa, memoryview(view))
+        if total:
+            self._write_private_lines(key, pieces, segments, total)
 
     def read(self, keyid: int, runs: Sequence[tuple[int, int]]) -> list[bytes]:
         """Load each ``(pa, length)`` run with ``keyid``; one ``bytes`` per run."""
@@ -253,10 +249,10 @@ class MemoryController:
             batch.append((pa, zeros[:n]))
             size += n
             if size >= _ZERO_CHUNK:
-                self._write_private_lines(key, batch)
+                self._write_private_lines(key, *_gather(batch)[:3])
                 batch, size = [], 0
         if batch:
-            self._write_private_lines(key, batch)
+            self._write_private_lines(key, *_gather(batch)[:3])
 
     def line_state(self, pa: int) -> tuple[bool, bool]:
         """``(td_owner, poisoned)`` of the line containing ``pa``."""
@@ -313,23 +309,15 @@ class MemoryController:
         work(0, first)
         other.result()
 
-    def _write_private_lines(self, key: XtsKey, runs: Sequence[tuple[int, memoryview | bytes]]) -> None:
-        """Encrypt whole-line runs: CTR_K2 into A, ECB_K1 into B, CTR_K2 into DRAM, per lane."""
-        pieces: list[tuple[int, int, int]] = []  # (pa, length, offset in the staged plaintext)
-        segments: list[memoryview | bytes] = []
-        total = 0
-        for pa, view in runs:
-            n = len(view)
-            if n == 0:
-                continue
-            if pieces and pieces[-1][0] + pieces[-1][1] == pa:
-                last = pieces[-1]
-                pieces[-1] = (last[0], last[1] + n, last[2])
-            else:
-                pieces.append((pa, n, total))
-            segments.append(view)
-            total += n
-        if total == 0:
+    def _write_private_lines(
+        self,
+        key: XtsKey,
+        pieces: list[tuple[int, int, int]],
+        segments: list[bytes | memoryview],
+        total: int,
+    ) -> None:
+        """Encrypt whole-line pieces: CTR_K2 into A, ECB_K1 into B, CTR_K2 into DRAM, per lane."""
+        if not total:
             return
         # One C-level join stages the batch; copying segment by segment from Python costs more.
         plain = memoryview(b"".join(segments) if len(segments) > 1 else segments[0])
@@ -415,7 +403,7 @@ class MemoryController:
         if (pa + n) % LINE and (end - LINE != start or pa == start):
             self._read_private(key, [(end - LINE, LINE)], view[-LINE:])
         view[pa - start : pa - start + n] = data
-        self._write_private_lines(key, [(start, view)])
+        self._write_private_lines(key, *_gather([(start, view)])[:3])
 
     def _read_private(self, key: XtsKey, runs: list[tuple[int, int]], out: memoryview) -> None:
         """Check, then decrypt per lane: CTR_K2 from DRAM into B, ECB-decrypt_K1 into A, CTR_K2 out."""
@@ -580,6 +568,31 @@ def _run_plan(plan: _LanePlan) -> None:
     ecb.update_into(a, b)
     for ctx, src, dst in last:
         ctx.update_into(src, dst)
+
+
+def _gather(
+    runs: Sequence[tuple[int, bytes | memoryview]],
+) -> tuple[list[tuple[int, int, int]], list[bytes | memoryview], int, bool]:
+    """One pass over ``(pa, data)`` runs: physically adjacent runs merged into (pa, length, offset)
+    pieces, the data segments in order, the total length, and whether every run is whole lines."""
+    pieces: list[tuple[int, int, int]] = []
+    segments: list[bytes | memoryview] = []
+    total = 0
+    aligned = True
+    for pa, data in runs:
+        n = data.nbytes if type(data) is memoryview else len(data)
+        if not n:
+            continue
+        if pa % LINE or n % LINE:
+            aligned = False
+        if pieces and pieces[-1][0] + pieces[-1][1] == pa:
+            last = pieces[-1]
+            pieces[-1] = (last[0], last[1] + n, last[2])
+        else:
+            pieces.append((pa, n, total))
+        segments.append(data)
+        total += n
+    return pieces, segments, total, aligned
 
 
 def _bytes_view(data: bytes | memoryview) -> memoryview:
