@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import grpc
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
+
+from tdxsim.rpc_status import error_info
 
 
 class GuestError(Exception):
@@ -100,13 +100,9 @@ def from_rpc_error(err: grpc.RpcError, *, verifier: bool = False) -> GuestError:
     code: grpc.StatusCode = err.code() if isinstance(err, grpc.Call) else grpc.StatusCode.UNKNOWN
     message = (err.details() if isinstance(err, grpc.Call) else "") or code.name.lower()
     reason, metadata = code.name, {}
-    status = rpc_status.from_call(err) if isinstance(err, grpc.Call) else None
-    if status is not None:
-        for detail in status.details:
-            info = error_details_pb2.ErrorInfo()
-            if detail.Unpack(info):
-                reason, metadata = info.reason, dict(info.metadata)
-                break
+    info = error_info(err) if isinstance(err, grpc.Call) else None
+    if info is not None:
+        reason, metadata = info.reason, dict(info.metadata)
     cls: type[GuestError]
     if verifier and code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
         cls = AttestationRefused

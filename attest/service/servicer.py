@@ -1,7 +1,7 @@
 """``tdxsim.v1.VerifierService``: messages in, ``VerifierCore`` call, messages out (style.md §5).
 
 Exceptions become statuses through ``attest.service.errors.status_of`` (one table) and
-``attest.service.rpc_status.abort`` (ErrorInfo, domain ``tdxsim.v1``). An exception the table does not know is
+``tdxsim.rpc_status.abort`` (ErrorInfo, domain ``tdxsim.v1``). An exception the table does not know is
 a bug and surfaces as gRPC's UNKNOWN, never as a code a client could mistake for a refusal. A server fault
 (the database failing: UNAVAILABLE) is also written to stderr as one line, without a traceback.
 """
@@ -18,7 +18,7 @@ import grpc
 
 from attest.service.core import VerifierCore
 from attest.service.errors import HANDLED, SERVER_FAULTS, status_of
-from attest.service.rpc_status import abort
+from tdxsim.rpc_status import abort
 from tdxsim.v1 import attestation_pb2 as pb
 from tdxsim.v1 import attestation_pb2_grpc
 

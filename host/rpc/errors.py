@@ -13,15 +13,11 @@ from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
 import grpc
-from google.protobuf import any_pb2
-from google.rpc import error_details_pb2, status_pb2
-from grpc_status import rpc_status
 
 from host.kvm.errors import KvmError
 from host.tdx.status import CLASS_MASK, TdxError, TdxStatus, status_name
 from host.vmm.errors import HostCrashed, VmmError
-
-DOMAIN = "tdxsim.v1"
+from tdxsim.rpc_status import abort
 
 ERRNO_CODES: dict[str, grpc.StatusCode] = {
     "EINVAL": grpc.StatusCode.INVALID_ARGUMENT,
@@ -53,12 +49,7 @@ TDX_CODES: dict[int, grpc.StatusCode] = {
 def _abort(
     context: grpc.ServicerContext, code: grpc.StatusCode, message: str, reason: str, **meta: str
 ) -> NoReturn:
-    info = error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=meta)
-    detail = any_pb2.Any()
-    detail.Pack(info)
-    status = status_pb2.Status(code=code.value[0], message=message, details=[detail])
-    context.abort_with_status(rpc_status.to_status(status))
-    raise AssertionError("abort_with_status returned")  # pragma: no cover
+    abort(context, code, message, reason, meta)
 
 
 def abort_for(context: grpc.ServicerContext, err: Exception) -> NoReturn:

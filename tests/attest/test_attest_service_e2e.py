@@ -30,8 +30,8 @@ from attest.kbs import SealedSecret, open_sealed
 from attest.pki import Pki, PkiOptions, init_pki
 from attest.qe.enclave import QuotingEnclave
 from attest.qe.tdreport import DEBUG, SEPT_VE_DISABLE, build_td_report
-from attest.service.rpc_status import error_info
 from attest.token import tdx_claims, verify
+from tdxsim.rpc_status import error_info
 from tdxsim.v1 import attestation_pb2 as pb
 from tdxsim.v1 import attestation_pb2_grpc
 

@@ -18,10 +18,10 @@ import pytest
 from attest_vectors import intel_root_pem
 
 from attest.service.core import CollateralIndex, VerifierCore
-from attest.service.rpc_status import error_info
 from attest.service.server import create_server
 from attest.store import Store
 from attest.verify.verifier import load_anchors
+from tdxsim.rpc_status import error_info
 from tdxsim.v1 import attestation_pb2 as pb
 from tdxsim.v1 import attestation_pb2_grpc
 

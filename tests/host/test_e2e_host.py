@@ -9,9 +9,9 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_status import rpc_status
 
 from guest.connection import td_channel
+from tdxsim.rpc_status import error_info as rpc_error_info
 from tdxsim.v1 import guest_pb2, guest_pb2_grpc, host_pb2, host_pb2_grpc
 from tests.conftest import HostProcess
 
@@ -20,10 +20,8 @@ SECRET = b"TD-SECRET-" * 409 + b"!!!!!!"  # 4096 bytes
 
 
 def error_info(err: grpc.RpcError) -> error_details_pb2.ErrorInfo:
-    status = rpc_status.from_call(err)  # type: ignore[arg-type]
-    assert status is not None, "status carries no details"
-    info = error_details_pb2.ErrorInfo()
-    assert status.details[0].Unpack(info)
+    info = rpc_error_info(err)
+    assert info is not None, "status carries no ErrorInfo"
     return info
 
 

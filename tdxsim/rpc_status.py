@@ -1,8 +1,9 @@
 """Rich gRPC errors: a ``google.rpc.Status`` with one ``ErrorInfo`` detail (conventions.md §7).
 
-Generic helpers any servicer can share: ``abort`` ends an RPC with code, message and ``ErrorInfo(reason,
-domain, metadata)`` (grpcio-status ``rpc_status.to_status``), and ``error_info`` reads that detail back from
-a client-side ``grpc.RpcError`` so tests and clients assert on ``reason``, never on message text.
+Shared by every tdxsim server (host, verifier) and client: ``abort`` ends an RPC with code, message
+and ``ErrorInfo(reason, domain, metadata)`` (grpcio-status ``rpc_status.to_status``), and
+``error_info`` reads that detail back from a client-side ``grpc.RpcError`` so tests and clients
+assert on ``reason``, never on message text.
 """
 
 from __future__ import annotations
