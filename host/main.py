@@ -19,7 +19,7 @@ from attest.errors import AttestError
 from host.platform import PlatformConfig, build_platform
 from host.rpc.server import create_server
 from tdxsim import tls
-from tdxsim.serving import announce, check_listen_address, wait_until_signalled
+from tdxsim.serving import announce, check_server_arguments, wait_until_signalled
 
 HOST_CRASH_EXIT = 3
 
@@ -82,14 +82,9 @@ def run(args: argparse.Namespace) -> int:
         pki_platform=args.pki_platform,
         map_gpa_retry_every=args.map_gpa_retry_every,
     )
-    bad_address = check_listen_address(args.listen)
-    if bad_address:
-        print(f"tdxsim host: --listen: {bad_address}", file=sys.stderr)
-        return 2
-    try:
-        tls_config = tls.server_config_from_args(args)
-    except tls.TlsError as err:
-        print(f"tdxsim host: {err}", file=sys.stderr)
+    tls_config, problem = check_server_arguments(args)
+    if problem:
+        print(f"tdxsim host: {problem}", file=sys.stderr)
         return 2
     try:
         platform = build_platform(config)

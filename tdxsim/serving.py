@@ -5,9 +5,12 @@ Servers bind loopback by default and print ``listening on HOST:PORT`` first; por
 
 from __future__ import annotations
 
+import argparse
 import signal
 import threading
 from types import FrameType
+
+from tdxsim import tls
 
 
 def check_listen_address(address: str) -> str | None:
@@ -39,3 +42,15 @@ def wait_until_signalled(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, on_signal)
     while not stop.wait(0.5):
         pass
+
+
+def check_server_arguments(args: argparse.Namespace) -> tuple[tls.TlsConfig | None, str]:
+    """The ``--listen`` and ``--tls-*`` arguments every server takes, checked before anything binds:
+    (TLS config or None for plaintext, "" or the one-line reason they are unusable)."""
+    bad_address = check_listen_address(args.listen)
+    if bad_address:
+        return None, f"--listen: {bad_address}"
+    try:
+        return tls.server_config_from_args(args), ""
+    except tls.TlsError as err:
+        return None, str(err)

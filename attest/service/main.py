@@ -27,7 +27,7 @@ from attest.service.server import create_server
 from attest.store import Store, StoreError
 from attest.verify.verifier import load_anchors
 from tdxsim import tls
-from tdxsim.serving import announce, check_listen_address, wait_until_signalled
+from tdxsim.serving import announce, check_server_arguments, wait_until_signalled
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,14 +72,9 @@ def _build_core(args: argparse.Namespace) -> VerifierCore:
 
 
 def run(args: argparse.Namespace) -> int:
-    bad_address = check_listen_address(args.listen)
-    if bad_address:
-        print(f"tdxsim verifier: --listen: {bad_address}", file=sys.stderr)
-        return 2
-    try:
-        tls_config = tls.server_config_from_args(args)
-    except tls.TlsError as err:
-        print(f"tdxsim verifier: {err}", file=sys.stderr)
+    tls_config, problem = check_server_arguments(args)
+    if problem:
+        print(f"tdxsim verifier: {problem}", file=sys.stderr)
         return 2
     try:
         core = _build_core(args)
