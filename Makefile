@@ -23,9 +23,9 @@ test: $(STAMP) lint
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy host guest attest tdxsim
+	$(VENV)/bin/mypy wire host guest attest tdxsim
 
-## protos: regenerate tdxsim/v1 from protos/ with the pinned grpcio-tools.
+## protos: regenerate wire/v1 from protos/ with the pinned grpcio-tools.
 protos: $(STAMP)
 	$(PY) scripts/gen_protos.py
 

@@ -1,6 +1,13 @@
-"""tdxsim attestation side: quote codec, DCAP verification and (later) appraisal, tokens and key broker.
+"""The attestation side, in three parts (docs/attestation.md):
 
-Layering follows style.md "What tdxsim takes from them": ``codec`` (bytes <-> structures, shape checks only)
-<- ``verify`` (signatures, chains, collateral, TCB status; no policy) <- ``cli`` (JSON-ready functions).
-Facts come from attestation.md; section numbers are cited in each module.
+- ``attest.formats``: the byte and document formats the platform side and the verifier both use — TDX DCAP
+  quotes and TDREPORTs, the PCK certificate's SGX extension, collateral, the CC event log, the REPORTDATA
+  binding rule. Bytes in, structures out, shape checks only;
+- ``attest.intel``: the simulated Intel infrastructure — the PCS that issues certificates and signs
+collateral,
+  and the quoting enclave's signing logic;
+- ``attest.verifier``: the remote verifier — DCAP verification in Intel's order, appraisal policies, result
+  tokens, the key broker, its store and the gRPC service process.
+
+``formats`` imports neither of the others; ``intel`` and ``verifier`` do not import each other.
 """

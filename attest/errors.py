@@ -4,7 +4,8 @@ Every failure of decoding or DCAP verification (attestation.md §7) raises one o
 and no raw ``IndexError``/``struct.error``/``ValueError`` escapes the public functions. Messages are short and
 lower-case, in the manner of dcap-qvl ("tcbinfo expired", "qe report hash mismatch").
 
-``step`` names the verification step that failed (set by ``attest.verify``; ``None`` for pure decoding).
+``step`` names the verification step that failed (set by ``attest.verifier.dcap``; ``None`` for pure
+decoding).
 """
 
 from __future__ import annotations

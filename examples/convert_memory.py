@@ -13,7 +13,7 @@ import argparse
 
 import grpc
 
-from tdxsim.v1 import guest_pb2, guest_pb2_grpc, host_pb2, host_pb2_grpc
+from wire.v1 import guest_pb2, guest_pb2_grpc, host_pb2, host_pb2_grpc
 
 MIB = 1 << 20
 GPA = 4 * MIB

@@ -14,7 +14,7 @@ import hashlib
 
 import grpc
 
-from tdxsim.v1 import guest_pb2, guest_pb2_grpc, host_pb2, host_pb2_grpc
+from wire.v1 import guest_pb2, guest_pb2_grpc, host_pb2, host_pb2_grpc
 
 MIB = 1 << 20
 KERNEL = b"example kernel\n" * 300

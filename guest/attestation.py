@@ -2,7 +2,7 @@
 (attestation.md "Nonces", "Result tokens"; trustee's KBS flow; conventions.md §9 lessons).
 
 1. ``GetNonce`` from the verifier;
-2. a fresh ephemeral P-256 key, and REPORTDATA = ``attest.binding.report_data(nonce, key)`` — the one
+2. a fresh ephemeral P-256 key, and REPORTDATA = ``attest.formats.binding.report_data(nonce, key)`` — the one
    binding rule the verifier checks;
 3. a DCAP quote for that REPORTDATA (TDG.MR.REPORT + GetQuote, :meth:`guest.td.Td.quote`), sent with the
    TD's CC event log to ``Attest`` → a signed attestation token;
@@ -18,13 +18,13 @@ from dataclasses import dataclass
 import grpc
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from attest import binding
-from attest.kbs.envelope import EnvelopeError, SealedSecret, open_sealed
+from attest.formats import binding
+from attest.formats.sealed_secret import EnvelopeError, SealedSecret, open_sealed
 from guest.connection import open_channel
 from guest.errors import GuestError, from_rpc_error
 from guest.td import Td
-from tdxsim.tls import TlsConfig
-from tdxsim.v1 import attestation_pb2, attestation_pb2_grpc
+from wire.tls import TlsConfig
+from wire.v1 import attestation_pb2, attestation_pb2_grpc
 
 TIMEOUT = 30.0
 

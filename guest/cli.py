@@ -26,13 +26,13 @@ import sys
 import threading
 from types import FrameType
 
-from attest.codec.tdreport import decode_tdreport
+from attest.formats.tdreport import decode_tdreport
 from guest import workload
 from guest.errors import GuestError
 from guest.image import ImageError, expected_mrtd, load_image
 from guest.td import Td
 from guest.workload import Runner, StepResult, WorkloadError, load_workload
-from tdxsim import tls
+from wire import tls
 
 EXIT_STEP_FAILED = 1
 EXIT_SETUP = 2

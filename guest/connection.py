@@ -2,7 +2,7 @@
 
 Every TdGuestService call carries ``authorization: Bearer <credential>``, the credential the
 host returned when it launched this TD; it binds the guest to that one TD. The channel itself is plaintext
-on loopback by default, or TLS / mTLS with a :class:`tdxsim.tls.TlsConfig` (the credential then travels inside
+on loopback by default, or TLS / mTLS with a :class:`wire.tls.TlsConfig` (the credential then travels inside
 the TLS session).
 """
 
@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 import grpc
 
-from tdxsim.tls import TlsConfig, channel_for
+from wire.tls import TlsConfig, channel_for
 
 #: Messages up to 64 MiB: batched memory operations move many pages per call.
 CHANNEL_OPTIONS = [

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 
 import grpc
 
-from tdxsim.rpc_status import error_info
+from wire.rpc_status import error_info
 
 
 class GuestError(Exception):

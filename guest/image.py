@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tdxsim.v1 import host_pb2
+from wire.v1 import host_pb2
 
 ATTR_DEBUG = 1 << 0
 ATTR_SEPT_VE_DISABLE = 1 << 28

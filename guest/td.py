@@ -34,7 +34,7 @@ because the TDREPORT must pass through the guest (the vCPU copies it from privat
 Private memory is managed like Linux's unaccepted memory: :class:`guest.memory.PrivateAllocator` accepts
 pages lazily when they are allocated; a :class:`guest.memory.BouncePool` region is converted to shared once
 (swiotlb) and holds the GetQuote buffer. RTMR extends are recorded in a CC event log (attestation.md §12, via
-``attest.eventlog``) so a verifier can replay them.
+``attest.formats.eventlog``) so a verifier can replay them.
 
 The TD lives while its guest is attached: :class:`Td` holds the ``Attach`` stream (the lifeline) open in a
 daemon thread; when the process exits or is killed, the host tears the TD down.
@@ -54,8 +54,8 @@ from typing import Any
 
 import grpc
 
-from attest.eventlog import ALG_SHA384, Event, SpecIdEvent, encode_event_log, replay
-from attest.eventlog.ccel import EV_EVENT_TAG, EventLog
+from attest.formats.eventlog import ALG_SHA384, Event, SpecIdEvent, encode_event_log, replay
+from attest.formats.eventlog.ccel import EV_EVENT_TAG, EventLog
 from guest import tdcall
 from guest.connection import open_channel, td_channel
 from guest.errors import (
@@ -67,8 +67,8 @@ from guest.errors import (
     from_rpc_error,
 )
 from guest.memory import PAGE, BouncePool, OutOfMemory, PrivateAllocator
-from tdxsim.tls import TlsConfig, handshake_failure
-from tdxsim.v1 import guest_pb2, guest_pb2_grpc, host_pb2, host_pb2_grpc
+from wire.tls import TlsConfig, handshake_failure
+from wire.v1 import guest_pb2, guest_pb2_grpc, host_pb2, host_pb2_grpc
 
 MIB = 1 << 20
 #: Bytes of reads or writes one request carries at most (the host allows 32 MiB, channels 64 MiB).

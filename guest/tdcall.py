@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from tdxsim.v1 import guest_pb2
+from wire.v1 import guest_pb2
 
 PAGE: Final = 4096
 PAGE_2M: Final = 2 << 20

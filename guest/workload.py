@@ -48,12 +48,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from attest.codec.tdreport import decode_tdreport
+from attest.formats.tdreport import decode_tdreport
 from guest.attestation import Verifier
 from guest.errors import GuestError
 from guest.image import ImageError, parse_number
 from guest.td import Td
-from tdxsim.tls import TlsConfig
+from wire.tls import TlsConfig
 
 DATA_PREVIEW = 32
 #: The largest ``fill:`` a workload may ask for (64 MiB, the guest's largest message).

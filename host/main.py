@@ -18,8 +18,8 @@ import threading
 from attest.errors import AttestError
 from host.platform import PlatformConfig, build_platform
 from host.rpc.server import create_server
-from tdxsim import tls
-from tdxsim.serving import announce, check_server_arguments, wait_until_signalled
+from wire import tls
+from wire.serving import announce, check_server_arguments, wait_until_signalled
 
 HOST_CRASH_EXIT = 3
 

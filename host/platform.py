@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from attest.pki import load_pck
-from attest.platform import seam_identity_fields
-from attest.qe import QuotingEnclave
+from attest.intel import QuotingEnclave, load_pck
+from attest.intel.identity import seam_identity_fields
 from host.kvm.kvm import Kvm
 from host.kvm.pagealloc import PageAllocator
 from host.kvm.usermem import AddressSpace
@@ -18,7 +17,7 @@ from host.qe.enclave import QuoteSigner, TdQuotingEnclave
 from host.tdx.hostbus import HostMemoryBus
 from host.tdx.memctl import MemoryController
 from host.tdx.module import TdxModule
-from host.tdx.td import SeamIdentity
+from host.tdx.tdcs import SeamIdentity
 from host.vmm.events import EventBus
 from host.vmm.vmm import Vmm
 

@@ -1,5 +1,5 @@
-"""tdxsim: the command line and the generated gRPC stubs (tdxsim.v1).
+"""tdxsim, the shell on top of the stack: the ``tdxsim`` command line, ``make demo`` and the benchmarks.
 
-Kept import-free so that guest and verifier processes can import tdxsim.v1 without
-pulling in the host.
+It starts and drives the three processes (``host``, ``guest``, ``attest``) and nothing imports it
+(docs/architecture.md).
 """

@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     host_main.add_arguments(host)
     host.set_defaults(func=host_main.run)
 
-    from attest.service import main as verifier_main
+    from attest.verifier.service import main as verifier_main
 
     verifier = sub.add_parser(
         "verifier", help="run the remote verifier service", description=verifier_main.__doc__
@@ -58,17 +58,17 @@ def build_parser() -> argparse.ArgumentParser:
     verifier_main.add_arguments(verifier)
     verifier.set_defaults(func=verifier_main.run)
 
-    from attest.pki import cli as pki_cli
+    from attest.intel import cli as pki_cli
 
     pki = sub.add_parser("pki", help="create a simulated Intel PCS (root CA, PCK certificates, collateral)")
     pki_cli.add_arguments(pki)
 
-    from tdxsim import tls as tls_cli
+    from wire import tls as tls_cli
 
     tls = sub.add_parser("tls", help="mint a test PKI for TLS/mTLS channels (--tls-* options)")
     tls_cli.add_arguments(tls)
 
-    from tdxsim import quote as quote_cli
+    from tdxsim import quote_commands as quote_cli
 
     quote = sub.add_parser("quote", help="inspect or verify a DCAP quote offline")
     quote_cli.add_arguments(quote)

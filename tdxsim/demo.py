@@ -26,7 +26,7 @@ from pathlib import Path
 import grpc
 
 from guest.connection import td_channel
-from tdxsim.v1 import (
+from wire.v1 import (
     attestation_pb2,
     attestation_pb2_grpc,
     guest_pb2,

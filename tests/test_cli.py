@@ -166,7 +166,7 @@ def test_builtin_intel_root_has_intels_fingerprint() -> None:
 
     from cryptography import x509
 
-    from attest.verify.roots import INTEL_SGX_ROOT_CA_PEM, INTEL_SGX_ROOT_CA_SHA256
+    from attest.verifier.dcap.roots import INTEL_SGX_ROOT_CA_PEM, INTEL_SGX_ROOT_CA_SHA256
 
     cert = x509.load_pem_x509_certificate(INTEL_SGX_ROOT_CA_PEM)
     from cryptography.hazmat.primitives.serialization import Encoding

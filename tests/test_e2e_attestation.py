@@ -20,12 +20,12 @@ import grpc
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from attest import binding
+from attest.formats import binding
 from guest.attestation import Verifier
 from guest.errors import AttestationRefused, from_rpc_error
 from guest.td import Td
-from tdxsim.v1 import attestation_pb2, attestation_pb2_grpc, host_pb2
 from tests.conftest import ROOT, HostProcess, start_host
+from wire.v1 import attestation_pb2, attestation_pb2_grpc, host_pb2
 
 PAGE = 4096
 MIB = 1 << 20

@@ -1,4 +1,4 @@
-"""The committed tdxsim/v1 stubs are exactly what the pinned grpcio-tools generates from protos/."""
+"""The committed wire/v1 stubs are exactly what the pinned grpcio-tools generates from protos/."""
 
 from __future__ import annotations
 
@@ -25,5 +25,5 @@ def test_generated_stubs_match_protos(tmp_path: Path) -> None:
         assert committed.read_bytes() == path.read_bytes(), (
             f"{committed.relative_to(ROOT)} differs from protos/: run `make protos`"
         )
-    committed_set = {p.relative_to(ROOT) for p in (ROOT / "tdxsim" / "v1").glob("*_pb2*.py*")}
+    committed_set = {p.relative_to(ROOT) for p in (ROOT / "wire" / "v1").glob("*_pb2*.py*")}
     assert committed_set == {p.relative_to(tmp_path) for p in generated}

@@ -28,9 +28,9 @@ from guest.attestation import Verifier
 from guest.connection import open_channel
 from guest.errors import GuestError
 from guest.td import Td
-from tdxsim.tls import CA_NAME, TlsConfig, TlsError, channel_for, handshake_reason, mint_test_pki
-from tdxsim.v1 import attestation_pb2, attestation_pb2_grpc, host_pb2, host_pb2_grpc
 from tests.conftest import ROOT
+from wire.tls import CA_NAME, TlsConfig, TlsError, channel_for, handshake_reason, mint_test_pki
+from wire.v1 import attestation_pb2, attestation_pb2_grpc, host_pb2, host_pb2_grpc
 
 MIB = 1 << 20
 SEPT_VE_DISABLE = 1 << 28

@@ -13,7 +13,7 @@ from host.kvm.usermem import AddressSpace
 from host.kvm.vm import KVM_X86_TDX_VM, KvmVm
 from host.tdx.hostbus import HostMemoryBus
 from host.tdx.module import TdxModule
-from host.tdx.td import TdParams
+from host.tdx.tdcs import TdParams
 
 
 class Kvm:

@@ -30,7 +30,7 @@ from host.kvm.usermem import AddressSpace
 from host.tdx.hostbus import HostMemoryBus
 from host.tdx.module import TdxModule
 from host.tdx.status import TdVmCallStatus, TdxError, TdxStatus, is_error
-from host.tdx.td import TdParams
+from host.tdx.tdcs import TdParams
 from host.tdx.vcpu import TDVMCALL_GET_QUOTE, TDVMCALL_MAP_GPA, ExitReason, TdExit, TdVmCallResult, VcpuRun
 
 KVM_X86_TDX_VM = 5

@@ -7,7 +7,7 @@ from typing import Protocol
 
 
 class QuoteSigner(Protocol):
-    """The DCAP quote-signing logic (``attest.qe``): TDREPORT in, signed quote out."""
+    """The DCAP quote-signing logic (``attest.intel``): TDREPORT in, signed quote out."""
 
     def quote(self, td_report: bytes) -> bytes: ...
 

@@ -17,7 +17,7 @@ import grpc
 from host.kvm.errors import KvmError
 from host.tdx.status import CLASS_MASK, TdxError, TdxStatus, status_name
 from host.vmm.errors import HostCrashed, VmmError
-from tdxsim.rpc_status import abort
+from wire.rpc_status import abort
 
 ERRNO_CODES: dict[str, grpc.StatusCode] = {
     "EINVAL": grpc.StatusCode.INVALID_ARGUMENT,

@@ -27,7 +27,7 @@ from host.tdx.vcpu import (
 )
 from host.vmm.errors import Refusal, VmmError
 from host.vmm.vmm import Vmm
-from tdxsim.v1 import guest_pb2, guest_pb2_grpc
+from wire.v1 import guest_pb2, guest_pb2_grpc
 
 #: Bytes one request may move (the channels allow 64 MiB messages).
 MAX_BATCH_BYTES = 32 << 20

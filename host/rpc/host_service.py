@@ -10,11 +10,11 @@ import grpc
 
 from host.rpc.errors import abort_for, translate
 from host.tdx.measure import MR_SIZE
-from host.tdx.td import TdParams
+from host.tdx.tdcs import TdParams
 from host.vmm.errors import VmmError
 from host.vmm.events import Event as VmmEvent
 from host.vmm.vmm import Vmm
-from tdxsim.v1 import host_pb2, host_pb2_grpc
+from wire.v1 import host_pb2, host_pb2_grpc
 
 MAX_HOST_ACCESS = 16 << 20
 

@@ -14,8 +14,8 @@ from host.rpc.guest_service import GuestServicer
 from host.rpc.host_service import HostServicer
 from host.vmm.events import MAX_WATCHERS
 from host.vmm.vmm import Vmm
-from tdxsim.tls import TlsConfig, add_port
-from tdxsim.v1 import guest_pb2, guest_pb2_grpc, host_pb2, host_pb2_grpc
+from wire.tls import TlsConfig, add_port
+from wire.v1 import guest_pb2, guest_pb2_grpc, host_pb2, host_pb2_grpc
 
 MAX_MESSAGE = 64 << 20
 CHANNEL_OPTIONS = [

@@ -20,14 +20,14 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from attest.codec.quote import TdReport15
-from attest.codec.tdreport import encode_tdreport, tdreport_hashes_match, tdreport_mac_input
-from host.tdx.keys import KeyOwnerTable
+from attest.formats.quote import TdReport15
+from attest.formats.tdreport import encode_tdreport, tdreport_hashes_match, tdreport_mac_input
+from host.tdx.keyids import KeyOwnerTable
 from host.tdx.measure import MR_EXTEND_CHUNK, MR_SIZE, rtmr_extend
 from host.tdx.memctl import PAGE, MachineCheck, MemoryController
 from host.tdx.sept import BLOCKED_STATES, PENDING_STATES, Leaf, SeptState
 from host.tdx.status import OperandId, TdxError, TdxStatus
-from host.tdx.td import OpState, SeamIdentity, Td, TdAttributes, TdLifecycle, TdParams
+from host.tdx.tdcs import OpState, SeamIdentity, Td, TdAttributes, TdLifecycle, TdParams
 from host.tdx.vcpu import (
     TDVMCALL_GET_QUOTE,
     TDVMCALL_MAP_GPA,

@@ -33,7 +33,7 @@ from host.kvm.vm import KVM_X86_TDX_VM, ExitKind, KvmVm
 from host.qe.enclave import QuoteRefused, TdQuotingEnclave
 from host.tdx.memctl import MachineCheck
 from host.tdx.status import TdVmCallStatus, TdxError
-from host.tdx.td import TdParams
+from host.tdx.tdcs import TdParams
 from host.tdx.vcpu import GuestOp, VcpuRun
 from host.vmm.errors import HostCrashed, Refusal, VmmError
 from host.vmm.events import Event, EventBus, EventKind

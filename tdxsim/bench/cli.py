@@ -12,8 +12,8 @@ Row = dict[str, object]
 
 
 def _memory() -> list[Row]:
+    from tdxsim.bench.conversion import bench_convert
     from tdxsim.bench.engine import bench_engine
-    from tdxsim.bench.memory import bench_convert
 
     print("measuring the encryption engine ...", file=sys.stderr, flush=True)
     rows = bench_engine()

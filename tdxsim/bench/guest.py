@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 
 from guest.td import Td
-from tdxsim.v1 import host_pb2
+from wire.v1 import host_pb2
 
 MIB = 1 << 20
 Row = dict[str, object]

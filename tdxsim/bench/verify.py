@@ -13,10 +13,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from attest.pki import init_pki
-from attest.qe import QuotingEnclave, build_td_report
-from attest.verify.collateral import parse_collateral
-from attest.verify.verifier import Verifier
+from attest.formats.collateral import parse_collateral
+from attest.intel import QuotingEnclave, build_td_report, init_pki
+from attest.verifier.dcap.quote_verifier import Verifier
 
 Row = dict[str, object]
 

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import dcap_qvl
 
-from attest.pki import Pki, PkiOptions, init_pki
-from attest.qe import QuotingEnclave, build_td_report
-from attest.verify import Collateral, VerifiedQuote, Verifier, parse_collateral
+from attest.intel import Pki, PkiOptions, QuotingEnclave, build_td_report, init_pki
+from attest.verifier.dcap import Collateral, VerifiedQuote, Verifier, parse_collateral
 
 NOW = 1_780_000_000  # 2026-05-28T20:26:40Z: every simulated window is anchored here
 REPORT_DATA = bytes(range(64))

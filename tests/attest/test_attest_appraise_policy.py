@@ -7,7 +7,9 @@ from dataclasses import replace
 import pytest
 from attest_vectors import EXPECTED, read_quote
 
-from attest.appraise import (
+from attest.formats import decode_quote
+from attest.formats.quote import TdReport10
+from attest.verifier.appraise import (
     AppraisalOptions,
     AppraisalRefused,
     Evidence,
@@ -21,8 +23,6 @@ from attest.appraise import (
     policy_to_json,
     require_ok,
 )
-from attest.codec import decode_quote
-from attest.codec.quote import TdReport10
 
 DEBUG_BODY = decode_quote(read_quote("tdx_v4_debug_td_quote.bin")).body
 V4_BODY = decode_quote(read_quote("tdx_v4_quote.bin")).body

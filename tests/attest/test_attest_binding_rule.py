@@ -8,7 +8,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from attest import binding
+from attest.formats import binding
 
 
 def _key() -> ec.EllipticCurvePublicKey:

@@ -7,8 +7,8 @@ import json
 import pytest
 from attest_vectors import EXPECTED, QUOTE_NAMES, VERIFIABLE, intel_root_pem, read_collateral, read_quote
 
-from attest import cli
 from attest.errors import CollateralError, QuoteFormatError
+from attest.verifier import offline
 
 REPORT_KEYS = {
     "mr_td",
@@ -31,7 +31,7 @@ REPORT_KEYS = {
 
 @pytest.mark.parametrize("name", QUOTE_NAMES)
 def test_inspect_reports_hex_fields_and_platform(name: str) -> None:
-    out = cli.inspect(read_quote(name))
+    out = offline.inspect(read_quote(name))
     json.dumps(out)
     assert set(out["report"]) >= REPORT_KEYS
     assert out["report"]["mr_td"] == EXPECTED[name]["mr_td"]
@@ -44,7 +44,7 @@ def test_inspect_reports_hex_fields_and_platform(name: str) -> None:
 @pytest.mark.parametrize("name", VERIFIABLE)
 def test_verify_json_verdict_matches_expected(name: str) -> None:
     e = EXPECTED[name]
-    out = cli.verify(read_quote(name), read_collateral(name), e["verify_at_unix"], [intel_root_pem()])
+    out = offline.verify(read_quote(name), read_collateral(name), e["verify_at_unix"], [intel_root_pem()])
     json.dumps(out)
     if "status" in e["dcap_qvl_0_7_0"]:
         assert out["verdict"] == "accepted"
@@ -63,7 +63,7 @@ def test_verify_json_verdict_matches_expected(name: str) -> None:
 def test_verify_json_names_the_expired_step() -> None:
     name = "tdx_v4_quote.bin"
     end = EXPECTED[name]["collateral_window_unix"][1]
-    out = cli.verify(read_quote(name), read_collateral(name), end + 86400, [intel_root_pem()])
+    out = offline.verify(read_quote(name), read_collateral(name), end + 86400, [intel_root_pem()])
     assert (out["verdict"], out["error"], out["error_type"]) == (
         "rejected",
         "collateral: tcbinfo expired",
@@ -77,15 +77,15 @@ def test_verify_accepts_der_root_and_debug_is_only_reported() -> None:
 
     der = x509.load_pem_x509_certificate(intel_root_pem()).public_bytes(Encoding.DER)
     name = "tdx_v5_quote.bin"
-    out = cli.verify(read_quote(name), read_collateral(name), EXPECTED[name]["verify_at_unix"], [der])
+    out = offline.verify(read_quote(name), read_collateral(name), EXPECTED[name]["verify_at_unix"], [der])
     assert out["verdict"] == "accepted" and out["report"]["td_debug"] is False
 
 
 def test_unusable_inputs_raise_for_exit_code_2() -> None:
     name = "tdx_v4_quote.bin"
     with pytest.raises(QuoteFormatError):
-        cli.verify(b"\x04\x00garbage", read_collateral(name), 0, [intel_root_pem()])
+        offline.verify(b"\x04\x00garbage", read_collateral(name), 0, [intel_root_pem()])
     with pytest.raises(QuoteFormatError):
-        cli.inspect(read_quote(name)[:700])
+        offline.inspect(read_quote(name)[:700])
     with pytest.raises(CollateralError):
-        cli.verify(read_quote(name), "{not json", 0, [intel_root_pem()])
+        offline.verify(read_quote(name), "{not json", 0, [intel_root_pem()])

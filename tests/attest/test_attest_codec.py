@@ -8,9 +8,9 @@ import struct
 import pytest
 from attest_vectors import EXPECTED, QUOTE_NAMES, read_quote
 
-from attest.codec import decode_quote, decode_tdreport, encode_quote
-from attest.codec import layout as L
 from attest.errors import QuoteFormatError
+from attest.formats import decode_quote, decode_tdreport, encode_quote
+from attest.formats import layout as L
 
 
 @pytest.fixture(scope="module")

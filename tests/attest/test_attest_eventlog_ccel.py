@@ -8,8 +8,8 @@ import json
 import pytest
 from attest_vectors import VECTORS
 
-from attest.codec import decode_quote
-from attest.eventlog import (
+from attest.formats import decode_quote
+from attest.formats.eventlog import (
     ALG_SHA256,
     ALG_SHA384,
     Event,
@@ -23,7 +23,7 @@ from attest.eventlog import (
     measure,
     replay,
 )
-from attest.eventlog.ccel import EV_EFI_ACTION, EV_NO_ACTION, EV_SEPARATOR
+from attest.formats.eventlog.ccel import EV_EFI_ACTION, EV_NO_ACTION, EV_SEPARATOR
 
 EVENTLOG = VECTORS / "eventlog"
 EXPECTED = json.loads((EVENTLOG / "expected.json").read_text())

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from attest.binding import spki_der
-from attest.kbs import EnvelopeError, ResourcePolicyError, open_sealed, parse_resource_policy, seal
+from attest.formats.binding import spki_der
+from attest.verifier.kbs import EnvelopeError, ResourcePolicyError, open_sealed, parse_resource_policy, seal
 
 
 def _td_key() -> ec.EllipticCurvePrivateKey:

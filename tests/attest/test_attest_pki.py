@@ -1,4 +1,4 @@
-"""The simulated Intel PCS (attest.pki): certificates, SGX extension DER, CRLs, signed collateral, files."""
+"""The simulated Intel PCS (attest.intel): certificates, SGX extension DER, CRLs, signed collateral, files."""
 
 from __future__ import annotations
 
@@ -20,24 +20,25 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
 import attest
-from attest import platform as P
-from attest.codec import decode_quote
-from attest.pki import PkiError, PkiOptions, init_pki, load_pck, load_pki
-from attest.pki import cli as pki_cli
-from attest.pki import der as writer
-from attest.pki.der import integer
-from attest.pki.sgx_extension import SCALABLE_CONFIGURATION, encode_sgx_extension
-from attest.verify import der as reader
-from attest.verify import parse_collateral
-from attest.verify.collateral import parse_qe_identity, parse_tcb_info
-from attest.verify.pck import (
+from attest.formats import decode_quote
+from attest.formats import der as reader
+from attest.formats import der as writer
+from attest.formats.collateral import parse_qe_identity, parse_tcb_info
+from attest.formats.der import integer
+from attest.formats.pck_extension import (
+    SCALABLE_CONFIGURATION,
     SGX_EXTENSION_OID,
     PckConfiguration,
     PckExtension,
+    encode_sgx_extension,
     parse_sgx_extension,
     pck_extension_of,
 )
-from attest.verify.pki import load_crl, verify_raw_signature
+from attest.intel import PkiError, PkiOptions, init_pki, load_pck, load_pki
+from attest.intel import cli as pki_cli
+from attest.intel import identity as P
+from attest.verifier.dcap import parse_collateral
+from attest.verifier.dcap.chains import load_crl, verify_raw_signature
 
 REAL_QUOTES = [
     "tdx_v4_quote.bin",

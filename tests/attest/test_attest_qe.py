@@ -1,4 +1,5 @@
-"""The quoting enclave (attest.qe): simulated quotes verify with dcap-qvl 0.7.0 and attest.verify against the
+"""The quoting enclave (attest.intel): simulated quotes verify with dcap-qvl 0.7.0 and attest.verifier.dcap
+against the
 simulated root, carry the TDREPORT's fields, round-trip through the codec, and every PkiOptions knob gives the
 expected verdict in both verifiers (attestation.md §7, §8, §15)."""
 
@@ -15,9 +16,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from attest import platform as P
-from attest.codec import decode_quote, decode_tdreport
-from attest.codec import layout as L
 from attest.errors import (
     AttestError,
     CertificateChainError,
@@ -26,9 +24,11 @@ from attest.errors import (
     QuoteFormatError,
     TcbRevoked,
 )
-from attest.pki import PkiOptions, init_pki
-from attest.qe import QuotingEnclave, QuotingEnclaveError, build_td_report
-from attest.verify import Verifier
+from attest.formats import decode_quote, decode_tdreport
+from attest.formats import layout as L
+from attest.intel import PkiOptions, QuotingEnclave, QuotingEnclaveError, build_td_report, init_pki
+from attest.intel import identity as P
+from attest.verifier.dcap import Verifier
 
 SHAPES = [(4, None, L.BODY_TYPE_TD10), (5, None, L.BODY_TYPE_TD15), (5, L.BODY_TYPE_TD10, L.BODY_TYPE_TD10)]
 

@@ -1,6 +1,6 @@
 """The verifier core in-process: nonce flow, refusals with reasons, tokens, key broker, audit (issue 4).
 
-Simulated evidence comes from the simulated PCS and quoting enclave (``attest.pki``, ``attest.qe``); real
+Simulated evidence comes from the simulated PCS and quoting enclave (``attest.intel``, ``attest.intel``); real
 quotes from shared/vectors. The wall clock is injected, so nonce and token expiry need no sleeping.
 """
 
@@ -15,19 +15,19 @@ from attest_vectors import EXPECTED, intel_root_pem, read_collateral, read_quote
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from attest import binding
-from attest.appraise import AppraisalRefused, StaleEvidence
-from attest.eventlog import EventLog, SpecIdEvent, encode_event_log, measure, replay
-from attest.eventlog.ccel import EV_EFI_ACTION
-from attest.kbs import open_sealed
-from attest.pki import Pki, PkiOptions, init_pki
-from attest.qe.enclave import QuotingEnclave
-from attest.qe.tdreport import DEBUG, SEPT_VE_DISABLE, build_td_report
-from attest.service.core import CollateralIndex, ServiceConfig, VerifierCore
-from attest.service.errors import status_of
-from attest.store import Store
-from attest.token import b64url, tdx_claims, verify
-from attest.verify.verifier import load_anchors
+from attest.formats import binding
+from attest.formats.eventlog import EventLog, SpecIdEvent, encode_event_log, measure, replay
+from attest.formats.eventlog.ccel import EV_EFI_ACTION
+from attest.intel import Pki, PkiOptions, init_pki
+from attest.intel.quoting_enclave import QuotingEnclave
+from attest.intel.td_report_builder import DEBUG, SEPT_VE_DISABLE, build_td_report
+from attest.verifier.appraise import AppraisalRefused, StaleEvidence
+from attest.verifier.dcap.quote_verifier import load_anchors
+from attest.verifier.kbs import open_sealed
+from attest.verifier.service.core import CollateralIndex, ServiceConfig, VerifierCore
+from attest.verifier.service.errors import status_of
+from attest.verifier.store import Store
+from attest.verifier.token import b64url, tdx_claims, verify
 
 V4_AT = EXPECTED["tdx_v4_quote.bin"]["verify_at_unix"]
 MRTD = bytes.fromhex("11" * 48)

@@ -1,4 +1,5 @@
-"""The verifier as a real process (``python -m attest.service.main``) on 127.0.0.1:0 (issue 4, verifier).
+"""The verifier as a real process (``python -m attest.verifier.service.main``) on 127.0.0.1:0 (issue 4,
+verifier).
 
 One process trusts Intel's root and the simulated root, holds the real v4 collateral and the simulated PCS's
 collateral, and verifies at the v4 vector's time (``--at``; the simulated PCS is anchored at the same time).
@@ -23,17 +24,17 @@ from attest_vectors import EXPECTED, VECTORS, read_quote
 from cryptography.hazmat.primitives.asymmetric import ec
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from attest import binding
-from attest.eventlog import EventLog, SpecIdEvent, encode_event_log, measure, replay
-from attest.eventlog.ccel import EV_EFI_ACTION
-from attest.kbs import SealedSecret, open_sealed
-from attest.pki import Pki, PkiOptions, init_pki
-from attest.qe.enclave import QuotingEnclave
-from attest.qe.tdreport import DEBUG, SEPT_VE_DISABLE, build_td_report
-from attest.token import tdx_claims, verify
-from tdxsim.rpc_status import error_info
-from tdxsim.v1 import attestation_pb2 as pb
-from tdxsim.v1 import attestation_pb2_grpc
+from attest.formats import binding
+from attest.formats.eventlog import EventLog, SpecIdEvent, encode_event_log, measure, replay
+from attest.formats.eventlog.ccel import EV_EFI_ACTION
+from attest.intel import Pki, PkiOptions, init_pki
+from attest.intel.quoting_enclave import QuotingEnclave
+from attest.intel.td_report_builder import DEBUG, SEPT_VE_DISABLE, build_td_report
+from attest.verifier.kbs import SealedSecret, open_sealed
+from attest.verifier.token import tdx_claims, verify
+from wire.rpc_status import error_info
+from wire.v1 import attestation_pb2 as pb
+from wire.v1 import attestation_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[2]
 V4_AT = EXPECTED["tdx_v4_quote.bin"]["verify_at_unix"]
@@ -73,7 +74,7 @@ def start_verifier(pki: Pki) -> Iterator[Callable[[Path], VerifierProcess]]:
         cmd = [
             sys.executable,
             "-m",
-            "attest.service.main",
+            "attest.verifier.service.main",
             "--listen",
             "127.0.0.1:0",
             "--db",

@@ -17,13 +17,13 @@ import grpc
 import pytest
 from attest_vectors import intel_root_pem
 
-from attest.service.core import CollateralIndex, VerifierCore
-from attest.service.server import create_server
-from attest.store import Store
-from attest.verify.verifier import load_anchors
-from tdxsim.rpc_status import error_info
-from tdxsim.v1 import attestation_pb2 as pb
-from tdxsim.v1 import attestation_pb2_grpc
+from attest.verifier.dcap.quote_verifier import load_anchors
+from attest.verifier.service.core import CollateralIndex, VerifierCore
+from attest.verifier.service.grpc_server import create_server
+from attest.verifier.store import Store
+from wire.rpc_status import error_info
+from wire.v1 import attestation_pb2 as pb
+from wire.v1 import attestation_pb2_grpc
 
 DEEP = "[" * 2000  # json.loads raises RecursionError, not ValueError
 

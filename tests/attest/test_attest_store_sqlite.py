@@ -6,7 +6,7 @@ import stat
 import threading
 from pathlib import Path
 
-from attest.store import NonceState, Store
+from attest.verifier.store import NonceState, Store
 
 
 def test_nonce_is_consumed_once_then_replayed(tmp_path: Path) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from attest.errors import TcbLevelNotFound
-from attest.verify.collateral import IsvTcbLevel, TcbLevel
-from attest.verify.tcb import TcbStatus, match_isv_level, match_platform_level, merge_all
+from attest.formats.collateral import IsvTcbLevel, TcbLevel
+from attest.verifier.dcap.tcb import TcbStatus, match_isv_level, match_platform_level, merge_all
 
 
 def test_tcb_status_merge_takes_worse_and_unions_advisories() -> None:

@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
-from attest.store import Store
-from attest.token import SigningKeys, TokenError, ear_status, jwks_document, sign, thumbprint, verify
+from attest.verifier.store import Store
+from attest.verifier.token import SigningKeys, TokenError, ear_status, jwks_document, sign, thumbprint, verify
 
 NOW = 1_800_000_000
 

@@ -12,7 +12,6 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from attest.codec import decode_quote
 from attest.errors import (
     AttestError,
     CertificateChainError,
@@ -23,7 +22,8 @@ from attest.errors import (
     SignatureError,
     TcbLevelNotFound,
 )
-from attest.verify import Verifier, parse_collateral, verify, verify_signature_links
+from attest.formats import decode_quote
+from attest.verifier.dcap import Verifier, parse_collateral, verify, verify_signature_links
 
 UP_TO_DATE = ["tdx_v4_quote.bin", "tdx_v5_quote.bin"]
 

@@ -6,9 +6,9 @@ import hashlib
 from typing import Any
 
 from guest.td import Td
-from tdxsim.v1 import host_pb2, host_pb2_grpc
 from tests.conftest import HostProcess
 from tests.conftest import make_pki as make_pki
+from wire.v1 import host_pb2, host_pb2_grpc
 
 PAGE = 4096
 MIB = 1 << 20

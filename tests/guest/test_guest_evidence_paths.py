@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from guest_helpers import GIB, MIB, image, launch, make_pki, stats
 
-from attest.codec.tdreport import decode_tdreport
+from attest.formats.tdreport import decode_tdreport
 from guest import tdcall
 from guest.errors import QuoteFailed
 from tests.conftest import HostProcess

@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 from guest_helpers import KERNEL, MIB, PAGE, image, independent_mrtd, launch
 
-from attest.codec.tdreport import decode_tdreport
-from attest.eventlog import decode_event_log, replay
+from attest.formats.eventlog import decode_event_log, replay
+from attest.formats.tdreport import decode_tdreport
 from guest import tdcall
 from guest.errors import AccessDenied, GuestFault, QuoteFailed, TdGone, TdxStatusError
 from guest.td import Td
-from tdxsim.v1 import guest_pb2
 from tests.conftest import HostProcess, start_host
+from wire.v1 import guest_pb2
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -8,7 +8,7 @@ import pytest
 
 from guest.errors import TdGone
 from guest.td import Td
-from tdxsim.v1 import host_pb2
+from wire.v1 import host_pb2
 
 
 def test_launch_at_an_address_nobody_listens_on_is_host_unreachable() -> None:

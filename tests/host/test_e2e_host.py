@@ -11,9 +11,9 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from guest.connection import td_channel
-from tdxsim.rpc_status import error_info as rpc_error_info
-from tdxsim.v1 import guest_pb2, guest_pb2_grpc, host_pb2, host_pb2_grpc
 from tests.conftest import HostProcess
+from wire.rpc_status import error_info as rpc_error_info
+from wire.v1 import guest_pb2, guest_pb2_grpc, host_pb2, host_pb2_grpc
 
 MIB = 1 << 20
 SECRET = b"TD-SECRET-" * 409 + b"!!!!!!"  # 4096 bytes

@@ -11,10 +11,10 @@ import dcap_qvl
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from attest import cli as attest_cli
+from attest.verifier import offline
 from guest.connection import td_channel
-from tdxsim.v1 import guest_pb2, guest_pb2_grpc, host_pb2, host_pb2_grpc
 from tests.conftest import ROOT, HostProcess, make_pki
+from wire.v1 import guest_pb2, guest_pb2_grpc, host_pb2, host_pb2_grpc
 
 PAGE = 4096
 MIB = 1 << 20
@@ -67,11 +67,11 @@ def test_host_quote_verifies_with_dcap_qvl_and_tdxsim_against_the_simulated_root
     )
     assert theirs.status == "UpToDate"
 
-    ours = attest_cli.verify(quote, collateral, now, [root_der])
+    ours = offline.verify(quote, collateral, now, [root_der])
     assert (ours["verdict"], ours["tcb_status"]) == ("accepted", "UpToDate")
     assert ours["report"]["report_data"] == report_data.hex()
 
-    intel = attest_cli.verify(
+    intel = offline.verify(
         quote, collateral, now, [(ROOT.parent / "shared/vectors/real/intel_sgx_root_ca.pem").read_bytes()]
     )
     assert intel["verdict"] == "rejected", "simulated evidence must never chain to Intel's root"

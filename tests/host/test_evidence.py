@@ -7,9 +7,9 @@ import struct
 
 import pytest
 
-from attest.codec.tdreport import decode_tdreport
+from attest.formats.tdreport import decode_tdreport
 from host.platform import PlatformConfig, build_platform
-from host.tdx.td import TdParams
+from host.tdx.tdcs import TdParams
 from host.tdx.vcpu import Accept, GetQuote, MapGpa, MemRead, MemWrite, Report, RtmrExtend
 from host.vmm.errors import VmmError
 from host.vmm.vmm import GET_QUOTE_ERROR, GET_QUOTE_QGS_UNAVAILABLE, GET_QUOTE_SUCCESS, GET_QUOTE_VERSION

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from host.platform import PlatformConfig, build_platform
-from host.tdx.td import TdParams
+from host.tdx.tdcs import TdParams
 from host.tdx.vcpu import Accept, MapGpa, MemRead, MemWrite
 from host.vmm.events import EventKind
 

@@ -9,7 +9,7 @@ from host.kvm.errors import KvmError
 from host.kvm.gmem import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, GuestMemfd
 from host.kvm.vm import KVM_X86_TDX_VM, KvmVm
 from host.platform import Platform, PlatformConfig, build_platform
-from host.tdx.td import TdParams
+from host.tdx.tdcs import TdParams
 from host.tdx.vcpu import Accept, AcceptResult, MemRead, MemWrite
 
 PAGE = 4096

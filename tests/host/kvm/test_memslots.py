@@ -15,7 +15,7 @@ from host.kvm.memslots import (
 )
 from host.kvm.vm import KVM_X86_TDX_VM, KvmVm
 from host.platform import Platform, PlatformConfig, build_platform
-from host.tdx.td import TdParams
+from host.tdx.tdcs import TdParams
 from host.tdx.vcpu import Accept, MemRead, MemWrite
 
 PAGE = 4096

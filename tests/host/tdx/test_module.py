@@ -9,12 +9,12 @@ import pytest
 
 from host.kvm.errors import KvmError
 from host.platform import PlatformConfig, build_platform
-from host.tdx.keys import KotState
+from host.tdx.keyids import KotState
 from host.tdx.memctl import MemoryController
 from host.tdx.module import TdxModule
 from host.tdx.sept import SeptState
 from host.tdx.status import OperandId, TdxError, TdxStatus, is_error
-from host.tdx.td import OpState, TdLifecycle, TdParams
+from host.tdx.tdcs import OpState, TdLifecycle, TdParams
 from host.tdx.vcpu import Accept, AcceptResult, ExitReason, MemRead, MemWrite, TdExit, VcpuRun
 
 PAGE = 4096

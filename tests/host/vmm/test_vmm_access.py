@@ -8,7 +8,7 @@ import pytest
 from host.kvm.errors import KvmError
 from host.platform import Platform, PlatformConfig, build_platform
 from host.tdx.status import OperandId, TdxError, TdxStatus
-from host.tdx.td import TdParams
+from host.tdx.tdcs import TdParams
 from host.tdx.vcpu import Accept, MapGpa, MemRead, MemWrite
 from host.vmm.errors import HostCrashed, Refusal, VmmError
 from host.vmm.vmm import TdHandle, Vmm

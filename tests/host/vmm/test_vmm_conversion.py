@@ -13,7 +13,7 @@ from host.kvm.vm import KVM_MAP_GPA_RANGE_DECRYPTED, KVM_MAP_GPA_RANGE_ENCRYPTED
 from host.platform import PlatformConfig, build_platform
 from host.tdx.sept import SeptState
 from host.tdx.status import TdVmCallStatus
-from host.tdx.td import TdParams
+from host.tdx.tdcs import TdParams
 from host.tdx.vcpu import Accept, MapGpa, MemRead, MemWrite, TdVmCallResult
 from host.vmm.errors import Refusal, VmmError
 from host.vmm.events import Event, EventKind

@@ -1,0 +1,464 @@
+"""The verifier service's logic, without gRPC: nonces, Attest, policies, reference values, key broker, audit.
+
+Issue 4 "verifier"; the servicer (``attest.verifier.service.servicer``) only translates messages and
+exceptions.
+``Attest`` runs, in order (cheap and local checks first, the nonce consumed before the expensive steps so a
+nonce never survives an attempt):
+
+1. request shape: quote size, nonce 0 or 32 bytes, TD key P-256 SPKI DER, key only together with a nonce
+   (INVALID_ARGUMENT);
+2. policy and its reference-value sets (NOT_FOUND);
+3. event log decoded, if given (INVALID_ARGUMENT ``EVENT_LOG_MALFORMED``);
+4. quote decoded, its FMSPC read from the PCK certificate, collateral for that FMSPC chosen
+   (INVALID_ARGUMENT ``VERIFY_HEADER`` / ``VERIFY_PCK_CHAIN``; FAILED_PRECONDITION ``COLLATERAL_NOT_FOUND``);
+5. nonce consumed (unknown: NOT_FOUND ``NONCE_NOT_FOUND``; replayed/expired become appraisal mismatches);
+6. DCAP verification (``attest.verifier.dcap.Verifier``, one caching instance per server thread) at
+``verify_at`` or
+   now (INVALID_ARGUMENT ``VERIFY_<STEP>``, Revoked: PERMISSION_DENIED ``TCB_REVOKED``);
+7. REPORTDATA == ``attest.formats.binding.report_data(nonce, key)``, event log replayed against RTMR0..3;
+8. appraisal: every mismatch listed (PERMISSION_DENIED, reason = the first, metadata ``mismatches``; when the
+   first is NONCE_REPLAYED/NONCE_EXPIRED, FAILED_PRECONDITION: the client must fetch a fresh nonce);
+9. token: ES256 JWT with EAR claims (``attest.verifier.token.ear``), signed by the persisted key.
+
+Time: nonce expiry and token ``iat``/``exp`` use the wall clock (``clock``); ``verify_at`` (``--at``) only
+fixes the DCAP verification time, for archived collateral. Every decision is written to the audit log with its
+reason; secrets and tokens are never written there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from attest.errors import AttestError, CertificateChainError
+from attest.formats import binding
+from attest.formats import layout as L
+from attest.formats.collateral import parse_tcb_info
+from attest.formats.eventlog import EventLog, decode_event_log
+from attest.formats.eventlog.replay import ReplayResult, compare_rtmrs
+from attest.formats.pck_extension import pck_extension_of
+from attest.formats.quote import Quote, TdReport15, decode_quote
+from attest.verifier.appraise import (
+    DEFAULT_POLICY_NAME,
+    AppraisalRefused,
+    Evidence,
+    Freshness,
+    Policy,
+    appraise,
+    check_reference_value_bytes,
+    default_policy,
+    policy_from_json,
+    policy_to_json,
+    require_ok,
+)
+from attest.verifier.dcap import Collateral, VerifiedQuote, Verifier, parse_collateral
+from attest.verifier.dcap.chains import load_certificates
+from attest.verifier.kbs import SealedSecret, parse_resource_policy, seal
+from attest.verifier.service.errors import (
+    BadRequest,
+    NotFound,
+    PreconditionFailed,
+    Refused,
+    Unauthenticated,
+    status_of,
+)
+from attest.verifier.store import AuditRecord, NonceState, Store
+from attest.verifier.token import SigningKeys, b64url_decode, build_claims, tdx_claims
+from attest.verifier.token import verify as verify_token
+
+ISSUER = "tdxsim-verifier"
+BUILD = "tdxsim-verifier 0.1.0"
+MAX_QUOTE_SIZE = 64 << 10
+MAX_EVENT_LOG_SIZE = 16 << 20
+MAX_SECRET_SIZE = 64 << 10
+MAX_AUDIT_PAGE = 1000
+RESOURCE_PATH = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+){0,7}$")
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Knobs of the service; defaults are the documented ones."""
+
+    nonce_ttl: int = 300  # seconds, GetNonce default (attestation.md §11: expiry; 5 min)
+    nonce_ttl_max: int = 3600  # seconds, cap on a requested ttl
+    token_ttl: int = 300  # seconds, unless the policy says otherwise
+    verify_at: int | None = None  # fixed DCAP verification time (unix); None = now
+    issuer: str = ISSUER
+    admin_token: str | None = None  # when set, admin RPCs need metadata x-tdxsim-admin-token
+
+
+@dataclass(frozen=True)
+class NonceGrant:
+    nonce: bytes
+    issued_at: int
+    expires_at: int
+
+
+@dataclass(frozen=True)
+class AttestResult:
+    token: str
+    expires_at: int
+    ear_status: str
+    tcb_status: str
+    advisory_ids: tuple[str, ...]
+    kid: str
+    claims: Mapping[str, Any]
+
+
+def _root_digest(pem_chain: bytes | str) -> bytes | None:
+    """SHA-256 of the last certificate (the root) of a PEM chain, None when the chain does not parse."""
+    try:
+        certs = load_certificates(pem_chain, "chain")
+    except AttestError:
+        return None
+    return hashlib.sha256(certs[-1].public_bytes(serialization.Encoding.DER)).digest() if certs else None
+
+
+class CollateralIndex:
+    """Collateral chosen per quote by FMSPC and, when several roots share an FMSPC (Intel's real platform and
+    the simulated one both use ``90C06F000000``), by the root that ends the quote's PCK chain and the TCB
+    Info issuer chain. A later collateral for the same (FMSPC, root) replaces an earlier one."""
+
+    def __init__(self, texts: Sequence[str] = ()) -> None:
+        self._by_key: dict[tuple[bytes, bytes | None], Collateral] = {}
+        for text in texts:
+            self.add(parse_collateral(text))
+
+    def add(self, coll: Collateral) -> None:
+        fmspc = parse_tcb_info(coll.tcb_info_text).fmspc
+        self._by_key[(fmspc, _root_digest(coll.tcb_info_issuer_chain))] = coll
+
+    @property
+    def fmspcs(self) -> list[bytes]:
+        return sorted({fmspc for fmspc, _ in self._by_key})
+
+    def select(self, fmspc: bytes, pck_root: bytes | None) -> Collateral | None:
+        hit = self._by_key.get((fmspc, pck_root))
+        if hit is not None:
+            return hit
+        same = [c for (f, _), c in self._by_key.items() if f == fmspc]
+        return same[0] if len(same) == 1 else None
+
+
+def quote_platform(quote: Quote) -> tuple[bytes, bytes | None]:
+    """FMSPC from the quote's PCK leaf and the digest of its chain's root, read before verification to choose
+    the collateral (verification then checks everything)."""
+    try:
+        pems = quote.pck_chain.pem_certificates()
+        leaf = load_certificates(pems[0], "pck chain")[0] if pems else None
+    except AttestError as err:
+        raise CertificateChainError(str(err), step="pck_chain") from None
+    if leaf is None:
+        raise CertificateChainError("pck chain is empty", step="pck_chain")
+    try:
+        fmspc = pck_extension_of(leaf).fmspc
+    except AttestError as err:
+        err.step = err.step or "pck_chain"
+        raise
+    return fmspc, _root_digest(pems[-1])
+
+
+def _tdx_claims(vq: VerifiedQuote, replay: ReplayResult | None) -> dict[str, Any]:
+    body = vq.report
+    names = L.TD_REPORT15_FIELDS if isinstance(body, TdReport15) else L.TD_REPORT10_FIELDS
+    out: dict[str, Any] = {name: getattr(body, name).hex() for name, _ in names}
+    out.update(
+        tcb_status=vq.status,
+        advisory_ids=list(vq.advisory_ids),
+        debug=body.is_debug,
+        fmspc=vq.fmspc.hex().upper(),
+        quote_version=vq.quote.header.version,
+        event_log="verified" if replay is not None else "absent",
+    )
+    if replay is not None:
+        out["rtmr_unchecked_by_event_log"] = list(replay.unchecked)
+    return out
+
+
+def _vector(vq: VerifiedQuote, checked: Sequence[str], replay: ReplayResult | None) -> dict[str, int]:
+    executables = bool(replay is not None or set(checked) & {"mr_td", "rtmr0", "rtmr1", "rtmr2", "rtmr3"})
+    return {
+        "instance-identity": 2,
+        "configuration": 32 if vq.is_debug else 2,
+        "executables": 2 if executables else 0,
+        "hardware": 2 if vq.status == "UpToDate" else 32,
+    }
+
+
+class VerifierCore:
+    """The verifier: one store, trust anchors, collateral per FMSPC. Thread-safe."""
+
+    def __init__(
+        self,
+        store: Store,
+        anchors: Sequence[x509.Certificate],
+        collateral: CollateralIndex,
+        config: ServiceConfig = ServiceConfig(),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not anchors:
+            raise ValueError("no trust anchor configured")
+        self.store = store
+        self.anchors = list(anchors)
+        self.collateral = collateral
+        self.config = config
+        self.clock = clock
+        self.keys = SigningKeys.load_or_create(store, int(clock()))
+        self._local = threading.local()
+
+    # --- helpers ------------------------------------------------------------------------------------------
+
+    def _verifier(self) -> Verifier:
+        verifier: Verifier | None = getattr(self._local, "verifier", None)
+        if verifier is None:
+            verifier = Verifier(self.anchors)
+            self._local.verifier = verifier
+        return verifier
+
+    def _audit(self, action: str, subject: str, err: Exception | None, **detail: Any) -> None:
+        if err is None:
+            outcome, reason = "ALLOWED", "OK"
+        else:
+            status = status_of(err)
+            outcome, reason = "REFUSED", status[1] if status else "INTERNAL"
+            if isinstance(err, AppraisalRefused):
+                detail["mismatches"] = list(err.appraisal.reasons)
+        self.store.audit(int(self.clock() * 1000), action, outcome, reason, subject, detail)
+
+    def require_admin(self, presented: str | None) -> None:
+        """Admin RPCs: when an admin token is configured, the caller must present it."""
+        expected = self.config.admin_token
+        if expected is None:
+            return
+        if not presented:
+            raise Unauthenticated("ADMIN_TOKEN_MISSING", "admin rpc needs metadata x-tdxsim-admin-token")
+        if not hmac.compare_digest(presented.encode(), expected.encode()):
+            raise Unauthenticated("ADMIN_TOKEN_INVALID", "admin token does not match")
+
+    # --- nonces -------------------------------------------------------------------------------------------
+
+    def get_nonce(self, ttl_seconds: int = 0) -> NonceGrant:
+        ttl = min(ttl_seconds or self.config.nonce_ttl, self.config.nonce_ttl_max)
+        now = self.clock()
+        nonce = os.urandom(binding.NONCE_SIZE)
+        self.store.add_nonce(nonce, now, now + ttl)
+        return NonceGrant(nonce, int(now), int(now + ttl))
+
+    # --- policies -----------------------------------------------------------------------------------------
+
+    def load_policy(self, name: str) -> Policy:
+        name = name or DEFAULT_POLICY_NAME
+        stored = self.store.get_policy(name)
+        if stored is not None:
+            return policy_from_json(name, stored.document)
+        if name == DEFAULT_POLICY_NAME:
+            return default_policy()
+        raise NotFound("POLICY_NOT_FOUND", f"no policy named {name!r}", policy=name)
+
+    def set_policy(self, name: str, text: str) -> Policy:
+        try:
+            policy = policy_from_json(name, text)
+            self.store.put_policy(policy.name, text, int(self.clock()))
+        except Exception as err:
+            self._audit("SetPolicy", name, err)
+            raise
+        self._audit("SetPolicy", name, None, sha256=hashlib.sha256(text.encode()).hexdigest())
+        return policy
+
+    def get_policy(self, name: str) -> tuple[str, str, int, bool]:
+        """``(name, json, updated_at, built_in)``."""
+        name = name or DEFAULT_POLICY_NAME
+        stored = self.store.get_policy(name)
+        if stored is not None:
+            return name, stored.document, stored.updated_at, False
+        if name == DEFAULT_POLICY_NAME:
+            return name, policy_to_json(default_policy()), 0, True
+        raise NotFound("POLICY_NOT_FOUND", f"no policy named {name!r}", policy=name)
+
+    def set_reference_values(self, name: str, values: Mapping[str, Sequence[bytes]]) -> int:
+        try:
+            if not name:
+                raise BadRequest("REFERENCE_VALUES_INVALID", "reference value set needs a name")
+            check_reference_value_bytes(values)
+            self.store.put_reference_values(name, values, int(self.clock()))
+        except Exception as err:
+            self._audit("SetReferenceValues", name, err)
+            raise
+        count = sum(len(v) for v in values.values())
+        self._audit("SetReferenceValues", name, None, fields=sorted(values), count=count)
+        return count
+
+    # --- attestation --------------------------------------------------------------------------------------
+
+    def attest(
+        self, quote: bytes, event_log: bytes, nonce: bytes, tee_public_key: bytes, policy_name: str
+    ) -> AttestResult:
+        subject = policy_name or DEFAULT_POLICY_NAME
+        try:
+            result = self._attest(quote, event_log, nonce, tee_public_key, subject)
+        except Exception as err:
+            self._audit("Attest", subject, err, nonce=nonce[:8].hex())
+            raise
+        tdx = tdx_claims(result.claims)
+        self._audit(
+            "Attest",
+            subject,
+            None,
+            nonce=nonce[:8].hex(),
+            mr_td=tdx.get("mr_td"),
+            tcb_status=result.tcb_status,
+        )
+        return result
+
+    def _check_shape(self, quote: bytes, event_log: bytes, nonce: bytes, tee_public_key: bytes) -> None:
+        if not quote or len(quote) > MAX_QUOTE_SIZE:
+            raise BadRequest("VERIFY_HEADER", f"quote must be 1..{MAX_QUOTE_SIZE} bytes", step="header")
+        if len(event_log) > MAX_EVENT_LOG_SIZE:
+            raise BadRequest("EVENT_LOG_MALFORMED", f"event log larger than {MAX_EVENT_LOG_SIZE} bytes")
+        if nonce and len(nonce) != binding.NONCE_SIZE:
+            raise BadRequest("BAD_NONCE", f"nonce must be {binding.NONCE_SIZE} bytes, got {len(nonce)}")
+        if nonce and not tee_public_key:
+            raise BadRequest("TEE_PUBLIC_KEY_REQUIRED", "a nonce is bound together with the td's public key")
+        if tee_public_key and not nonce:
+            raise BadRequest("NONCE_REQUIRED_FOR_KEY", "a public key is bound only together with a nonce")
+        if tee_public_key:
+            binding.load_tee_public_key(tee_public_key)
+
+    def _policy_with_sets(self, name: str) -> tuple[Policy, dict[str, dict[str, list[bytes]]]]:
+        policy = self.load_policy(name)
+        sets: dict[str, dict[str, list[bytes]]] = {}
+        for set_name in policy.reference_value_sets:
+            values = self.store.get_reference_values(set_name)
+            if values is None:
+                raise NotFound(
+                    "REFERENCE_VALUES_NOT_FOUND",
+                    f"policy {policy.name!r} names missing reference values {set_name!r}",
+                    reference_values=set_name,
+                )
+            sets[set_name] = values
+        return policy, sets
+
+    def _freshness(self, nonce: bytes, now: float) -> Freshness:
+        if not nonce:
+            return Freshness.ABSENT
+        state = self.store.consume_nonce(nonce, now)
+        if state is NonceState.UNKNOWN:
+            raise NotFound("NONCE_NOT_FOUND", "the nonce was not issued by this verifier")
+        return {
+            NonceState.CONSUMED: Freshness.FRESH,
+            NonceState.REPLAYED: Freshness.REPLAYED,
+            NonceState.EXPIRED: Freshness.EXPIRED,
+        }[state]
+
+    def _attest(
+        self, raw_quote: bytes, raw_log: bytes, nonce: bytes, tee_public_key: bytes, policy_name: str
+    ) -> AttestResult:
+        self._check_shape(raw_quote, raw_log, nonce, tee_public_key)
+        policy, sets = self._policy_with_sets(policy_name)
+        options = policy.resolve(sets)
+        log: EventLog | None = decode_event_log(raw_log) if raw_log else None
+        try:
+            quote = decode_quote(raw_quote)
+        except AttestError as err:
+            err.step = err.step or "header"
+            raise
+        fmspc, pck_root = quote_platform(quote)
+        collateral = self.collateral.select(fmspc, pck_root)
+        if collateral is None:
+            raise PreconditionFailed(
+                "COLLATERAL_NOT_FOUND",
+                f"no collateral for fmspc {fmspc.hex().upper()}",
+                fmspc=fmspc.hex().upper(),
+            )
+        now = self.clock()
+        freshness = self._freshness(nonce, now)
+        at = self.config.verify_at if self.config.verify_at is not None else int(now)
+        vq = self._verifier().verify(raw_quote, collateral, at)
+        bound = binding.matches(vq.report.report_data, nonce, tee_public_key) if nonce else None
+        replay = compare_rtmrs(log, vq.report.rtmrs) if log is not None else None
+        appraisal = appraise(
+            Evidence(vq.report, vq.status, vq.advisory_ids),
+            options,
+            freshness=freshness,
+            report_data_bound=bound,
+            replay=replay,
+        )
+        require_ok(appraisal, policy.name)
+        issued = int(self.clock())
+        ttl = options.token_ttl_seconds or self.config.token_ttl
+        claims = build_claims(
+            issuer=self.config.issuer,
+            build=BUILD,
+            now=issued,
+            ttl=ttl,
+            policy_name=policy.name,
+            tdx=_tdx_claims(vq, replay),
+            vector=_vector(vq, appraisal.checked_fields, replay),
+            nonce=nonce or None,
+            tee_public_key_spki=tee_public_key or None,
+        )
+        token = self.keys.sign(claims)
+        ear = claims["submods"]["cpu0"]["ear.status"]
+        return AttestResult(
+            token, issued + ttl, ear, vq.status, vq.advisory_ids, self.keys.current_kid, claims
+        )
+
+    def jwks(self) -> dict[str, Any]:
+        return self.keys.jwks()
+
+    # --- key broker ---------------------------------------------------------------------------------------
+
+    def put_resource(self, path: str, secret: bytes, policy_text: str) -> None:
+        try:
+            if not RESOURCE_PATH.match(path) or ".." in path.split("/"):
+                raise BadRequest("RESOURCE_PATH_INVALID", "path must be 1..8 segments of [A-Za-z0-9._-]")
+            if not secret or len(secret) > MAX_SECRET_SIZE:
+                raise BadRequest("RESOURCE_SECRET_INVALID", f"secret must be 1..{MAX_SECRET_SIZE} bytes")
+            parse_resource_policy(policy_text)
+            self.store.put_resource(path, secret, policy_text, int(self.clock()))
+        except Exception as err:
+            self._audit("PutResource", path, err)
+            raise
+        self._audit("PutResource", path, None, policy_sha256=hashlib.sha256(policy_text.encode()).hexdigest())
+
+    def _bearer(self, authorization: str | None) -> dict[str, Any]:
+        if not authorization:
+            raise Unauthenticated("TOKEN_MISSING", "call metadata authorization: Bearer <token> is missing")
+        scheme, _, token = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthenticated("TOKEN_MISSING", "authorization is not a bearer token")
+        return verify_token(token.strip(), self.jwks(), self.clock(), issuer=self.config.issuer).claims
+
+    def get_resource(self, path: str, authorization: str | None) -> SealedSecret:
+        jti = ""
+        try:
+            claims = self._bearer(authorization)
+            jti = str(claims.get("jti", ""))
+            resource = self.store.get_resource(path)
+            if resource is None:
+                raise NotFound("RESOURCE_NOT_FOUND", f"no resource at {path!r}", path=path)
+            denials = parse_resource_policy(resource.policy).denials(claims)
+            if denials:
+                raise Refused("RESOURCE_POLICY_DENIED", "; ".join(denials), denials=" | ".join(denials))
+            akpub = claims["submods"]["cpu0"].get("ear.veraison.key-attestation", {}).get("akpub")
+            if not isinstance(akpub, str):
+                raise Refused("TOKEN_NOT_KEY_BOUND", "the token attests no td key to seal the secret to")
+            sealed = seal(resource.secret, b64url_decode(akpub), path)
+        except Exception as err:
+            self._audit("GetResource", path, err, jti=jti)
+            raise
+        self._audit("GetResource", path, None, jti=jti)
+        return sealed
+
+    def audit_log(self, after_id: int, limit: int) -> list[AuditRecord]:
+        return self.store.audit_entries(after_id, min(limit or 100, MAX_AUDIT_PAGE))

@@ -1,0 +1,111 @@
+"""``tdxsim verifier``: run the remote verifier (issue 4) as a gRPC server process.
+
+Prints ``listening on HOST:PORT`` as the first line of stdout (bind port 0 and read it back, like
+``tdxsim host``), serves health and reflection, and stops gracefully on SIGTERM/SIGINT.
+
+Trust anchors (``--root``, required, repeatable, PEM or DER): Intel's SGX Root CA for real quotes,
+``DIR/root_ca.pem`` of ``tdxsim pki init DIR`` for simulated ones, or both. Collateral (``--collateral``,
+repeatable): dcap-qvl ``QuoteCollateralV3`` JSON files, chosen per quote by FMSPC. Verification time is now,
+or ``--at UNIX`` to verify against archived collateral (nonce expiry and tokens keep using the wall clock).
+Plaintext by default; ``--tls-cert`` and ``--tls-key`` serve TLS, and ``--tls-client-ca`` also requires client
+certificates signed by that CA (mTLS); ``tdxsim tls init DIR`` mints a test PKI.
+Exit status: 0 after a graceful stop, 2 for unusable arguments or files (argparse's usage line when
+``--root`` or ``--db`` is missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import sys
+import threading
+from pathlib import Path
+
+from attest.errors import AttestError
+from attest.verifier.dcap.quote_verifier import load_anchors
+from attest.verifier.service.core import CollateralIndex, ServiceConfig, VerifierCore
+from attest.verifier.service.grpc_server import create_server
+from attest.verifier.store import Store, StoreError
+from wire import tls
+from wire.serving import announce, check_server_arguments, wait_until_signalled
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--listen", default="127.0.0.1:50054", help="address to bind (port 0 picks one)")
+    parser.add_argument("--db", required=True, help="SQLite database file (created if missing)")
+    parser.add_argument(
+        "--root",
+        action="append",
+        required=True,
+        metavar="PEM|DER",
+        help="trust anchor certificate file; required and repeatable: Intel's SGX Root CA for real quotes, "
+        "DIR/root_ca.pem from 'tdxsim pki init DIR' for simulated ones, or both",
+    )
+    parser.add_argument(
+        "--collateral",
+        action="append",
+        default=[],
+        metavar="JSON",
+        help="QuoteCollateralV3 JSON file, keyed by its FMSPC (repeatable)",
+    )
+    parser.add_argument("--at", type=int, default=None, metavar="UNIX", help="fixed DCAP verification time")
+    parser.add_argument("--nonce-ttl", type=int, default=300, help="default nonce lifetime, seconds (300)")
+    parser.add_argument("--token-ttl", type=int, default=300, help="default token lifetime, seconds (300)")
+    parser.add_argument(
+        "--admin-token-file",
+        default=None,
+        help="file holding a secret that admin RPCs must present as metadata x-tdxsim-admin-token",
+    )
+    tls.add_server_arguments(parser)
+
+
+def _build_core(args: argparse.Namespace) -> VerifierCore:
+    anchors = load_anchors([Path(p).read_bytes() for p in args.root])  # argparse requires one at least
+    collateral = CollateralIndex([Path(p).read_text() for p in args.collateral])
+    admin = Path(args.admin_token_file).read_text().strip() if args.admin_token_file else None
+    if args.nonce_ttl < 1 or args.token_ttl < 1:
+        raise ValueError("--nonce-ttl and --token-ttl must be positive")
+    config = ServiceConfig(
+        nonce_ttl=args.nonce_ttl, token_ttl=args.token_ttl, verify_at=args.at, admin_token=admin or None
+    )
+    return VerifierCore(Store(args.db), anchors, collateral, config)
+
+
+def run(args: argparse.Namespace) -> int:
+    tls_config, problem = check_server_arguments(args)
+    if problem:
+        print(f"tdxsim verifier: {problem}", file=sys.stderr)
+        return 2
+    try:
+        core = _build_core(args)
+    except (OSError, ValueError, AttestError, StoreError, sqlite3.Error) as err:
+        print(f"tdxsim verifier: {err}", file=sys.stderr)
+        return 2
+    try:
+        server, port, health = create_server(args.listen, core, tls=tls_config)
+    except (OSError, RuntimeError) as err:
+        print(f"tdxsim verifier: cannot listen on {args.listen}: {err}", file=sys.stderr)
+        return 2
+    announce(args.listen, port)
+    fmspcs = ", ".join(f.hex().upper() for f in core.collateral.fmspcs) or "none"
+    print(
+        f"tdxsim verifier: {len(core.anchors)} trust anchor(s), collateral for fmspc {fmspcs}, "
+        f"db {args.db}, kid {core.keys.current_kid}, {tls.describe(tls_config)}",
+        file=sys.stderr,
+        flush=True,
+    )
+    wait_until_signalled(threading.Event())
+    health.enter_graceful_shutdown()
+    server.stop(2.0).wait(5)
+    core.store.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tdxsim verifier", description=__doc__)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

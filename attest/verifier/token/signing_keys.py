@@ -1,0 +1,63 @@
+"""The verifier's token signing keys, persisted in the store so a restart keeps issued tokens valid.
+
+``SigningKeys.load_or_create`` reads every stored key (PKCS#8 PEM, unencrypted: the database file is 0600 and
+is the verifier's secret store anyway) and creates one P-256 key on first start. The newest key signs; all
+keys are published in the JWKS, so rotation (``rotate``) never invalidates tokens already issued.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from attest.verifier.store import Store
+from attest.verifier.token import jwt
+
+
+def _pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+class SigningKeys:
+    def __init__(self, store: Store, keys: list[ec.EllipticCurvePrivateKey]) -> None:
+        if not keys:
+            raise ValueError("no signing key")
+        self._store = store
+        self._keys = keys
+
+    @classmethod
+    def load_or_create(cls, store: Store, now: int) -> SigningKeys:
+        keys: list[ec.EllipticCurvePrivateKey] = []
+        for kid, pem, _ in store.signing_keys():
+            key = serialization.load_pem_private_key(pem, password=None)
+            if not isinstance(key, ec.EllipticCurvePrivateKey) or jwt.thumbprint(key.public_key()) != kid:
+                raise ValueError(f"stored signing key {kid} is not the p-256 key its kid names")
+            keys.append(key)
+        if not keys:
+            key = ec.generate_private_key(ec.SECP256R1())
+            store.add_signing_key(jwt.thumbprint(key.public_key()), _pem(key), now)
+            keys.append(key)
+        return cls(store, keys)
+
+    def rotate(self, now: int) -> str:
+        """Add a new signing key; returns its kid. Older keys stay published."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        kid = jwt.thumbprint(key.public_key())
+        self._store.add_signing_key(kid, _pem(key), now)
+        self._keys.append(key)
+        return kid
+
+    @property
+    def current_kid(self) -> str:
+        return jwt.thumbprint(self._keys[-1].public_key())
+
+    def sign(self, claims: Mapping[str, Any]) -> str:
+        return jwt.sign(claims, self._keys[-1])
+
+    def jwks(self) -> dict[str, Any]:
+        return jwt.jwks_document([k.public_key() for k in self._keys])

@@ -1,1 +1,0 @@
-"""Generated gRPC/protobuf modules for package tdxsim.v1 (make protos). Do not edit."""
