@@ -37,13 +37,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from wire.tdx_abi import MR_SIZE
+from wire.tdx_abi import PAGE_SIZE as PAGE
 from wire.v1 import host_pb2
 
 ATTR_DEBUG = 1 << 0
 ATTR_SEPT_VE_DISABLE = 1 << 28
 DEFAULT_ATTRIBUTES = ATTR_SEPT_VE_DISABLE
-MR_SIZE = 48
-PAGE = 4096
 MAX_NUMBER = (1 << 64) - 1
 _UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _KEYS = {"name", "memory", "attributes", "xfam", "gpaw", "mrconfigid", "mrowner", "mrownerconfig", "payload"}

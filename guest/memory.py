@@ -22,7 +22,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Iterator
 
-PAGE = 4096
+from wire.tdx_abi import PAGE_SIZE as PAGE
 
 
 def _page_up(n: int) -> int:

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import struct
 import threading
 import time
 from collections import Counter
@@ -66,7 +65,9 @@ from guest.errors import (
     TdxStatusError,
     from_rpc_error,
 )
-from guest.memory import PAGE, BouncePool, OutOfMemory, PrivateAllocator
+from guest.memory import BouncePool, OutOfMemory, PrivateAllocator
+from wire import tdx_abi as abi
+from wire.tdx_abi import PAGE_SIZE as PAGE
 from wire.tls import TlsConfig, handshake_failure
 from wire.v1 import guest_pb2, guest_pb2_grpc, host_pb2, host_pb2_grpc
 
@@ -86,17 +87,16 @@ MAP_GPA_MAX_RETRIES_PER_PAGE = 3
 #: How long to poll a GetQuote buffer that still says IN_FLIGHT (the kernel's getquote_timeout is 30 s).
 GET_QUOTE_TIMEOUT = 30.0
 
-GET_QUOTE_HEADER = struct.Struct("<QQII")
 
 # The private scratch page: TDREPORT (1024-aligned), REPORTDATA (64-aligned), RTMR extend data (64-aligned).
 SCRATCH_REPORT = 0
 SCRATCH_REPORTDATA = 1024
 SCRATCH_RTMR_DATA = 1024 + 64
 
-_MAP_GPA_REASONS = {
-    tdcall.TDVMCALL_INVALID_OPERAND: "MAP_GPA_INVALID_OPERAND",
-    tdcall.TDVMCALL_ALIGN_ERROR: "MAP_GPA_ALIGN_ERROR",
-    tdcall.TDVMCALL_SUBFUNC_UNSUPPORTED: "MAP_GPA_SUBFUNC_UNSUPPORTED",
+_MAP_GPA_REASONS: dict[int, str] = {
+    abi.TdVmCallStatus.INVALID_OPERAND: "MAP_GPA_INVALID_OPERAND",
+    abi.TdVmCallStatus.ALIGN_ERROR: "MAP_GPA_ALIGN_ERROR",
+    abi.TdVmCallStatus.SUBFUNC_UNSUPPORTED: "MAP_GPA_SUBFUNC_UNSUPPORTED",
 }
 
 
@@ -402,11 +402,11 @@ class Td:
         for gpa, length in ranges:
             pos, end = gpa, gpa + length
             while pos < end:
-                if pos % tdcall.PAGE_2M == 0 and end - pos >= tdcall.PAGE_2M:
-                    plan.append((True, pos, pos + tdcall.PAGE_2M))
-                    pos += tdcall.PAGE_2M
+                if pos % abi.PAGE_SIZE_2M == 0 and end - pos >= abi.PAGE_SIZE_2M:
+                    plan.append((True, pos, pos + abi.PAGE_SIZE_2M))
+                    pos += abi.PAGE_SIZE_2M
                 else:
-                    stop = min(end, (pos // tdcall.PAGE_2M + 1) * tdcall.PAGE_2M)
+                    stop = min(end, (pos // abi.PAGE_SIZE_2M + 1) * abi.PAGE_SIZE_2M)
                     if plan and not plan[-1][0] and plan[-1][2] == pos:
                         plan[-1] = (False, plan[-1][1], stop)
                     else:
@@ -424,8 +424,8 @@ class Td:
         instructions: list[Any] = []
         for try_2m, start, end in plan:
             if try_2m:
-                instructions.append(tdcall.accept(start, end - start, tdcall.LEVEL_2M))
-            instructions.append(tdcall.accept(start, end - start, tdcall.LEVEL_4K))
+                instructions.append(tdcall.accept(start, end - start, abi.AcceptLevel.PAGE_2M))
+            instructions.append(tdcall.accept(start, end - start, abi.AcceptLevel.PAGE_4K))
         return plan, instructions
 
     @staticmethod
@@ -438,7 +438,7 @@ class Td:
             if try_2m:
                 big = results[pos]
                 pos += 1
-                if big.status == tdcall.TDX_SUCCESS:
+                if big.status == abi.TdxStatus.SUCCESS:
                     accepted_2m += 1
                     pos += 1  # the 4K follow-up found the 2M page: a no-op warning
                     continue
@@ -447,7 +447,7 @@ class Td:
             accepted_4k += small.pages_accepted
             already += small.already_accepted
             status = small.status
-            if status & tdcall.CLASS_MASK == tdcall.TDX_PAGE_ALREADY_ACCEPTED:
+            if status & abi.CLASS_MASK == abi.TdxStatus.PAGE_ALREADY_ACCEPTED:
                 if strict:
                     raise TdxStatusError(
                         f"ACCEPT found {small.already_accepted} page(s) already accepted from 0x{start:x} "
@@ -456,10 +456,11 @@ class Td:
                         status,
                         start,
                     )
-            elif status != tdcall.TDX_SUCCESS:
+            elif status != abi.TdxStatus.SUCCESS:
+                name = abi.status_name(status, detail_is_level=True)
                 raise TdxStatusError(
-                    f"TDG.MEM.PAGE.ACCEPT failed at 0x{start:x}: {tdcall.tdx_status_name(status)}",
-                    tdcall.tdx_status_name(status).split("|")[0],
+                    f"TDG.MEM.PAGE.ACCEPT failed at 0x{start:x}: {name}",
+                    name.split("|")[0],
                     status,
                     start,
                 )
@@ -489,9 +490,9 @@ class Td:
         while True:
             (result,) = self.run([tdcall.map_gpa(start, end - start)])
             chunks += result.chunks
-            if result.status == tdcall.TDVMCALL_SUCCESS:
+            if result.status == abi.TdVmCallStatus.SUCCESS:
                 return chunks
-            if result.status != tdcall.TDVMCALL_RETRY:
+            if result.status != abi.TdVmCallStatus.RETRY:
                 reason = _MAP_GPA_REASONS.get(result.status, "MAP_GPA_FAILED")
                 raise TdxStatusError(
                     f"MapGPA 0x{start:x}+0x{end - start:x} failed at 0x{result.failed_gpa:x}: {reason}",
@@ -603,9 +604,10 @@ class Td:
     def _run_with_scratch(self, prefix: list[Any], body: list[Any]) -> list[guest_pb2.InstructionResult]:
         results = self.run([*prefix, *body])
         for result in results[: len(prefix)]:
-            if tdcall.is_error(result.status):
+            if abi.is_error(result.status):
+                name = abi.status_name(result.status, detail_is_level=True)
                 raise TdxStatusError(
-                    f"ACCEPT of the scratch page failed: {tdcall.tdx_status_name(result.status)}",
+                    f"ACCEPT of the scratch page failed: {name}",
                     "SCRATCH_ACCEPT_FAILED",
                     result.status,
                     self._scratch or 0,
@@ -623,7 +625,7 @@ class Td:
         request) into RTMR[index], logged as a CC event (CCMR index + 1). Returns the new RTMR value."""
         if not 0 <= index <= 3:
             raise BadRequest(f"RTMR index {index} is not 0..3", "BAD_RTMR_INDEX")
-        if len(digest) != tdcall.RTMR_DATA_SIZE:
+        if len(digest) != abi.MR_SIZE:
             raise BadRequest(f"an RTMR extend takes 48 bytes, got {len(digest)}", "BAD_DIGEST_SIZE")
         with self._lock:
             scratch, prefix = self._scratch_page()
@@ -652,7 +654,7 @@ class Td:
     def report(self, report_data: bytes = bytes(64)) -> bytes:
         """TDG.MR.REPORT: the 1024-byte TDREPORT_STRUCT for 64 bytes of REPORTDATA, in one request (write
         REPORTDATA to the private scratch page, REPORT, read the report back)."""
-        if len(report_data) != tdcall.REPORTDATA_SIZE:
+        if len(report_data) != abi.REPORTDATA_SIZE:
             raise BadRequest(f"REPORTDATA must be 64 bytes, got {len(report_data)}", "BAD_REPORTDATA_SIZE")
         with self._lock:
             scratch, prefix = self._scratch_page()
@@ -662,7 +664,7 @@ class Td:
                 [
                     tdcall.write(data_gpa, bytes(report_data)),
                     tdcall.report(report_gpa, data_gpa),
-                    tdcall.read(report_gpa, tdcall.TDREPORT_SIZE),
+                    tdcall.read(report_gpa, abi.TDREPORT_SIZE),
                 ],
             )
             return bytes(results[-1].data)
@@ -677,7 +679,7 @@ class Td:
         the buffer is polled while its status says IN_FLIGHT. :class:`QuoteFailed` for QGS_UNAVAILABLE and
         ERROR."""
         with self.bounce_buffer(QUOTE_BUFFER_BYTES) as buf:
-            header = GET_QUOTE_HEADER.pack(tdcall.GET_QUOTE_VERSION, 0, len(tdreport), 0)
+            header = abi.GET_QUOTE_HEADER.pack(abi.GET_QUOTE_VERSION, 0, len(tdreport), 0)
             results = self.run(
                 [
                     tdcall.write(buf, header + bytes(tdreport)),
@@ -685,7 +687,7 @@ class Td:
                     tdcall.read(buf, QUOTE_BUFFER_BYTES),
                 ]
             )
-            if results[1].status != tdcall.TDVMCALL_SUCCESS:
+            if results[1].status != abi.TdVmCallStatus.SUCCESS:
                 raise TdxStatusError(
                     f"TDVMCALL GetQuote failed with R10 0x{results[1].status:x}",
                     "GET_QUOTE_TDVMCALL_FAILED",
@@ -694,26 +696,26 @@ class Td:
                 )
             raw = results[2].data
             deadline = time.monotonic() + GET_QUOTE_TIMEOUT
-            while GET_QUOTE_HEADER.unpack_from(raw)[1] == tdcall.GET_QUOTE_IN_FLIGHT:
+            while abi.GET_QUOTE_HEADER.unpack_from(raw)[1] == abi.GetQuoteStatus.IN_FLIGHT:
                 if time.monotonic() > deadline:
                     raise QuoteFailed("GetQuote still in flight after 30 s", "GET_QUOTE_TIMEOUT", 0)
                 time.sleep(0.05)
                 raw = self.read(buf, QUOTE_BUFFER_BYTES)
-            _, status, _, out_len = GET_QUOTE_HEADER.unpack_from(raw)
-            if status == tdcall.GET_QUOTE_QGS_UNAVAILABLE:
+            _, status, _, out_len = abi.GET_QUOTE_HEADER.unpack_from(raw)
+            if status == abi.GetQuoteStatus.QGS_UNAVAILABLE:
                 raise QuoteFailed(
                     "the host has no quoting service (QGS unavailable: no PCK provisioned)",
                     "QGS_UNAVAILABLE",
                     status,
                 )
-            if status != tdcall.GET_QUOTE_SUCCESS:
+            if status != abi.GetQuoteStatus.SUCCESS:
                 raise QuoteFailed(
                     f"the quoting enclave refused the TDREPORT (status 0x{status:016X})",
                     "GET_QUOTE_ERROR",
                     status,
                 )
-            if out_len > QUOTE_BUFFER_BYTES - GET_QUOTE_HEADER.size:
+            if out_len > QUOTE_BUFFER_BYTES - abi.GET_QUOTE_HEADER.size:
                 raise QuoteFailed(
                     f"quote length {out_len} overruns the buffer", "GET_QUOTE_BAD_LENGTH", status
                 )
-            return bytes(raw[GET_QUOTE_HEADER.size : GET_QUOTE_HEADER.size + out_len])
+            return bytes(raw[abi.GET_QUOTE_HEADER.size : abi.GET_QUOTE_HEADER.size + out_len])

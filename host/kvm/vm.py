@@ -29,9 +29,10 @@ from host.kvm.pagealloc import PAGE, PageAllocator
 from host.kvm.usermem import AddressSpace
 from host.tdx.hostbus import HostMemoryBus
 from host.tdx.module import TdxModule
-from host.tdx.status import TdVmCallStatus, TdxError, TdxStatus, is_error
+from host.tdx.status import TdxError
 from host.tdx.tdcs import TdParams
-from host.tdx.vcpu import TDVMCALL_GET_QUOTE, TDVMCALL_MAP_GPA, ExitReason, TdExit, TdVmCallResult, VcpuRun
+from host.tdx.vcpu import ExitReason, TdExit, TdVmCallResult, VcpuRun
+from wire.tdx_abi import TdVmCall, TdVmCallStatus, TdxStatus, is_error
 
 KVM_X86_TDX_VM = 5
 KVM_EXIT_HYPERCALL = 3
@@ -456,9 +457,9 @@ class KvmVm:
             self.dead = f"Guest access before accepting 0x{td_exit.gpa:x} on vCPU 0"
             raise KvmError("EIO", self.dead)
         if reason is ExitReason.TDVMCALL:
-            if td_exit.subfunction == TDVMCALL_MAP_GPA:
+            if td_exit.subfunction == TdVmCall.MAP_GPA:
                 return self._start_map_gpa(td_exit.gpa, td_exit.size)
-            if td_exit.subfunction == TDVMCALL_GET_QUOTE:
+            if td_exit.subfunction == TdVmCall.GET_QUOTE:
                 return self._get_quote(td_exit.gpa, td_exit.size)
             return TdVmCallResult(TdVmCallStatus.SUBFUNC_UNSUPPORTED)
         if reason is ExitReason.FATAL:

@@ -15,9 +15,10 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 
 from host.kvm.errors import KvmError
-from host.tdx.status import CLASS_MASK, TdxError, TdxStatus, status_name
+from host.kvm.uapi import TdxError
 from host.vmm.errors import HostCrashed, VmmError
 from wire.rpc_status import abort
+from wire.tdx_abi import CLASS_MASK, TdxStatus, status_name
 
 ERRNO_CODES: dict[str, grpc.StatusCode] = {
     "EINVAL": grpc.StatusCode.INVALID_ARGUMENT,

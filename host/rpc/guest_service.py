@@ -11,8 +11,7 @@ from collections.abc import Callable, Iterator
 
 import grpc
 
-from host.rpc.errors import translate
-from host.tdx.vcpu import (
+from host.kvm.uapi import (
     Accept,
     AcceptResult,
     GetQuote,
@@ -25,6 +24,7 @@ from host.tdx.vcpu import (
     TdCallResult,
     TdVmCallResult,
 )
+from host.rpc.errors import translate
 from host.vmm.errors import Refusal, VmmError
 from host.vmm.vmm import Vmm
 from wire.v1 import guest_pb2, guest_pb2_grpc

@@ -8,12 +8,12 @@ from collections.abc import Callable, Iterator
 
 import grpc
 
+from host.kvm.uapi import TdParams
 from host.rpc.errors import abort_for, translate
-from host.tdx.measure import MR_SIZE
-from host.tdx.tdcs import TdParams
 from host.vmm.errors import VmmError
 from host.vmm.events import Event as VmmEvent
 from host.vmm.vmm import Vmm
+from wire.tdx_abi import MR_SIZE
 from wire.v1 import host_pb2, host_pb2_grpc
 
 MAX_HOST_ACCESS = 16 << 20

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import enum
 
-from host.tdx.status import OperandId, TdxError, TdxStatus
+from host.tdx.status import TdxError
+from wire.tdx_abi import OperandId, TdxStatus
 
 
 class KotState(enum.IntEnum):

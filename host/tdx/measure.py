@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import hashlib
 
-MR_SIZE = 48
+from wire.tdx_abi import MR_SIZE
+
 MR_EXTEND_CHUNK = 256
 
 

@@ -23,14 +23,12 @@ from dataclasses import dataclass
 from attest.formats.quote import TdReport15
 from attest.formats.tdreport import encode_tdreport, tdreport_hashes_match, tdreport_mac_input
 from host.tdx.keyids import KeyOwnerTable
-from host.tdx.measure import MR_EXTEND_CHUNK, MR_SIZE, rtmr_extend
+from host.tdx.measure import MR_EXTEND_CHUNK, rtmr_extend
 from host.tdx.memctl import PAGE, MachineCheck, MemoryController
 from host.tdx.sept import BLOCKED_STATES, PENDING_STATES, Leaf, SeptState
-from host.tdx.status import OperandId, TdxError, TdxStatus
+from host.tdx.status import TdxError
 from host.tdx.tdcs import OpState, SeamIdentity, Td, TdAttributes, TdLifecycle, TdParams
 from host.tdx.vcpu import (
-    TDVMCALL_GET_QUOTE,
-    TDVMCALL_MAP_GPA,
     Accept,
     AcceptResult,
     ExitReason,
@@ -44,6 +42,7 @@ from host.tdx.vcpu import (
     TdVmCallResult,
     VcpuRun,
 )
+from wire.tdx_abi import MR_SIZE, OperandId, TdVmCall, TdxStatus
 
 PAGE_SHIFT = 12
 MAX_FAULT_RUN = 512  # pages reported by one EPT-violation exit (2 MiB)
@@ -322,7 +321,7 @@ class TdxModule:
                 elif isinstance(op, Report):
                     td_exit = self._report(td, op, run)
                 else:
-                    sub = TDVMCALL_MAP_GPA if isinstance(op, MapGpa) else TDVMCALL_GET_QUOTE
+                    sub = TdVmCall.MAP_GPA if isinstance(op, MapGpa) else TdVmCall.GET_QUOTE
                     td_exit = TdExit(ExitReason.TDVMCALL, gpa=op.gpa, size=op.size, subfunction=sub)
             except MachineCheck as mc:
                 td.fatal = f"machine check consuming poisoned line at PA 0x{mc.pa:x}"

@@ -13,7 +13,8 @@ import enum
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from host.tdx.status import OperandId, TdxError, TdxStatus
+from host.tdx.status import TdxError
+from wire.tdx_abi import OperandId, TdxStatus
 
 
 class SeptState(enum.IntEnum):

@@ -11,9 +11,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from host.tdx.measure import MR_SIZE, Mrtd
+from host.tdx.measure import Mrtd
 from host.tdx.sept import SecureEpt
-from host.tdx.status import OperandId, TdxError, TdxStatus
+from host.tdx.status import TdxError
+from wire.tdx_abi import MR_SIZE, OperandId, TdxStatus
 
 
 class TdLifecycle(enum.IntEnum):

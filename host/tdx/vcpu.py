@@ -69,8 +69,6 @@ class GetQuote:
 
 
 GuestOp = MemRead | MemWrite | Accept | MapGpa | RtmrExtend | Report | GetQuote
-TDVMCALL_MAP_GPA = 0x10001
-TDVMCALL_GET_QUOTE = 0x10002
 
 
 @dataclass(slots=True)

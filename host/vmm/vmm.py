@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hmac
 import secrets
-import struct
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -28,25 +27,15 @@ from host.kvm.gmem import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, GuestMemfd
 from host.kvm.kvm import Kvm
 from host.kvm.memslots import KVM_MEM_GUEST_MEMFD
 from host.kvm.pagealloc import PAGE
+from host.kvm.uapi import GuestOp, MachineCheck, TdParams, TdxError, VcpuRun
 from host.kvm.usermem import AddressSpace
 from host.kvm.vm import KVM_X86_TDX_VM, ExitKind, KvmVm
 from host.qe.enclave import QuoteRefused, TdQuotingEnclave
-from host.tdx.memctl import MachineCheck
-from host.tdx.status import TdVmCallStatus, TdxError
-from host.tdx.tdcs import TdParams
-from host.tdx.vcpu import GuestOp, VcpuRun
 from host.vmm.errors import HostCrashed, Refusal, VmmError
 from host.vmm.events import Event, EventBus, EventKind
+from wire.tdx_abi import GET_QUOTE_HEADER, GET_QUOTE_VERSION, GetQuoteStatus, TdVmCallStatus
 
 PAGE_SHIFT = 12
-
-# GHCI TDG.VP.VMCALL<GetQuote> shared buffer: u64 version, u64 status, u32 in_len, u32 out_len, data.
-GET_QUOTE_HEADER = struct.Struct("<QQII")
-GET_QUOTE_VERSION = 1
-GET_QUOTE_SUCCESS = 0
-GET_QUOTE_IN_FLIGHT = 0xFFFF_FFFF_FFFF_FFFF
-GET_QUOTE_ERROR = 0x8000_0000_0000_0000
-GET_QUOTE_QGS_UNAVAILABLE = 0x8000_0000_0000_0001
 
 
 @dataclass(frozen=True)
@@ -468,17 +457,19 @@ class Vmm:
             if version != GET_QUOTE_VERSION or not 0 < in_len <= room:
                 return int(TdVmCallStatus.INVALID_OPERAND)
             report = self.host_read(handle.td_id, gpa + GET_QUOTE_HEADER.size, in_len)
-            status, quote = GET_QUOTE_QGS_UNAVAILABLE, b""
+            status, quote = GetQuoteStatus.QGS_UNAVAILABLE, b""
             if self._quoting is not None:
                 try:
                     quote = self._quoting.get_quote(report)
-                    status = GET_QUOTE_SUCCESS if len(quote) <= room else GET_QUOTE_ERROR
+                    status = GetQuoteStatus.SUCCESS if len(quote) <= room else GetQuoteStatus.ERROR
                 except QuoteRefused as refused:
                     status = (
-                        GET_QUOTE_QGS_UNAVAILABLE if refused.reason == "QGS_UNAVAILABLE" else GET_QUOTE_ERROR
+                        GetQuoteStatus.QGS_UNAVAILABLE
+                        if refused.reason == "QGS_UNAVAILABLE"
+                        else GetQuoteStatus.ERROR
                     )
             header = GET_QUOTE_HEADER.pack(GET_QUOTE_VERSION, status, in_len, len(quote))
-            self.host_write(handle.td_id, gpa, header + (quote if status == GET_QUOTE_SUCCESS else b""))
+            self.host_write(handle.td_id, gpa, header + (quote if status == GetQuoteStatus.SUCCESS else b""))
         except VmmError:
             return int(TdVmCallStatus.INVALID_OPERAND)
         return int(TdVmCallStatus.SUCCESS)

@@ -11,9 +11,9 @@ import pytest
 from guest_helpers import GIB, MIB, image, launch, make_pki, stats
 
 from attest.formats.tdreport import decode_tdreport
-from guest import tdcall
 from guest.errors import QuoteFailed
 from tests.conftest import HostProcess
+from wire import tdx_abi as abi
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -52,5 +52,5 @@ def test_quote_carries_the_reportdata_and_an_altered_tdreport_is_refused(
         altered[600] ^= 0x01  # one bit of MRTD
         with pytest.raises(QuoteFailed) as err:
             td.quote_tdreport(bytes(altered))
-        assert (err.value.reason, err.value.status) == ("GET_QUOTE_ERROR", tdcall.GET_QUOTE_ERROR)
+        assert (err.value.reason, err.value.status) == ("GET_QUOTE_ERROR", abi.GetQuoteStatus.ERROR)
         assert td.quote_tdreport(raw)  # the unaltered one still quotes

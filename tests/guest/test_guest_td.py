@@ -12,10 +12,10 @@ from guest_helpers import KERNEL, MIB, PAGE, image, independent_mrtd, launch
 
 from attest.formats.eventlog import decode_event_log, replay
 from attest.formats.tdreport import decode_tdreport
-from guest import tdcall
 from guest.errors import AccessDenied, GuestFault, QuoteFailed, TdGone, TdxStatusError
 from guest.td import Td
 from tests.conftest import HostProcess, start_host
+from wire import tdx_abi as abi
 from wire.v1 import guest_pb2
 
 pytestmark = pytest.mark.timeout(60)
@@ -62,7 +62,7 @@ def test_accepting_an_accepted_page_fails_like_linux_unless_allowed(td: Td) -> N
     with pytest.raises(TdxStatusError) as err:
         td.accept(16 * MIB, PAGE)
     assert err.value.reason == "PAGE_ALREADY_ACCEPTED"
-    assert err.value.status == tdcall.TDX_PAGE_ALREADY_ACCEPTED | tdcall.LEVEL_4K
+    assert err.value.status == abi.TdxStatus.PAGE_ALREADY_ACCEPTED | abi.AcceptLevel.PAGE_4K
     outcome = td.accept(16 * MIB - 2 * PAGE, 4 * PAGE, strict=False)
     assert (outcome.accepted_4k, outcome.already_accepted) == (2, 2)
 
@@ -85,7 +85,7 @@ def test_map_gpa_whose_range_crosses_the_shared_bit_is_invalid_operand(td: Td) -
     with pytest.raises(TdxStatusError) as err:
         td.map_gpa(start, 2 * PAGE)
     assert err.value.reason == "MAP_GPA_INVALID_OPERAND"
-    assert (err.value.status, err.value.gpa) == (tdcall.TDVMCALL_INVALID_OPERAND, start)
+    assert (err.value.status, err.value.gpa) == (abi.TdVmCallStatus.INVALID_OPERAND, start)
 
 
 def _scripted(td: Td, answers: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -103,7 +103,7 @@ def _scripted(td: Td, answers: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 
 def test_map_gpa_retry_resumes_at_r11_and_gives_up_after_three_answers_without_progress(td: Td) -> None:
-    retry = tdcall.TDVMCALL_RETRY
+    retry = abi.TdVmCallStatus.RETRY
     calls = _scripted(td, [(retry, 0x201000), (retry, 0x201000), (0, 0)])
     assert td.map_gpa(0x200000, 0x4000) == 3
     assert calls == [(0x200000, 0x4000), (0x201000, 0x3000), (0x201000, 0x3000)]
@@ -202,4 +202,4 @@ def test_the_allocator_accepts_pages_once_and_reuses_freed_ones(td: Td) -> None:
 def test_quote_on_a_host_without_a_quoting_service_is_qgs_unavailable(td: Td) -> None:
     with pytest.raises(QuoteFailed) as err:
         td.quote(b"q" * 64)
-    assert (err.value.reason, err.value.status) == ("QGS_UNAVAILABLE", tdcall.GET_QUOTE_QGS_UNAVAILABLE)
+    assert (err.value.reason, err.value.status) == ("QGS_UNAVAILABLE", abi.GetQuoteStatus.QGS_UNAVAILABLE)

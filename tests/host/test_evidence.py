@@ -12,7 +12,7 @@ from host.platform import PlatformConfig, build_platform
 from host.tdx.tdcs import TdParams
 from host.tdx.vcpu import Accept, GetQuote, MapGpa, MemRead, MemWrite, Report, RtmrExtend
 from host.vmm.errors import VmmError
-from host.vmm.vmm import GET_QUOTE_ERROR, GET_QUOTE_QGS_UNAVAILABLE, GET_QUOTE_SUCCESS, GET_QUOTE_VERSION
+from wire import tdx_abi as abi
 
 MIB = 1 << 20
 PAGE = 4096
@@ -98,7 +98,7 @@ def get_quote(
     vmm: object, td_id: int, shared_bit: int, report: bytes, size: int = 4 * PAGE
 ) -> tuple[int, bytes]:
     buf = shared_bit | 4 * MIB
-    header = struct.pack("<QQII", GET_QUOTE_VERSION, 0xFFFF_FFFF_FFFF_FFFF, len(report), 0)
+    header = abi.GET_QUOTE_HEADER.pack(abi.GET_QUOTE_VERSION, abi.GetQuoteStatus.IN_FLIGHT, len(report), 0)
     results = vmm.run_vcpu(  # type: ignore[attr-defined]
         td_id, [MapGpa(buf, size), MemWrite(buf, header + report), GetQuote(buf, size), MemRead(buf, size)]
     )
@@ -112,11 +112,11 @@ def test_get_quote_returns_the_signed_quote_and_refuses_an_altered_report(launch
     shared_bit = platform.vmm.td(td_id).vm.shared_bit
     raw = report_via_run(platform.vmm, td_id, b"Q" * 64)
     status, quote = get_quote(platform.vmm, td_id, shared_bit, raw)
-    assert (status, quote) == (GET_QUOTE_SUCCESS, FakeSigner().quote(raw))
+    assert (status, quote) == (abi.GetQuoteStatus.SUCCESS, FakeSigner().quote(raw))
     altered = bytearray(raw)
     altered[600] ^= 0x80  # MRTD
     status, quote = get_quote(platform.vmm, td_id, shared_bit, bytes(altered))
-    assert (status, quote) == (GET_QUOTE_ERROR, b"")
+    assert (status, quote) == (abi.GetQuoteStatus.ERROR, b"")
 
 
 def test_get_quote_without_a_provisioned_pck_reports_qgs_unavailable() -> None:
@@ -124,4 +124,4 @@ def test_get_quote_without_a_provisioned_pck_reports_qgs_unavailable() -> None:
     handle, _ = platform.vmm.launch_td(TdParams(), 8 * MIB, [(0, b"x", True)])
     raw = report_via_run(platform.vmm, handle.td_id, bytes(64))
     status, _ = get_quote(platform.vmm, handle.td_id, handle.vm.shared_bit, raw)
-    assert status == GET_QUOTE_QGS_UNAVAILABLE
+    assert status == abi.GetQuoteStatus.QGS_UNAVAILABLE

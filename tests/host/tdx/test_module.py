@@ -13,9 +13,10 @@ from host.tdx.keyids import KotState
 from host.tdx.memctl import MemoryController
 from host.tdx.module import TdxModule
 from host.tdx.sept import SeptState
-from host.tdx.status import OperandId, TdxError, TdxStatus, is_error
+from host.tdx.status import TdxError
 from host.tdx.tdcs import OpState, TdLifecycle, TdParams
 from host.tdx.vcpu import Accept, AcceptResult, ExitReason, MemRead, MemWrite, TdExit, VcpuRun
+from wire.tdx_abi import OperandId, TdxStatus, is_error
 
 PAGE = 4096
 MIB = 1 << 20

@@ -14,7 +14,8 @@ from host.tdx.sept import (
     SeptEntry,
     SeptState,
 )
-from host.tdx.status import OperandId, TdxError, TdxStatus
+from host.tdx.status import TdxError
+from wire.tdx_abi import OperandId, TdxStatus
 
 S = SeptState
 PA = 0x40_0000

@@ -7,11 +7,12 @@ import pytest
 
 from host.kvm.errors import KvmError
 from host.platform import Platform, PlatformConfig, build_platform
-from host.tdx.status import OperandId, TdxError, TdxStatus
+from host.tdx.status import TdxError
 from host.tdx.tdcs import TdParams
 from host.tdx.vcpu import Accept, MapGpa, MemRead, MemWrite
 from host.vmm.errors import HostCrashed, Refusal, VmmError
 from host.vmm.vmm import TdHandle, Vmm
+from wire.tdx_abi import OperandId, TdxStatus
 
 PAGE = 4096
 MIB = 1 << 20

@@ -12,12 +12,12 @@ from host.kvm.errors import KvmError
 from host.kvm.vm import KVM_MAP_GPA_RANGE_DECRYPTED, KVM_MAP_GPA_RANGE_ENCRYPTED
 from host.platform import PlatformConfig, build_platform
 from host.tdx.sept import SeptState
-from host.tdx.status import TdVmCallStatus
 from host.tdx.tdcs import TdParams
 from host.tdx.vcpu import Accept, MapGpa, MemRead, MemWrite, TdVmCallResult
 from host.vmm.errors import Refusal, VmmError
 from host.vmm.events import Event, EventKind
 from host.vmm.vmm import TdHandle, Vmm
+from wire.tdx_abi import TdVmCallStatus
 
 PAGE = 4096
 MIB = 1 << 20

@@ -10,11 +10,11 @@ import pytest
 from host.kvm.errors import KvmError
 from host.kvm.gmem import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE
 from host.platform import Platform, PlatformConfig, build_platform
-from host.tdx.status import OperandId, TdxStatus
 from host.tdx.tdcs import TdParams
 from host.tdx.vcpu import Accept, MemRead, MemWrite
 from host.vmm.errors import Refusal, VmmError
 from host.vmm.vmm import TdHandle, Vmm
+from wire.tdx_abi import OperandId, TdxStatus
 
 PAGE = 4096
 MIB = 1 << 20
