@@ -17,16 +17,6 @@ PAGE_SIZE: Final = 4096
 PAGE_SIZE_2M: Final = 2 << 20
 
 
-class TdcallLeaf(enum.IntEnum):
-    """TDCALL leaf numbers (RAX) a TD issues (TDX module ABI, ``TDG.*``)."""
-
-    VP_VMCALL = 0
-    VP_INFO = 1
-    MR_RTMR_EXTEND = 2
-    MR_REPORT = 4
-    MEM_PAGE_ACCEPT = 6
-
-
 class TdVmCall(enum.IntEnum):
     """TDG.VP.VMCALL sub-functions (R11) the host serves (GHCI ``MapGPA`` and ``GetQuote``)."""
 
@@ -40,7 +30,6 @@ class TdVmCallStatus(enum.IntEnum):
     SUCCESS = 0
     RETRY = 1
     INVALID_OPERAND = 0x8000000000000000
-    TDREPORT_FAILED = 0x8000000000000001
     ALIGN_ERROR = 0x8000000000000002
     SUBFUNC_UNSUPPORTED = 0x8000000000000003
 
@@ -105,7 +94,6 @@ class OperandId(enum.IntEnum):
 
 
 ERROR_BIT: Final = 1 << 63
-NON_RECOVERABLE_BIT: Final = 1 << 62
 CLASS_MASK: Final = 0xFFFFFFFF00000000
 DETAIL_MASK: Final = 0xFFFFFFFF
 
