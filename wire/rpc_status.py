@@ -3,13 +3,18 @@
 Shared by every tdxsim server (host, verifier) and client: ``abort`` ends an RPC with code, message
 and ``ErrorInfo(reason, domain, metadata)`` (grpcio-status ``rpc_status.to_status``), and
 ``error_info`` reads that detail back from a client-side ``grpc.RpcError`` so tests and clients
-assert on ``reason``, never on message text.
+assert on ``reason``, never on message text. ``guard`` is the one servicer decorator of every server: the
+server's own refusals become their statuses, and anything else is a fault of the server itself — INTERNAL,
+written once to stderr with its traceback — never mistaken for bad input (docs/conventions.md §7).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import NoReturn
+import functools
+import sys
+import traceback
+from collections.abc import Callable, Mapping
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 from google.protobuf import any_pb2
@@ -17,6 +22,8 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 DOMAIN = "tdxsim.v1"
+INTERNAL_REASON = "INTERNAL"
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def abort(
@@ -48,3 +55,33 @@ def error_info(err: grpc.RpcError) -> error_details_pb2.ErrorInfo | None:
             detail.Unpack(info)
             return info
     return None
+
+
+def abort_internal(context: grpc.ServicerContext, server: str, method: str, err: BaseException) -> NoReturn:
+    """End an RPC that failed by a fault of the server (a bug, not the caller's input): INTERNAL, reason
+    ``INTERNAL``, and the exception with its traceback on stderr, once."""
+    print(f"{server}: {method}: internal error: {type(err).__name__}: {err}", file=sys.stderr)
+    traceback.print_exception(err, file=sys.stderr)
+    sys.stderr.flush()
+    abort(context, grpc.StatusCode.INTERNAL, f"internal error in {method}", INTERNAL_REASON)
+
+
+def guard(server: str, refuse: Callable[[Any, grpc.ServicerContext, Exception], bool]) -> Callable[[F], F]:
+    """Servicer decorator: ``refuse(servicer, context, err)`` aborts the RPC with the status ``err`` means
+    and returns True, or returns False for an exception it does not know, which is then a server fault
+    (:func:`abort_internal`). A call its method already aborted is left as it is."""
+
+    def decorate(method: F) -> F:
+        @functools.wraps(method)
+        def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+            try:
+                return method(self, request, context)
+            except Exception as err:
+                if context.code() is not None:  # aborted inside the method: gRPC's own unwinding
+                    raise
+                if not refuse(self, context, err):
+                    abort_internal(context, server, method.__name__, err)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate

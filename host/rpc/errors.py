@@ -8,7 +8,6 @@ message text.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
@@ -17,7 +16,7 @@ import grpc
 from host.kvm.errors import KvmError
 from host.kvm.uapi import TdxError
 from host.vmm.errors import HostCrashed, VmmError
-from wire.rpc_status import abort
+from wire.rpc_status import abort, guard
 from wire.tdx_abi import CLASS_MASK, TdxStatus, status_name
 
 ERRNO_CODES: dict[str, grpc.StatusCode] = {
@@ -45,6 +44,10 @@ TDX_CODES: dict[int, grpc.StatusCode] = {
     TdxStatus.NON_RECOVERABLE_TD_NON_ACCESSIBLE: grpc.StatusCode.DATA_LOSS,
     TdxStatus.NON_RECOVERABLE_VCPU: grpc.StatusCode.DATA_LOSS,
 }
+
+
+class InvalidRequest(Exception):
+    """A request the servicer refuses before anything below it runs (a field out of its range)."""
 
 
 def _abort(
@@ -77,25 +80,22 @@ def abort_for(context: grpc.ServicerContext, err: Exception) -> NoReturn:
         )
     if isinstance(err, HostCrashed):
         _abort(context, grpc.StatusCode.DATA_LOSS, str(err), "HOST_MACHINE_CHECK")
-    if isinstance(err, ValueError):
+    if isinstance(err, InvalidRequest):
         _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(err), "INVALID_ARGUMENT")
     raise err
 
 
 F = TypeVar("F", bound=Callable[..., Any])
-TRANSLATED = (VmmError, KvmError, TdxError, HostCrashed, ValueError)
+TRANSLATED = (VmmError, KvmError, TdxError, HostCrashed, InvalidRequest)
 
 
-def translate(method: F) -> F:
-    """Servicer decorator: simulated errors become statuses; anything else is a bug (INTERNAL)."""
+def _refuse(servicer: Any, context: grpc.ServicerContext, err: Exception) -> bool:
+    if not isinstance(err, TRANSLATED):
+        return False
+    if isinstance(err, HostCrashed):
+        servicer.on_host_crash(str(err))
+    abort_for(context, err)
 
-    @functools.wraps(method)
-    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
-        try:
-            return method(self, request, context)
-        except TRANSLATED as err:
-            if isinstance(err, HostCrashed):
-                self.on_host_crash(str(err))
-            abort_for(context, err)
 
-    return wrapper  # type: ignore[return-value]
+translate: Callable[[F], F] = guard("tdxsim host", _refuse)
+"""Servicer decorator: simulated errors become their statuses; anything else is a host fault (INTERNAL)."""

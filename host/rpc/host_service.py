@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 import grpc
 
 from host.kvm.uapi import TdParams
-from host.rpc.errors import abort_for, translate
+from host.rpc.errors import InvalidRequest, abort_for, translate
 from host.vmm.errors import VmmError
 from host.vmm.events import Event as VmmEvent
 from host.vmm.vmm import Vmm
@@ -23,7 +23,7 @@ def _mr(value: bytes, name: str) -> bytes:
     if not value:
         return bytes(MR_SIZE)
     if len(value) != MR_SIZE:
-        raise ValueError(f"{name} must be {MR_SIZE} bytes, got {len(value)}")
+        raise InvalidRequest(f"{name} must be {MR_SIZE} bytes, got {len(value)}")
     return bytes(value)
 
 
@@ -166,7 +166,7 @@ class HostServicer(host_pb2_grpc.HostServiceServicer):
         self, request: host_pb2.HostReadRequest, context: grpc.ServicerContext
     ) -> host_pb2.HostReadResponse:
         if request.length > MAX_HOST_ACCESS:
-            raise ValueError(f"length {request.length} exceeds {MAX_HOST_ACCESS} bytes per request")
+            raise InvalidRequest(f"length {request.length} exceeds {MAX_HOST_ACCESS} bytes per request")
         return host_pb2.HostReadResponse(data=self._vmm.host_read(request.td_id, request.gpa, request.length))
 
     @translate

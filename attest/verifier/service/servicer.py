@@ -2,13 +2,13 @@
 
 Exceptions become statuses through ``attest.verifier.service.errors.status_of`` (one table) and
 ``wire.rpc_status.abort`` (ErrorInfo, domain ``tdxsim.v1``). An exception the table does not know is
-a bug and surfaces as gRPC's UNKNOWN, never as a code a client could mistake for a refusal. A server fault
-(the database failing: UNAVAILABLE) is also written to stderr as one line, without a traceback.
+a bug: INTERNAL with the error on stderr (``wire.rpc_status.guard``), never a code a client could mistake
+for a refusal. A server fault (the database failing: UNAVAILABLE) is also written to stderr as one line,
+without a traceback.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 from collections.abc import Callable
@@ -18,7 +18,7 @@ import grpc
 
 from attest.verifier.service.core import VerifierCore
 from attest.verifier.service.errors import HANDLED, SERVER_FAULTS, status_of
-from wire.rpc_status import abort
+from wire.rpc_status import abort, guard
 from wire.v1 import attestation_pb2 as pb
 from wire.v1 import attestation_pb2_grpc
 
@@ -26,23 +26,21 @@ ADMIN_METADATA = "x-tdxsim-admin-token"
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def translate(method: F) -> F:
-    """Servicer decorator: handled failures abort with their status and ErrorInfo."""
+def _refuse(servicer: Any, context: grpc.ServicerContext, err: Exception) -> bool:
+    if not isinstance(err, HANDLED):
+        return False
+    status = status_of(err)
+    assert status is not None
+    code, reason, metadata = status
+    if code in SERVER_FAULTS:
+        line = f"tdxsim verifier: {code} {reason}: {err}"
+        print(line.replace("\n", " "), file=sys.stderr, flush=True)
+    abort(context, grpc.StatusCode[code], str(err), reason, metadata)
 
-    @functools.wraps(method)
-    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
-        try:
-            return method(self, request, context)
-        except HANDLED as err:
-            status = status_of(err)
-            assert status is not None
-            code, reason, metadata = status
-            if code in SERVER_FAULTS:
-                line = f"tdxsim verifier: {method.__name__}: {code} {reason}: {err}"
-                print(line.replace("\n", " "), file=sys.stderr, flush=True)
-            abort(context, grpc.StatusCode[code], str(err), reason, metadata)
 
-    return wrapper  # type: ignore[return-value]
+translate: Callable[[F], F] = guard("tdxsim verifier", _refuse)
+"""Servicer decorator: handled failures abort with their status and ErrorInfo; anything else is a fault of
+the verifier (INTERNAL, logged on stderr)."""
 
 
 def _metadata(context: grpc.ServicerContext, key: str) -> str | None:
