@@ -1,4 +1,4 @@
-"""Shared fixtures: real host processes on 127.0.0.1:0, always cleaned up."""
+"""Shared fixtures: real host processes on 127.0.0.1:0, always cleaned up; where the real TDX vectors are."""
 
 from __future__ import annotations
 
@@ -16,6 +16,54 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 30.0
+
+#: Real TDX data (quotes, collateral and an event log from real hardware, with expected verdicts) lives
+#: outside the repository: in the folder ``TDXSIM_VECTORS`` names, else in ``../shared/vectors`` beside the
+#: repository. Every test finds it through :func:`real_vectors` and skips, naming what is missing, without it.
+VECTORS_ENV = "TDXSIM_VECTORS"
+VECTORS_PROBE = "real/tdx_v4_quote.bin"
+
+
+def _find_vectors() -> tuple[Path | None, str]:
+    """(the vectors folder, '') or (None, the one-line reason a test that needs it skips)."""
+    configured = os.environ.get(VECTORS_ENV, "")
+    if configured:
+        folder = Path(configured).expanduser().resolve()
+        if (folder / VECTORS_PROBE).is_file():
+            return folder, ""
+        return None, f"real TDX vectors not found: {VECTORS_ENV}={configured} has no {VECTORS_PROBE}"
+    beside = ROOT.parent / "shared" / "vectors"
+    if (beside / VECTORS_PROBE).is_file():
+        return beside, ""
+    return None, (
+        f"real TDX vectors not found: set {VECTORS_ENV}=DIR (a folder with {VECTORS_PROBE}, "
+        "real/expected.json, ...) or put them at ../shared/vectors beside the repository"
+    )
+
+
+VECTORS, VECTORS_MISSING = _find_vectors()
+
+
+def real_vectors() -> Path:
+    """The vectors' ``real/`` folder; skips the calling test (or fixture) when there are no vectors."""
+    if VECTORS is None:
+        pytest.skip(VECTORS_MISSING)
+    return VECTORS / "real"
+
+
+def pytest_report_header() -> str:
+    return f"real TDX vectors: {VECTORS}" if VECTORS is not None else VECTORS_MISSING
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
+    """A skip for want of the vectors is reported at the test that skipped, not at :func:`real_vectors`."""
+    report: pytest.TestReport = yield
+    longrepr = report.longrepr
+    if report.skipped and isinstance(longrepr, tuple) and longrepr[2] == f"Skipped: {VECTORS_MISSING}":
+        path, line = item.reportinfo()[:2]
+        report.longrepr = (str(path), (line or 0) + 1, VECTORS_MISSING)
+    return report
 
 
 @dataclass

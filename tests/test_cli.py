@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import real_vectors
+
 ROOT = Path(__file__).resolve().parent.parent
 LOWER_IS_BETTER = {"convert_64gib_vs_2mib", "small_read_p50"}
 ROW_KEYS = {"name", "value", "unit", "limit", "limit_name", "ratio", "target", "met"}
@@ -56,14 +58,16 @@ def test_bench_writes_json_rows(tmp_path: Path, suite: str, expected: set[str]) 
     assert all(name in result.stdout for name in expected)
 
 
-VECTORS = ROOT.parent / "shared" / "vectors" / "real"
+def vector(name: str) -> Path:
+    """A file of the real TDX vectors (skips the test without them)."""
+    return real_vectors() / name
 
 
 def test_quote_verify_real_v4_is_accepted_with_intels_root_by_default() -> None:
-    expected = json.loads((VECTORS / "expected.json").read_text())["tdx_v4_quote.bin"]
+    expected = json.loads(vector("expected.json").read_text())["tdx_v4_quote.bin"]
     result = tdxsim(
-        "quote", "verify", str(VECTORS / "tdx_v4_quote.bin"),
-        "--collateral", str(VECTORS / "tdx_v4_collateral.json"),
+        "quote", "verify", str(vector("tdx_v4_quote.bin")),
+        "--collateral", str(vector("tdx_v4_collateral.json")),
         "--at", str(expected["verify_at_unix"]), "--json",
     )  # fmt: skip
     out = json.loads(result.stdout)
@@ -74,8 +78,8 @@ def test_quote_verify_real_v4_is_accepted_with_intels_root_by_default() -> None:
 
 def test_quote_verify_outdated_quote_is_rejected_naming_the_step() -> None:
     result = tdxsim(
-        "quote", "verify", str(VECTORS / "tdx_v5_outdated_quote.bin"),
-        "--collateral", str(VECTORS / "tdx_v5_collateral.json"), "--at", "1771419531", "--json",
+        "quote", "verify", str(vector("tdx_v5_outdated_quote.bin")),
+        "--collateral", str(vector("tdx_v5_collateral.json")), "--at", "1771419531", "--json",
     )  # fmt: skip
     out = json.loads(result.stdout)
     assert result.returncode == 1
@@ -86,13 +90,13 @@ def test_quote_verify_outdated_quote_is_rejected_naming_the_step() -> None:
 def test_quote_verify_garbage_exits_2_with_a_clear_message(tmp_path: Path) -> None:
     junk = tmp_path / "junk.bin"
     junk.write_bytes(b"not a quote")
-    result = tdxsim("quote", "verify", str(junk), "--collateral", str(VECTORS / "tdx_v4_collateral.json"))
+    result = tdxsim("quote", "verify", str(junk), "--collateral", str(vector("tdx_v4_collateral.json")))
     assert result.returncode == 2
     assert "truncated" in result.stderr and "Traceback" not in result.stderr
 
 
 def _v4_with(tmp_path: Path, **members: str) -> Path:
-    doc = json.loads((VECTORS / "tdx_v4_collateral.json").read_text())
+    doc = json.loads(vector("tdx_v4_collateral.json").read_text())
     doc.update(members)
     path = tmp_path / "collateral.json"
     path.write_text(json.dumps(doc))
@@ -100,10 +104,10 @@ def _v4_with(tmp_path: Path, **members: str) -> Path:
 
 
 def _verify_v4(collateral: Path, at: int | None = None) -> subprocess.CompletedProcess[str]:
-    expected = json.loads((VECTORS / "expected.json").read_text())["tdx_v4_quote.bin"]
+    expected = json.loads(vector("expected.json").read_text())["tdx_v4_quote.bin"]
     at_unix = expected["verify_at_unix"] if at is None else at
     return tdxsim(
-        "quote", "verify", str(VECTORS / "tdx_v4_quote.bin"),
+        "quote", "verify", str(vector("tdx_v4_quote.bin")),
         "--collateral", str(collateral), "--at", str(at_unix), "--json",
     )  # fmt: skip
 
@@ -131,14 +135,14 @@ def test_quote_verify_unusable_collateral_exits_2(
 
 
 def test_quote_verify_well_formed_but_failing_collateral_exits_1(tmp_path: Path) -> None:
-    doc = json.loads((VECTORS / "tdx_v4_collateral.json").read_text())
+    doc = json.loads(vector("tdx_v4_collateral.json").read_text())
     resigned = doc["tcb_info"].replace('"tcbType":0', '"tcbType": 0')  # same JSON value, other bytes
     assert resigned != doc["tcb_info"]
     bad_signature = _verify_v4(_v4_with(tmp_path, tcb_info=resigned))
     assert bad_signature.returncode == 1
     out = json.loads(bad_signature.stdout)
     assert (out["verdict"], out["error"]) == ("rejected", "collateral: tcbinfo signature is invalid")
-    expired = _verify_v4(VECTORS / "tdx_v4_collateral.json", at=4_102_444_800)  # 2100-01-01
+    expired = _verify_v4(vector("tdx_v4_collateral.json"), at=4_102_444_800)  # 2100-01-01
     assert expired.returncode == 1
     out = json.loads(expired.stdout)
     assert (out["verdict"], out["error"]) == ("rejected", "collateral: tcbinfo expired")
@@ -172,20 +176,25 @@ def test_builtin_intel_root_has_intels_fingerprint() -> None:
     from cryptography.hazmat.primitives.serialization import Encoding
 
     assert hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest() == INTEL_SGX_ROOT_CA_SHA256
-    assert (VECTORS / "intel_sgx_root_ca.pem").read_bytes() == INTEL_SGX_ROOT_CA_PEM
+
+
+def test_builtin_intel_root_is_the_vectors_root() -> None:
+    from attest.verifier.dcap.roots import INTEL_SGX_ROOT_CA_PEM
+
+    assert vector("intel_sgx_root_ca.pem").read_bytes() == INTEL_SGX_ROOT_CA_PEM
 
 
 @pytest.mark.parametrize(("mr_td_ok", "verdict", "code"), [(True, "accepted", 0), (False, "rejected", 1)])
 def test_quote_verify_appraises_with_a_policy(
     tmp_path: Path, mr_td_ok: bool, verdict: str, code: int
 ) -> None:
-    expected = json.loads((VECTORS / "expected.json").read_text())["tdx_v4_quote.bin"]
+    expected = json.loads(vector("expected.json").read_text())["tdx_v4_quote.bin"]
     mr_td = expected["mr_td"] if mr_td_ok else "00" * 48
     policy = tmp_path / "policy.json"
     policy.write_text(json.dumps({"reference_values": {"mr_td": [mr_td]}}))
     result = tdxsim(
-        "quote", "verify", str(VECTORS / "tdx_v4_quote.bin"),
-        "--collateral", str(VECTORS / "tdx_v4_collateral.json"),
+        "quote", "verify", str(vector("tdx_v4_quote.bin")),
+        "--collateral", str(vector("tdx_v4_collateral.json")),
         "--at", str(expected["verify_at_unix"]), "--policy", str(policy), "--json",
     )  # fmt: skip
     out = json.loads(result.stdout)
@@ -202,7 +211,10 @@ def test_host_refuses_an_unusable_listen_address(address: str) -> None:
 
 
 def test_verifier_refuses_an_unusable_listen_address(tmp_path: Path) -> None:
-    root = VECTORS / "intel_sgx_root_ca.pem"
+    from attest.verifier.dcap.roots import INTEL_SGX_ROOT_CA_PEM
+
+    root = tmp_path / "intel_sgx_root_ca.pem"
+    root.write_bytes(INTEL_SGX_ROOT_CA_PEM)
     result = tdxsim(
         "verifier", "--listen", "127.0.0.1:70000", "--db", str(tmp_path / "v.db"), "--root", str(root)
     )
@@ -220,12 +232,12 @@ def _one_line(result: subprocess.CompletedProcess[str], message: str) -> None:
 def test_quote_verify_deeply_nested_json_exits_2_with_one_line(tmp_path: Path, option: str) -> None:
     deep = tmp_path / "deep.json"
     deep.write_text("[" * 2000)
-    expected = json.loads((VECTORS / "expected.json").read_text())["tdx_v4_quote.bin"]
-    files = {"--collateral": str(VECTORS / "tdx_v4_collateral.json"), "--policy": None}
+    expected = json.loads(vector("expected.json").read_text())["tdx_v4_quote.bin"]
+    files = {"--collateral": str(vector("tdx_v4_collateral.json")), "--policy": None}
     files[option] = str(deep)
     args = [f"{k}={v}" for k, v in files.items() if v is not None]
     result = tdxsim(
-        "quote", "verify", str(VECTORS / "tdx_v4_quote.bin"), *args, "--at", str(expected["verify_at_unix"])
+        "quote", "verify", str(vector("tdx_v4_quote.bin")), *args, "--at", str(expected["verify_at_unix"])
     )
     what = "collateral" if option == "--collateral" else "policy"
     _one_line(result, f"tdxsim quote: {what} is not json: nested too deeply")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from attest_vectors import EXPECTED, read_quote
+from attest_vectors import expected_for, read_quote
 
 from attest.formats import decode_quote
 from attest.formats.quote import TdReport10
@@ -24,22 +24,28 @@ from attest.verifier.appraise import (
     require_ok,
 )
 
-DEBUG_BODY = decode_quote(read_quote("tdx_v4_debug_td_quote.bin")).body
-V4_BODY = decode_quote(read_quote("tdx_v4_quote.bin")).body
+
+def debug_body() -> TdReport10:
+    """The TD report of the real DEBUG vector (like every reader of the vectors, skips without them)."""
+    return decode_quote(read_quote("tdx_v4_debug_td_quote.bin")).body
+
+
+def v4_body() -> TdReport10:
+    return decode_quote(read_quote("tdx_v4_quote.bin")).body
 
 
 def _evidence(
-    body: TdReport10 = V4_BODY, status: str = "UpToDate", advisories: tuple[str, ...] = ()
+    body: TdReport10 | None = None, status: str = "UpToDate", advisories: tuple[str, ...] = ()
 ) -> Evidence:
-    return Evidence(body, status, advisories)
+    return Evidence(v4_body() if body is None else body, status, advisories)
 
 
 def test_real_debug_td_is_refused_by_the_default_policy() -> None:
-    assert EXPECTED["tdx_v4_debug_td_quote.bin"]["td_attributes"] == DEBUG_BODY.td_attributes.hex()
-    result = appraise(_evidence(DEBUG_BODY), default_policy().options, freshness=Freshness.FRESH)
+    assert expected_for("tdx_v4_debug_td_quote.bin")["td_attributes"] == debug_body().td_attributes.hex()
+    result = appraise(_evidence(debug_body()), default_policy().options, freshness=Freshness.FRESH)
     assert result.reasons == ("DEBUG_TD",)
     allowed = policy_from_json("dbg", '{"allow_debug": true}').options
-    assert appraise(_evidence(DEBUG_BODY), allowed, freshness=Freshness.FRESH).ok
+    assert appraise(_evidence(debug_body()), allowed, freshness=Freshness.FRESH).ok
 
 
 def test_default_policy_requires_a_nonce_and_up_to_date() -> None:
@@ -57,7 +63,7 @@ def test_all_mismatches_are_listed_freshness_first() -> None:
         rejected_advisory_ids=frozenset({"INTEL-SA-00615"}),
     )
     result = appraise(
-        _evidence(DEBUG_BODY, "SWHardeningNeeded", ("INTEL-SA-00615",)),
+        _evidence(debug_body(), "SWHardeningNeeded", ("INTEL-SA-00615",)),
         options,
         freshness=Freshness.REPLAYED,
         report_data_bound=False,
@@ -78,7 +84,7 @@ def test_all_mismatches_are_listed_freshness_first() -> None:
     ("freshness", "reason"), [(Freshness.REPLAYED, "NONCE_REPLAYED"), (Freshness.EXPIRED, "NONCE_EXPIRED")]
 )
 def test_require_ok_raises_stale_evidence_when_nonce_is_stale(freshness: Freshness, reason: str) -> None:
-    result = appraise(_evidence(DEBUG_BODY), default_policy().options, freshness=freshness)
+    result = appraise(_evidence(debug_body()), default_policy().options, freshness=freshness)
     with pytest.raises(StaleEvidence) as err:
         require_ok(result, "default")
     assert (err.value.reason, err.value.appraisal.reasons, err.value.policy_name) == (
@@ -90,7 +96,7 @@ def test_require_ok_raises_stale_evidence_when_nonce_is_stale(freshness: Freshne
 
 @pytest.mark.parametrize("freshness", [Freshness.FRESH, Freshness.ABSENT])
 def test_require_ok_raises_a_plain_refusal_for_other_mismatches(freshness: Freshness) -> None:
-    result = appraise(_evidence(DEBUG_BODY), default_policy().options, freshness=freshness)
+    result = appraise(_evidence(debug_body()), default_policy().options, freshness=freshness)
     with pytest.raises(AppraisalRefused) as err:
         require_ok(result, "default")
     assert type(err.value) is AppraisalRefused
@@ -105,13 +111,13 @@ def test_reference_values_accept_any_listed_value() -> None:
         '{"require_nonce": false, "reference_values": {"mr_td": ["'
         + "00" * 48
         + '", "'
-        + EXPECTED["tdx_v4_quote.bin"]["mr_td"]
+        + expected_for("tdx_v4_quote.bin")["mr_td"]
         + '"],'
         ' "td_attributes": ["0000001000000000"], "rtmr3": ["' + "00" * 48 + '"]}}',
     ).options
     result = appraise(_evidence(), options)
     assert result.ok and set(result.checked_fields) == {"mr_td", "td_attributes", "rtmr3"}
-    other = replace(V4_BODY, xfam=b"\xff" * 8, mr_td=b"\x07" * 48)
+    other = replace(v4_body(), xfam=b"\xff" * 8, mr_td=b"\x07" * 48)
     assert appraise(_evidence(other), options).reasons == ("MRTD_MISMATCH",)
 
 
@@ -120,7 +126,7 @@ def test_reference_value_sets_merge_into_the_policy() -> None:
     assert policy.reference_value_sets == ("img",)
     options = policy.resolve({"img": {"mr_td": [b"\x01" * 48]}})
     assert appraise(_evidence(), options).reasons == ("MRTD_MISMATCH",)
-    options = policy.resolve({"img": {"mr_td": [b"\x01" * 48, V4_BODY.mr_td]}})
+    options = policy.resolve({"img": {"mr_td": [b"\x01" * 48, v4_body().mr_td]}})
     assert appraise(_evidence(), options).ok
 
 

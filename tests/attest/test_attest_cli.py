@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from attest_vectors import EXPECTED, QUOTE_NAMES, VERIFIABLE, intel_root_pem, read_collateral, read_quote
+from attest_vectors import QUOTE_NAMES, VERIFIABLE, expected_for, intel_root_pem, read_collateral, read_quote
 
 from attest.errors import CollateralError, QuoteFormatError
 from attest.verifier import offline
@@ -34,16 +34,16 @@ def test_inspect_reports_hex_fields_and_platform(name: str) -> None:
     out = offline.inspect(read_quote(name))
     json.dumps(out)
     assert set(out["report"]) >= REPORT_KEYS
-    assert out["report"]["mr_td"] == EXPECTED[name]["mr_td"]
+    assert out["report"]["mr_td"] == expected_for(name)["mr_td"]
     assert out["report"]["td_debug"] == (name == "tdx_v4_debug_td_quote.bin")
-    assert out["header"]["version"] == EXPECTED[name]["version"]
-    assert out["pck"]["fmspc"] == EXPECTED[name]["fmspc"]
+    assert out["header"]["version"] == expected_for(name)["version"]
+    assert out["pck"]["fmspc"] == expected_for(name)["fmspc"]
     assert ("mr_service_td" in out["report"]) == (out["body_type"] == 3)
 
 
 @pytest.mark.parametrize("name", VERIFIABLE)
 def test_verify_json_verdict_matches_expected(name: str) -> None:
-    e = EXPECTED[name]
+    e = expected_for(name)
     out = offline.verify(read_quote(name), read_collateral(name), e["verify_at_unix"], [intel_root_pem()])
     json.dumps(out)
     if "status" in e["dcap_qvl_0_7_0"]:
@@ -62,7 +62,7 @@ def test_verify_json_verdict_matches_expected(name: str) -> None:
 
 def test_verify_json_names_the_expired_step() -> None:
     name = "tdx_v4_quote.bin"
-    end = EXPECTED[name]["collateral_window_unix"][1]
+    end = expected_for(name)["collateral_window_unix"][1]
     out = offline.verify(read_quote(name), read_collateral(name), end + 86400, [intel_root_pem()])
     assert (out["verdict"], out["error"], out["error_type"]) == (
         "rejected",
@@ -77,7 +77,7 @@ def test_verify_accepts_der_root_and_debug_is_only_reported() -> None:
 
     der = x509.load_pem_x509_certificate(intel_root_pem()).public_bytes(Encoding.DER)
     name = "tdx_v5_quote.bin"
-    out = offline.verify(read_quote(name), read_collateral(name), EXPECTED[name]["verify_at_unix"], [der])
+    out = offline.verify(read_quote(name), read_collateral(name), expected_for(name)["verify_at_unix"], [der])
     assert out["verdict"] == "accepted" and out["report"]["td_debug"] is False
 
 

@@ -1,12 +1,14 @@
-"""CC event log codec and RTMR replay (attestation.md §12) against the real vector in shared/vectors."""
+"""CC event log codec and RTMR replay (attestation.md §12): the real vector (skipped without the vectors) and
+logs built here."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any
 
 import pytest
-from attest_vectors import VECTORS
+from attest_vectors import vectors_dir
 
 from attest.formats import decode_quote
 from attest.formats.eventlog import (
@@ -25,43 +27,55 @@ from attest.formats.eventlog import (
 )
 from attest.formats.eventlog.ccel import EV_EFI_ACTION, EV_NO_ACTION, EV_SEPARATOR
 
-EVENTLOG = VECTORS / "eventlog"
-EXPECTED = json.loads((EVENTLOG / "expected.json").read_text())
-RAW_LOG = (EVENTLOG / "ccel_data.bin").read_bytes()
+
+def eventlog(name: str) -> bytes:
+    """A file of the real event-log vector (skips the test without the vectors)."""
+    return (vectors_dir() / "eventlog" / name).read_bytes()
 
 
-def test_real_log_replays_to_the_quotes_rtmr0_to_rtmr2() -> None:
-    log = decode_event_log(RAW_LOG)
-    quote = decode_quote((EVENTLOG / "quote.bin").read_bytes())
+@pytest.fixture(scope="module")
+def raw_log() -> bytes:
+    return eventlog("ccel_data.bin")
+
+
+@pytest.fixture(scope="module")
+def expected() -> dict[str, Any]:
+    parsed: dict[str, Any] = json.loads(eventlog("expected.json"))
+    return parsed
+
+
+def test_real_log_replays_to_the_quotes_rtmr0_to_rtmr2(raw_log: bytes, expected: dict[str, Any]) -> None:
+    log = decode_event_log(raw_log)
+    quote = decode_quote(eventlog("quote.bin"))
     replayed = replay(log)
-    assert [r.hex() for r in replayed] == EXPECTED["rtmr"]
+    assert [r.hex() for r in replayed] == expected["rtmr"]
     assert replayed[:3] == quote.body.rtmrs[:3]
     result = compare_rtmrs(log, quote.body.rtmrs)
     assert result.ok and result.mismatched == () and result.unchecked == (3,)
 
 
-def test_real_log_has_the_expected_events_and_sha384_header() -> None:
-    log = decode_event_log(RAW_LOG)
-    assert len(log.events) == EXPECTED["events_in_log"]
+def test_real_log_has_the_expected_events_and_sha384_header(raw_log: bytes, expected: dict[str, Any]) -> None:
+    log = decode_event_log(raw_log)
+    assert len(log.events) == expected["events_in_log"]
     assert log.spec_id.algorithms == ((ALG_SHA384, 48),)
     assert all(len(ev.digest(ALG_SHA384) or b"") == 48 for ev in log.events)
-    assert RAW_LOG[log.size :].strip(b"\xff") == b""  # the rest of the log area is fill
+    assert raw_log[log.size :].strip(b"\xff") == b""  # the rest of the log area is fill
 
 
-def test_real_log_reencodes_byte_exact() -> None:
-    log = decode_event_log(RAW_LOG)
-    assert encode_event_log(log) == RAW_LOG[: log.size]
+def test_real_log_reencodes_byte_exact(raw_log: bytes) -> None:
+    log = decode_event_log(raw_log)
+    assert encode_event_log(log) == raw_log[: log.size]
 
 
-def test_ccel_table_names_tdx_and_the_log_area() -> None:
-    table = decode_ccel_table((EVENTLOG / "ccel_table.bin").read_bytes())
+def test_ccel_table_names_tdx_and_the_log_area(raw_log: bytes) -> None:
+    table = decode_ccel_table(eventlog("ccel_table.bin"))
     assert table.cc_type == 2
-    assert table.log_area_minimum_length == len(RAW_LOG) == 0x40000
+    assert table.log_area_minimum_length == len(raw_log) == 0x40000
     assert table.oem_id == b"INTEL "
 
 
 def test_ccel_table_with_bad_checksum_is_refused() -> None:
-    raw = bytearray((EVENTLOG / "ccel_table.bin").read_bytes())
+    raw = bytearray(eventlog("ccel_table.bin"))
     raw[9] ^= 1
     with pytest.raises(EventLogError, match="checksum"):
         decode_ccel_table(bytes(raw))

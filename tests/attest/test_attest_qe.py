@@ -11,7 +11,6 @@ from pathlib import Path
 import dcap_qvl
 import pytest
 from attest_sim_evidence import MR_TD, NOW, REPORT_DATA, make_evidence
-from attest_vectors import intel_root_pem
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -29,6 +28,7 @@ from attest.formats import layout as L
 from attest.intel import PkiOptions, QuotingEnclave, QuotingEnclaveError, build_td_report, init_pki
 from attest.intel import identity as P
 from attest.verifier.dcap import Verifier
+from attest.verifier.dcap.roots import INTEL_SGX_ROOT_CA_PEM
 
 SHAPES = [(4, None, L.BODY_TYPE_TD10), (5, None, L.BODY_TYPE_TD15), (5, L.BODY_TYPE_TD10, L.BODY_TYPE_TD10)]
 
@@ -141,7 +141,7 @@ def test_given_attestation_key_is_used(tmp_path: Path) -> None:
 
 def test_simulated_quote_rejected_by_dcap_qvl_against_intel_root(tmp_path: Path) -> None:
     ev = make_evidence(tmp_path)
-    intel_der = x509.load_pem_x509_certificate(intel_root_pem()).public_bytes(Encoding.DER)
+    intel_der = x509.load_pem_x509_certificate(INTEL_SGX_ROOT_CA_PEM).public_bytes(Encoding.DER)
     with pytest.raises(ValueError, match="InvalidCrlSignatureForPublicKey"):
         ev.dcap_qvl(root_der=intel_der)
     coll = dcap_qvl.QuoteCollateralV3.from_json(ev.pki.collateral_json)
@@ -152,7 +152,7 @@ def test_simulated_quote_rejected_by_dcap_qvl_against_intel_root(tmp_path: Path)
 def test_simulated_quote_rejected_by_attest_verify_against_intel_root(tmp_path: Path) -> None:
     ev = make_evidence(tmp_path)
     with pytest.raises(CertificateChainError, match="does not end at a trusted root") as err:
-        Verifier([intel_root_pem()]).verify(ev.quote, ev.collateral, NOW)
+        Verifier([INTEL_SGX_ROOT_CA_PEM]).verify(ev.quote, ev.collateral, NOW)
     assert err.value.step == "collateral"
 
 

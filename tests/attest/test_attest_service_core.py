@@ -1,7 +1,8 @@
 """The verifier core in-process: nonce flow, refusals with reasons, tokens, key broker, audit (issue 4).
 
-Simulated evidence comes from the simulated PCS and quoting enclave (``attest.intel``, ``attest.intel``); real
-quotes from shared/vectors. The wall clock is injected, so nonce and token expiry need no sleeping.
+Simulated evidence comes from the simulated PCS and quoting enclave (``attest.intel``); real quotes from the
+real vectors (tests that need them skip without them; the shared core then holds simulated collateral only).
+The wall clock is injected, so nonce and token expiry need no sleeping.
 """
 
 from __future__ import annotations
@@ -11,7 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from attest_vectors import EXPECTED, intel_root_pem, read_collateral, read_quote
+from attest_vectors import (
+    AVAILABLE,
+    V4,
+    expected_for,
+    intel_root_pem,
+    mixed_time,
+    read_collateral,
+    read_quote,
+)
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -23,13 +32,14 @@ from attest.intel.quoting_enclave import QuotingEnclave
 from attest.intel.td_report_builder import DEBUG, SEPT_VE_DISABLE, build_td_report
 from attest.verifier.appraise import AppraisalRefused, StaleEvidence
 from attest.verifier.dcap.quote_verifier import load_anchors
+from attest.verifier.dcap.roots import INTEL_SGX_ROOT_CA_PEM
 from attest.verifier.kbs import open_sealed
 from attest.verifier.service.core import CollateralIndex, ServiceConfig, VerifierCore
 from attest.verifier.service.errors import status_of
 from attest.verifier.store import Store
 from attest.verifier.token import b64url, tdx_claims, verify
 
-V4_AT = EXPECTED["tdx_v4_quote.bin"]["verify_at_unix"]
+V4_AT = mixed_time()
 MRTD = bytes.fromhex("11" * 48)
 LOG = EventLog(
     SpecIdEvent(),
@@ -93,11 +103,14 @@ def clock() -> Clock:
 
 @pytest.fixture
 def core(tmp_path: Path, pki: Pki, clock: Clock) -> Iterator[VerifierCore]:
-    collateral = CollateralIndex([read_collateral("tdx_v4_quote.bin"), pki.collateral_json])
+    # Intel's root and the simulated one, and (with the vectors) the real v4 collateral beside the simulated
+    # PCS's: both platforms share an FMSPC, so the index must pick by root.
+    real = [read_collateral(V4)] if AVAILABLE else []
+    collateral = CollateralIndex([*real, pki.collateral_json])
     store = Store(tmp_path / "v.db")
     yield VerifierCore(
         store,
-        [*_anchors(intel_root_pem()), *_anchors(pki.root_pem)],
+        [*_anchors(INTEL_SGX_ROOT_CA_PEM), *_anchors(pki.root_pem)],
         collateral,
         ServiceConfig(verify_at=V4_AT),
         clock,
@@ -241,7 +254,7 @@ def test_simulated_quote_is_refused_by_a_verifier_trusting_only_intel(
 ) -> None:
     intel_only = VerifierCore(
         Store(tmp_path / "i.db"),
-        _anchors(intel_root_pem()),
+        _anchors(INTEL_SGX_ROOT_CA_PEM),
         CollateralIndex([pki.collateral_json]),
         ServiceConfig(verify_at=V4_AT),
         clock,
@@ -255,18 +268,18 @@ def test_simulated_quote_is_refused_by_a_verifier_trusting_only_intel(
 
 
 def test_real_v4_quote_verifies_under_a_policy_without_nonce(core: VerifierCore) -> None:
-    mr_td = EXPECTED["tdx_v4_quote.bin"]["mr_td"]
+    mr_td = expected_for(V4)["mr_td"]
     core.set_policy("real", '{"require_nonce": false, "reference_values": {"mr_td": ["' + mr_td + '"]}}')
-    result = core.attest(read_quote("tdx_v4_quote.bin"), b"", b"", b"", "real")
+    result = core.attest(read_quote(V4), b"", b"", b"", "real")
     assert (result.tcb_status, result.ear_status) == ("UpToDate", "affirming")
     assert tdx_claims(result.claims)["fmspc"] == "B0C06F000000"
     with pytest.raises(AppraisalRefused) as err:
-        core.attest(read_quote("tdx_v4_quote.bin"), b"", b"", b"", "")
+        core.attest(read_quote(V4), b"", b"", b"", "")
     assert err.value.reason == "NONCE_REQUIRED"
 
 
 def test_unknown_policy_and_reference_set_are_not_found(core: VerifierCore) -> None:
-    quote = read_quote("tdx_v4_quote.bin")
+    quote = read_quote(V4)
     with pytest.raises(Exception) as err:
         core.attest(quote, b"", b"", b"", "nope")
     assert _reason(err.value) == ("NOT_FOUND", "POLICY_NOT_FOUND")
@@ -274,7 +287,7 @@ def test_unknown_policy_and_reference_set_are_not_found(core: VerifierCore) -> N
     with pytest.raises(Exception) as err:
         core.attest(quote, b"", b"", b"", "sets")
     assert _reason(err.value) == ("NOT_FOUND", "REFERENCE_VALUES_NOT_FOUND")
-    core.set_reference_values("img", {"mr_td": [bytes.fromhex(EXPECTED["tdx_v4_quote.bin"]["mr_td"])]})
+    core.set_reference_values("img", {"mr_td": [bytes.fromhex(expected_for(V4)["mr_td"])]})
     assert core.attest(quote, b"", b"", b"", "sets").tcb_status == "UpToDate"
 
 
@@ -321,7 +334,7 @@ def test_token_of_another_image_is_denied_the_secret(core: VerifierCore, pki: Pk
 def test_token_without_a_bound_key_gets_no_secret(core: VerifierCore) -> None:
     core.put_resource("k", b"s", "{}")
     core.set_policy("real", '{"require_nonce": false}')
-    token = core.attest(read_quote("tdx_v4_quote.bin"), b"", b"", b"", "real").token
+    token = core.attest(read_quote(V4), b"", b"", b"", "real").token
     with pytest.raises(Exception) as err:
         core.get_resource("k", f"Bearer {token}")
     assert _reason(err.value) == ("PERMISSION_DENIED", "TOKEN_NOT_KEY_BOUND")
@@ -340,7 +353,7 @@ def test_malformed_requests_are_invalid_argument(
     core: VerifierCore, nonce: bytes, key: bytes, reason: str
 ) -> None:
     with pytest.raises(Exception) as err:
-        core.attest(read_quote("tdx_v4_quote.bin"), b"", nonce, key, "")
+        core.attest(read_quote(V4), b"", nonce, key, "")
     assert _reason(err.value) == ("INVALID_ARGUMENT", reason)
 
 
@@ -364,7 +377,7 @@ def test_real_v5_quotes_give_the_vector_verdicts(tmp_path: Path, clock: Clock) -
         Store(tmp_path / "v5.db"),
         _anchors(intel_root_pem()),
         CollateralIndex([read_collateral("tdx_v5_quote.bin")]),
-        ServiceConfig(verify_at=EXPECTED["tdx_v5_quote.bin"]["verify_at_unix"]),
+        ServiceConfig(verify_at=expected_for("tdx_v5_quote.bin")["verify_at_unix"]),
         clock,
     )
     v5.set_policy("real", '{"require_nonce": false}')

@@ -1,9 +1,10 @@
 """The verifier as a real process (``python -m attest.verifier.service.main``) on 127.0.0.1:0 (issue 4,
 verifier).
 
-One process trusts Intel's root and the simulated root, holds the real v4 collateral and the simulated PCS's
-collateral, and verifies at the v4 vector's time (``--at``; the simulated PCS is anchored at the same time).
-Refusals are asserted on status code and ``ErrorInfo.reason``, never on message text.
+One process trusts Intel's root and the simulated root, holds the real v4 collateral (when the real vectors
+are there) and the simulated PCS's collateral, and verifies at the v4 vector's time (``--at``; the simulated
+PCS is anchored at the same time). Refusals are asserted on status code and ``ErrorInfo.reason``, never on
+message text.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from attest_vectors import EXPECTED, VECTORS, read_quote
+from attest_vectors import AVAILABLE, V4, collateral_path, expected_for, mixed_time, read_quote
 from cryptography.hazmat.primitives.asymmetric import ec
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -30,6 +31,7 @@ from attest.formats.eventlog.ccel import EV_EFI_ACTION
 from attest.intel import Pki, PkiOptions, init_pki
 from attest.intel.quoting_enclave import QuotingEnclave
 from attest.intel.td_report_builder import DEBUG, SEPT_VE_DISABLE, build_td_report
+from attest.verifier.dcap.roots import INTEL_SGX_ROOT_CA_PEM
 from attest.verifier.kbs import SealedSecret, open_sealed
 from attest.verifier.token import tdx_claims, verify
 from wire.rpc_status import error_info
@@ -37,7 +39,7 @@ from wire.v1 import attestation_pb2 as pb
 from wire.v1 import attestation_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[2]
-V4_AT = EXPECTED["tdx_v4_quote.bin"]["verify_at_unix"]
+V4_AT = mixed_time()
 MRTD = bytes.fromhex("5a" * 48)
 LOG = EventLog(SpecIdEvent(), (measure(1, EV_EFI_ACTION, b"tdvf"), measure(3, EV_EFI_ACTION, b"kernel")))
 SECRET = b"the disk encryption key"
@@ -67,8 +69,11 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 @pytest.fixture
-def start_verifier(pki: Pki) -> Iterator[Callable[[Path], VerifierProcess]]:
+def start_verifier(pki: Pki, tmp_path: Path) -> Iterator[Callable[[Path], VerifierProcess]]:
     started: list[VerifierProcess] = []
+    intel_root = tmp_path / "intel_sgx_root_ca.pem"
+    intel_root.write_bytes(INTEL_SGX_ROOT_CA_PEM)
+    real = ["--collateral", str(collateral_path(V4))] if AVAILABLE else []
 
     def start(db: Path) -> VerifierProcess:
         cmd = [
@@ -80,11 +85,10 @@ def start_verifier(pki: Pki) -> Iterator[Callable[[Path], VerifierProcess]]:
             "--db",
             str(db),
             "--root",
-            str(VECTORS / "intel_sgx_root_ca.pem"),
+            str(intel_root),
             "--root",
             str(pki.directory / "root_ca.pem"),
-            "--collateral",
-            str(VECTORS / EXPECTED["tdx_v4_quote.bin"]["collateral"]),
+            *real,
             "--collateral",
             str(pki.directory / "collateral.json"),
             "--at",
@@ -152,6 +156,33 @@ def open_response(resp: pb.GetResourceResponse, key: ec.EllipticCurvePrivateKey)
     return open_sealed(SealedSecret(s.alg, s.ephemeral_public_key, s.iv, s.ciphertext), key, resp.path)
 
 
+def test_verifier_process_verifies_a_real_quote(
+    start_verifier: Callable[[Path], VerifierProcess], tmp_path: Path
+) -> None:
+    # Real v4 quote, Intel's root, collateral time from expected.json; token verified from the JWKS alone.
+    mr_td = expected_for(V4)["mr_td"]
+    v = start_verifier(tmp_path / "verifier.db")
+    stub = v.stub
+    stub.SetPolicy(
+        pb.SetPolicyRequest(
+            name="real",
+            policy_json=json.dumps({"require_nonce": False, "reference_values": {"mr_td": [mr_td]}}),
+        ),
+        timeout=5,
+    )
+    real = stub.Attest(pb.AttestRequest(quote=read_quote(V4), policy="real"), timeout=10)
+    assert (real.tcb_status, real.ear_status) == ("UpToDate", "affirming")
+    jwks = json.loads(stub.GetJwks(pb.GetJwksRequest(), timeout=5).jwks_json)
+    claims = verify(real.token, jwks, time.time(), issuer="tdxsim-verifier").claims
+    assert tdx_claims(claims)["mr_td"] == mr_td and jwks["keys"][0]["kid"] == real.kid
+    # The same real quote under the default policy lacks a nonce; with a nonce its REPORTDATA cannot match.
+    assert refusal(lambda: stub.Attest(pb.AttestRequest(quote=read_quote(V4)), timeout=10)) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "NONCE_REQUIRED",
+    )
+    assert v.stop() == 0
+
+
 def test_verifier_process_end_to_end(
     start_verifier: Callable[[Path], VerifierProcess], pki: Pki, tmp_path: Path
 ) -> None:
@@ -163,28 +194,6 @@ def test_verifier_process_end_to_end(
     assert health.status == health_pb2.HealthCheckResponse.SERVING
     default = stub.GetPolicy(pb.GetPolicyRequest(), timeout=5)
     assert default.built_in and json.loads(default.policy_json)["accepted_tcb_statuses"] == ["UpToDate"]
-
-    # Real v4 quote, Intel's root, collateral time from expected.json; token verified from the JWKS alone.
-    mr_td = EXPECTED["tdx_v4_quote.bin"]["mr_td"]
-    stub.SetPolicy(
-        pb.SetPolicyRequest(
-            name="real",
-            policy_json=json.dumps({"require_nonce": False, "reference_values": {"mr_td": [mr_td]}}),
-        ),
-        timeout=5,
-    )
-    real = stub.Attest(pb.AttestRequest(quote=read_quote("tdx_v4_quote.bin"), policy="real"), timeout=10)
-    assert (real.tcb_status, real.ear_status) == ("UpToDate", "affirming")
-    jwks = json.loads(stub.GetJwks(pb.GetJwksRequest(), timeout=5).jwks_json)
-    claims = verify(real.token, jwks, time.time(), issuer="tdxsim-verifier").claims
-    assert tdx_claims(claims)["mr_td"] == mr_td and jwks["keys"][0]["kid"] == real.kid
-    # The same real quote under the default policy lacks a nonce; with a nonce its REPORTDATA cannot match.
-    assert refusal(
-        lambda: stub.Attest(pb.AttestRequest(quote=read_quote("tdx_v4_quote.bin")), timeout=10)
-    ) == (
-        grpc.StatusCode.PERMISSION_DENIED,
-        "NONCE_REQUIRED",
-    )
 
     # Simulated TD: fresh nonce bound with its ephemeral key, event log replayed; secret released sealed.
     stub.PutResource(

@@ -15,9 +15,9 @@ from typing import Any
 
 import grpc
 import pytest
-from attest_vectors import intel_root_pem
 
 from attest.verifier.dcap.quote_verifier import load_anchors
+from attest.verifier.dcap.roots import INTEL_SGX_ROOT_CA_PEM
 from attest.verifier.service.core import CollateralIndex, VerifierCore
 from attest.verifier.service.grpc_server import create_server
 from attest.verifier.store import Store
@@ -37,7 +37,7 @@ class Served:
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Served]:
     store = Store(tmp_path / "v.db")
-    core = VerifierCore(store, load_anchors([intel_root_pem()]), CollateralIndex())
+    core = VerifierCore(store, load_anchors([INTEL_SGX_ROOT_CA_PEM]), CollateralIndex())
     server, port, _ = create_server("127.0.0.1:0", core, max_workers=2)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     try:

@@ -6,7 +6,7 @@ import datetime as dt
 import json
 
 import pytest
-from attest_vectors import EXPECTED, VERIFIABLE, intel_root_pem, read_collateral, read_quote
+from attest_vectors import VERIFIABLE, expected_for, intel_root_pem, read_collateral, read_quote
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -34,7 +34,7 @@ def warm() -> Verifier:
 
 
 def _at(name: str) -> int:
-    return int(EXPECTED[name]["verify_at_unix"])
+    return int(expected_for(name)["verify_at_unix"])
 
 
 @pytest.mark.parametrize("name", UP_TO_DATE)
@@ -42,9 +42,9 @@ def test_real_quote_verifies_up_to_date_against_intel_root(name: str) -> None:
     result = verify(read_quote(name), parse_collateral(read_collateral(name)), _at(name), [intel_root_pem()])
     assert result.status == "UpToDate"
     assert result.advisory_ids == ()
-    assert result.fmspc.hex().upper() == EXPECTED[name]["fmspc"]
-    assert result.report.mr_td.hex() == EXPECTED[name]["mr_td"]
-    assert result.td_attributes.hex() == EXPECTED[name]["td_attributes"]
+    assert result.fmspc.hex().upper() == expected_for(name)["fmspc"]
+    assert result.report.mr_td.hex() == expected_for(name)["mr_td"]
+    assert result.td_attributes.hex() == expected_for(name)["td_attributes"]
     assert not result.is_debug
     assert (result.platform_status.status, result.qe_status.status, result.module_status.status) == (
         "UpToDate",
@@ -64,7 +64,7 @@ def test_outdated_quote_rejected_no_tcb_level() -> None:
 @pytest.mark.parametrize("name", VERIFIABLE)
 def test_verify_after_collateral_window_fails_with_expiry(name: str, warm: Verifier) -> None:
     raw, coll = read_quote(name), parse_collateral(read_collateral(name))
-    end = EXPECTED[name]["collateral_window_unix"][1]
+    end = expected_for(name)["collateral_window_unix"][1]
     with pytest.raises(CollateralExpired) as err:
         verify(raw, coll, end + 86400, [intel_root_pem()])
     assert (err.value.step, str(err.value)) == ("collateral", "tcbinfo expired")
@@ -76,7 +76,7 @@ def test_verify_after_collateral_window_fails_with_expiry(name: str, warm: Verif
 
 @pytest.mark.parametrize("name", VERIFIABLE)
 def test_verify_before_collateral_issue_fails_not_yet_valid(name: str) -> None:
-    start = EXPECTED[name]["collateral_window_unix"][0]
+    start = expected_for(name)["collateral_window_unix"][0]
     with pytest.raises(CollateralNotYetValid, match="issue date is in the future"):
         verify(read_quote(name), parse_collateral(read_collateral(name)), start - 1, [intel_root_pem()])
 
@@ -256,7 +256,7 @@ def test_debug_td_quote_signature_links_verify_and_debug_is_exposed() -> None:
     leaf = x509.load_pem_x509_certificate(q.pck_chain.pem_certificates()[0])
     now = int(leaf.not_valid_before_utc.timestamp()) + 86400
     pck = verify_signature_links(raw, [intel_root_pem()], now)
-    assert pck.extension.fmspc.hex().upper() == EXPECTED["tdx_v4_debug_td_quote.bin"]["fmspc"]
+    assert pck.extension.fmspc.hex().upper() == expected_for("tdx_v4_debug_td_quote.bin")["fmspc"]
     assert q.body.is_debug and q.body.td_attributes.hex() == "0100001000000000"
     tampered = bytearray(raw)
     tampered[100] ^= 1
@@ -279,7 +279,7 @@ def test_same_verdict_as_dcap_qvl(name: str) -> None:
     except AttestError:
         our_verdict = None
     assert our_verdict == their_verdict
-    expected = EXPECTED[name]["dcap_qvl_0_7_0"]
+    expected = expected_for(name)["dcap_qvl_0_7_0"]
     assert their_verdict == ((expected["status"], expected["advisory_ids"]) if "status" in expected else None)
 
 

@@ -12,8 +12,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from attest.verifier import offline
+from attest.verifier.dcap.roots import INTEL_SGX_ROOT_CA_PEM
 from guest.connection import td_channel
-from tests.conftest import ROOT, HostProcess, make_pki
+from tests.conftest import HostProcess, make_pki
 from wire.v1 import guest_pb2, guest_pb2_grpc, host_pb2, host_pb2_grpc
 
 PAGE = 4096
@@ -71,7 +72,5 @@ def test_host_quote_verifies_with_dcap_qvl_and_tdxsim_against_the_simulated_root
     assert (ours["verdict"], ours["tcb_status"]) == ("accepted", "UpToDate")
     assert ours["report"]["report_data"] == report_data.hex()
 
-    intel = offline.verify(
-        quote, collateral, now, [(ROOT.parent / "shared/vectors/real/intel_sgx_root_ca.pem").read_bytes()]
-    )
+    intel = offline.verify(quote, collateral, now, [INTEL_SGX_ROOT_CA_PEM])
     assert intel["verdict"] == "rejected", "simulated evidence must never chain to Intel's root"
