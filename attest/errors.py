@@ -1,8 +1,8 @@
 """Exceptions of the attestation side: a short flat list named for what happened.
 
-Every failure of decoding or DCAP verification (attestation.md §7) raises one of these; nothing returns a bool
-and no raw ``IndexError``/``struct.error``/``ValueError`` escapes the public functions. Messages are short and
-lower-case, in the manner of dcap-qvl ("tcbinfo expired", "qe report hash mismatch").
+Every failure of decoding or DCAP verification (docs/attestation.md §7) raises one of these; nothing returns a
+bool and no raw ``IndexError``/``struct.error``/``ValueError`` escapes the public functions. Messages are
+short and lower-case, in the manner of dcap-qvl ("tcbinfo expired", "qe report hash mismatch").
 
 ``step`` names the verification step that failed (set by ``attest.verifier.dcap``; ``None`` for pure
 decoding).
@@ -22,12 +22,12 @@ class AttestError(Exception):
 
 class QuoteFormatError(AttestError):
     """The quote bytes are not a well-formed TDX DCAP quote v4/v5 (truncated, overrun length, unknown
-    version, TEE type, body type, key type or certification data type; attestation.md §2–§4)."""
+    version, TEE type, body type, key type or certification data type; docs/attestation.md §2–§4)."""
 
 
 class CollateralError(AttestError):
     """The collateral is malformed or is not for this quote (bad JSON, wrong id/version, FMSPC/PCEID
-    mismatch with the PCK certificate; attestation.md §7 steps 2 and 5)."""
+    mismatch with the PCK certificate; docs/attestation.md §7 steps 2 and 5)."""
 
 
 class CollateralExpired(CollateralError):
@@ -40,11 +40,12 @@ class CollateralNotYetValid(CollateralError):
 
 class CertificateChainError(AttestError):
     """A certificate chain does not lead to a configured trust anchor, a certificate is outside its
-    validity window, or a certificate (or its SGX extension) is malformed (attestation.md §6, §7 step 4)."""
+    validity window, or a certificate (or its SGX extension) is malformed (docs/attestation.md §6, §7
+    step 4)."""
 
 
 class CertificateRevoked(CertificateChainError):
-    """A certificate of a chain is listed in the root CA CRL or the PCK CRL (attestation.md §7 step 3)."""
+    """A chain's certificate is listed in the root CA CRL or the PCK CRL (docs/attestation.md §7 step 3)."""
 
 
 class SignatureError(AttestError):
@@ -52,7 +53,7 @@ class SignatureError(AttestError):
 
 
 class QeReportBindingError(AttestError):
-    """QE REPORTDATA[0:32] != SHA-256(attestation key || QE auth data) (attestation.md §7 step 8)."""
+    """QE REPORTDATA[0:32] != SHA-256(attestation key || QE auth data) (docs/attestation.md §7 step 8)."""
 
 
 class QeIdentityMismatch(AttestError):
@@ -60,7 +61,7 @@ class QeIdentityMismatch(AttestError):
 
 
 class TdxModuleMismatch(AttestError):
-    """MRSIGNERSEAM / SEAMATTRIBUTES do not match the TDX module identity (attestation.md §7 step 6)."""
+    """MRSIGNERSEAM / SEAMATTRIBUTES do not match the TDX module identity (docs/attestation.md §7 step 6)."""
 
 
 class TcbLevelNotFound(AttestError):

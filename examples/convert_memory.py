@@ -1,4 +1,4 @@
-"""Private ↔ shared conversion with the generated gRPC stubs alone (memory-model.md §2).
+"""Private ↔ shared conversion with the generated gRPC stubs alone (docs/memory-model.md §2).
 
     python examples/convert_memory.py --host 127.0.0.1:PORT
 

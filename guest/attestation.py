@@ -1,5 +1,5 @@
 """Remote attestation from inside a TD: the relying-party side of a key broker, as a guest does it
-(attestation.md "Nonces", "Result tokens"; trustee's KBS flow; conventions.md §9 lessons).
+(docs/attestation.md §11, §13; trustee's KBS flow; docs/conventions.md §9 lessons).
 
 1. ``GetNonce`` from the verifier;
 2. a fresh ephemeral P-256 key, and REPORTDATA = ``attest.formats.binding.report_data(nonce, key)`` — the one

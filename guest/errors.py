@@ -2,8 +2,8 @@
 
 Every failure the guest library raises is a :class:`GuestError`. Those that come from the host carry the gRPC
 status code name (``code``) and the ``google.rpc.ErrorInfo`` the host attached (``reason`` and
-``metadata``: ``errno``, ``tdx_status``, ``gpa``; conventions.md §7), so callers branch on ``reason``, never
-on message text.
+``metadata``: ``errno``, ``tdx_status``, ``gpa``; docs/conventions.md §7), so callers branch on ``reason``,
+never on message text.
 Those that the guest itself detects (a TDCALL/TDVMCALL that returned a failure status in R10/RAX, a quote the
 quoting service refused) carry the real status value.
 
@@ -60,7 +60,8 @@ class BadRequest(GuestError):
 
 
 class TdxStatusError(GuestError):
-    """A TDCALL or TDVMCALL completed with a status the guest treats as failure (memory-model.md §2, §4.4).
+    """A TDCALL or TDVMCALL completed with a status the guest treats as failure (docs/memory-model.md §2,
+    §4.4).
     ``status`` is the value of RAX (TDCALL) or R10 (TDVMCALL); ``gpa`` where it happened."""
 
     def __init__(self, message: str, reason: str, status: int, gpa: int) -> None:

@@ -1,5 +1,5 @@
 """TD images: the JSON file a guest is launched from, turned into ``tdxsim.v1.TdImage`` for
-``HostService.LaunchTd`` (the host ADDs and EXTENDs the payload into MRTD, memory-model.md §6.2, §8).
+``HostService.LaunchTd`` (the host ADDs and EXTENDs the payload into MRTD, docs/memory-model.md §6.2, §8).
 
 A TD image stands for what QEMU is given for a TD: the TD parameters of ``KVM_TDX_INIT_VM`` (attributes, XFAM,
 MRCONFIGID/MROWNER/MROWNERCONFIG, GPAW) and the initial private memory (TDVF, kernel, configuration), each
@@ -204,7 +204,7 @@ def load_image(path: str | Path) -> Image:
 
 def expected_mrtd(image: host_pb2.TdImage) -> bytes:
     """The MRTD a TD launched from ``image`` will report, computed from the image alone, as a relying
-    party computes its reference value (memory-model.md §8): per payload page a TDH.MEM.PAGE.ADD block,
+    party computes its reference value (docs/memory-model.md §8): per payload page a TDH.MEM.PAGE.ADD block,
     and for measured pages 16 TDH.MR.EXTEND blocks each followed by its 256 bytes."""
     mrtd = hashlib.sha384()
     for payload in image.payload:

@@ -1,7 +1,7 @@
 """Guest-physical memory bookkeeping of a TD: which private pages are accepted, a private page allocator and a
 shared bounce-buffer pool. No I/O: :class:`guest.td.Td` calls these and issues the TDCALLs.
 
-What is modelled (memory-model.md §2, §5):
+What is modelled (docs/memory-model.md §2, §5):
 
 - **Accepted set.** After finalize, only the pages the host ADDed at launch (the measured payload) are MAPPED;
   every other private page must be TDG.MEM.PAGE.ACCEPTed before the guest touches it (touching a PENDING page

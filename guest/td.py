@@ -4,13 +4,14 @@ A :class:`Td` is one TD guest process's handle on its TD. The guest talks to the
 as a TD talks to the TDX module (TDCALL) and the VMM (TDVMCALL); ``guest`` never imports ``host``. Each recipe
 mirrors a kernel function (Linux ``arch/x86/coco/tdx/tdx.c`` unless noted) and batches its instructions
 into as few ``TdGuestService.Run`` requests as the semantics allow, because a round trip costs about 1 ms
-(conventions.md §8):
+(docs/conventions.md §8):
 
 ======================================  ==========================================================  =========
 recipe                                  mirrors                                                     RPCs
 ======================================  ==========================================================  =========
 :meth:`Td.read_many` / ``write_many``   plain loads/stores by GPA (shared bit from TDG.VP.INFO,     1 per
-                                        memory-model.md §4.1); ``ReadMemory``/``WriteMemory``       16 MiB
+                                        docs/memory-model.md §4.1); ``ReadMemory`` /                16 MiB
+                                        ``WriteMemory``
 :meth:`Td.accept`                       ``tdx_accept_memory()`` / ``try_accept_one()``: 2M where     1
                                         aligned, 4K when the 2M ACCEPT fails (PAGE_SIZE_MISMATCH:
                                         mainline KVM maps TD memory at 4K); any other non-zero 4K
@@ -33,8 +34,8 @@ because the TDREPORT must pass through the guest (the vCPU copies it from privat
 
 Private memory is managed like Linux's unaccepted memory: :class:`guest.memory.PrivateAllocator` accepts
 pages lazily when they are allocated; a :class:`guest.memory.BouncePool` region is converted to shared once
-(swiotlb) and holds the GetQuote buffer. RTMR extends are recorded in a CC event log (attestation.md §12, via
-``attest.formats.eventlog``) so a verifier can replay them.
+(swiotlb) and holds the GetQuote buffer. RTMR extends are recorded in a CC event log (docs/attestation.md §12,
+via ``attest.formats.eventlog``) so a verifier can replay them.
 
 The TD lives while its guest is attached: :class:`Td` holds the ``Attach`` stream (the lifeline) open in a
 daemon thread; when the process exits or is killed, the host tears the TD down.
@@ -193,7 +194,7 @@ class Td:
             info = self._call(self._stub.VpInfo, guest_pb2.VpInfoRequest(td_id=td_id))
             self.gpa_width: int = info.gpa_width
             self.attributes: int = info.attributes
-            #: TDG.VP.INFO GPAW → shared bit (memory-model.md §4.1): bit 47 for GPAW 48, bit 51 for GPAW 52.
+            #: TDG.VP.INFO GPAW → shared bit (docs/memory-model.md §4.1): bit 47 (GPAW 48) or 51 (GPAW 52).
             self.shared_bit: int = 1 << (info.gpa_width - 1)
             if lifeline:
                 self._start_lifeline()
@@ -644,7 +645,7 @@ class Td:
         return self.rtmr_extend(index, hashlib.sha384(data).digest(), event_type=event_type, event_data=data)
 
     def event_log(self) -> bytes:
-        """This guest's RTMR extends as a CC event log (TCG crypto-agile, SHA-384; attestation.md §12)."""
+        """This guest's RTMR extends as a TCG crypto-agile CC event log, SHA-384 (docs/attestation.md §12)."""
         return encode_event_log(SpecIdEvent(), tuple(self.events))
 
     def replayed_rtmrs(self) -> tuple[bytes, bytes, bytes, bytes]:

@@ -1,5 +1,5 @@
 """TDCALL and TDVMCALL as the guest issues them: one builder per instruction
-(memory-model.md §2, §4.3, §4.4, §8; Linux ``arch/x86/coco/tdx/tdx.c``,
+(docs/memory-model.md §2, §4.3, §4.4, §8; Linux ``arch/x86/coco/tdx/tdx.c``,
 ``arch/x86/include/asm/shared/tdx.h``).
 
 This is the hazardous-materials layer of the guest library: each function returns one

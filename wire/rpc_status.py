@@ -1,4 +1,4 @@
-"""Rich gRPC errors: a ``google.rpc.Status`` with one ``ErrorInfo`` detail (conventions.md §7).
+"""Rich gRPC errors: a ``google.rpc.Status`` with one ``ErrorInfo`` detail (docs/conventions.md §7).
 
 Shared by every tdxsim server (host, verifier) and client: ``abort`` ends an RPC with code, message
 and ``ErrorInfo(reason, domain, metadata)`` (grpcio-status ``rpc_status.to_status``), and

@@ -1,4 +1,4 @@
-"""TLS and mTLS for every tdxsim channel (conventions.md §5): configuration, gRPC credentials, a test PKI.
+"""TLS and mTLS for every tdxsim channel (docs/conventions.md §5): configuration, gRPC credentials, test PKI.
 
 A :class:`TlsConfig` is either a server's (certificate chain + key, and a client CA that makes client
 certificates mandatory: mTLS) or a client's (the CA that signed the server, and a certificate + key to present

@@ -1,6 +1,6 @@
 """Quote codec: layouts, decode/encode and shape checks of TDX DCAP quotes v4/v5 and the TDREPORT.
 
-attestation.md §2–§5, memory-model.md §8. No signatures, no policy (go-tdx-guest ``abi`` split).
+docs/attestation.md §2–§5, docs/memory-model.md §8. No signatures, no policy (go-tdx-guest ``abi`` split).
 """
 
 from attest.formats.quote import (

@@ -1,4 +1,4 @@
-"""The REPORTDATA binding rule: one definition for the guest library and the verifier (attestation.md §11).
+"""The REPORTDATA binding rule, one definition for the TD guest and the verifier (docs/attestation.md §11).
 
 A TD proves freshness and key possession by putting 64 bytes into REPORTDATA when it asks for a quote. tdxsim
 documents one explicit rule (peers each pick their own hash convention, trustee#162)::

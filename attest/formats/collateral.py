@@ -154,7 +154,7 @@ def _der_crl(doc: dict[str, Any], key: str) -> bytes:
 
 
 def parse_collateral(text: str) -> Collateral:
-    """Parse dcap-qvl ``QuoteCollateralV3`` JSON text (field names of attestation.md §9).
+    """Parse dcap-qvl ``QuoteCollateralV3`` JSON text (field names of docs/attestation.md §9).
 
     Every member is checked for shape here (``CollateralError``: the collateral is unusable), so a
     ``Collateral`` only fails verification for what verification decides (signature, chain, time, revocation).
@@ -312,7 +312,7 @@ def _load_object(text: str, what: str) -> dict[str, Any]:
 
 
 def parse_tcb_info(text: str) -> TcbInfo:
-    """Parse the exact ``tcbInfo`` text; requires id TDX and version >= 3 (attestation.md §7 step 2)."""
+    """Parse the exact ``tcbInfo`` text; requires id TDX and version >= 3 (docs/attestation.md §7 step 2)."""
     doc = _load_object(text, "tcb info")
     try:
         if doc["id"] != TCB_INFO_ID_TDX or _int(doc, "version") < TCB_INFO_MIN_VERSION:

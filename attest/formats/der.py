@@ -1,4 +1,4 @@
-"""Minimal DER, both ways, for the Intel SGX PCK certificate extension (attestation.md §6).
+"""Minimal DER, both ways, for the Intel SGX PCK certificate extension (docs/attestation.md §6).
 
 Only what the extension uses: definite lengths in the shortest form, SEQUENCE, OBJECT IDENTIFIER, INTEGER,
 ENUMERATED, OCTET STRING, BOOLEAN (X.690 §8.1.3, §10.1). The reader is strict: every overrun or unsupported

@@ -1,8 +1,8 @@
 """Wire layout of TDX DCAP quotes v4/v5 and the TDREPORT: every offset a named constant, sizes as sums.
 
-Sources: attestation.md §1 (encoding), §2 (header), §3 (TD report bodies, v5 framing), §4 (signature data and
-certification data), §5 (QE report); memory-model.md §8 (TDREPORT_STRUCT). Offsets inside a structure are
-relative to its start; ``…_START``/``…_END`` pairs bound each field (go-tdx-guest ``abi`` style).
+Sources: docs/attestation.md §1 (encoding), §2 (header), §3 (TD report bodies, v5 framing), §4 (signature data
+and certification data), §5 (QE report); docs/memory-model.md §8 (TDREPORT_STRUCT). Offsets inside a structure
+are relative to its start; ``…_START``/``…_END`` pairs bound each field (go-tdx-guest ``abi`` style).
 
 The TD report body field list is defined once (``TD_REPORT10_FIELDS`` + ``TD_REPORT15_EXTRA_FIELDS``); the
 quote body offsets and the TDREPORT offsets are both derived from it, so the two views cannot drift apart.
@@ -167,7 +167,7 @@ QE_CERT_AUTH_SIZE_END: Final = QE_CERT_AUTH_SIZE_START + 2
 QE_CERT_AUTH_DATA_START: Final = QE_CERT_AUTH_SIZE_END  # then A bytes, then nested certification data
 assert QE_CERT_AUTH_DATA_START == 450
 
-# --- memory-model.md §8: TDREPORT_STRUCT (1024 bytes) -------------------------------------------------------
+# --- docs/memory-model.md §8: TDREPORT_STRUCT (1024 bytes) --------------------------------------------------
 TDREPORT_SIZE: Final = 1024
 TDREPORT_REPORTTYPE_START: Final = 0
 TDREPORT_REPORTTYPE_END: Final = 4

@@ -1,4 +1,4 @@
-"""PCK certificate SGX extension (OID 1.2.840.113741.1.13.1), attestation.md §6.
+"""PCK certificate SGX extension (OID 1.2.840.113741.1.13.1), docs/attestation.md §6.
 
 Parses PPID, the 16 TCB component SVNs with PCESVN and CPUSVN, PCEID, FMSPC, SGX type, and the optional
 PlatformInstanceID / Configuration of Platform-CA-issued certificates. ``PckExtension`` is the one model of

@@ -1,4 +1,4 @@
-"""Byte-exact decode and encode of TDX DCAP quotes v4 and v5 (attestation.md §2–§5).
+"""Byte-exact decode and encode of TDX DCAP quotes v4 and v5 (docs/attestation.md §2–§5).
 
 One frozen dataclass per wire structure. ``decode_quote`` checks shape only (go-tdx-guest ``abi.CheckQuote``
 style): supported version / key type / TEE type / body type / certification data types, and every declared

@@ -1,8 +1,8 @@
-"""Parser of the guest-side TDREPORT_STRUCT (1024 bytes, memory-model.md §8).
+"""Parser of the guest-side TDREPORT_STRUCT (1024 bytes, docs/memory-model.md §8).
 
-The TDREPORT carries the same measurement fields as the quote's TD report body (attestation.md §3) at other
-offsets; both views are derived from the single field list in ``layout`` (``TDREPORT_FIELD_OFFSETS``), and
-``TdReportStruct.to_body()`` yields exactly the body a quoting enclave puts into a quote.
+The TDREPORT carries the same measurement fields as the quote's TD report body (docs/attestation.md §3) at
+other offsets; both views are derived from the single field list in ``layout`` (``TDREPORT_FIELD_OFFSETS``),
+and ``TdReportStruct.to_body()`` yields exactly the body a quoting enclave puts into a quote.
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@
 - the PCS (Provisioning Certification Service): root CA, PCK Platform/Processor CA, per-platform PCK leaves
 with
   the SGX extension, TCB Signing certificate, CRLs, signed TCB Info / QE Identity and dcap-qvl collateral
-  (``certificates``, ``signed_collateral``, ``pcs_directory``; attestation.md §6, §9);
+  (``certificates``, ``signed_collateral``, ``pcs_directory``; docs/attestation.md §6, §9);
 - the TD quoting enclave's signing logic: a QE report bound to an attestation key and signed by the PCK key,
-  DCAP quotes v4/v5 from TDREPORTs (``quoting_enclave``; attestation.md §2–§5);
+  DCAP quotes v4/v5 from TDREPORTs (``quoting_enclave``; docs/attestation.md §2–§5);
 - the simulated platform's identity every one of them reports (``identity``), and a TDREPORT builder for tests
   and tools (``td_report_builder``).
 

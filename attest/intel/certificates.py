@@ -1,4 +1,4 @@
-"""Keys, certificates and CRLs of the simulated Intel PCS (attestation.md §6, §9).
+"""Keys, certificates and CRLs of the simulated Intel PCS (docs/attestation.md §6, §9).
 
 The hierarchy mirrors Intel's: a self-signed root CA; the PCK Platform CA and the TCB Signing certificate
 issued by it; one PCK leaf per platform issued by the Platform CA with the SGX extension; a root CA CRL signed

@@ -1,5 +1,5 @@
 """ECDSA P-256 keys of the simulated PCS and the QE: generation (random or seeded), raw ``r‖s`` signatures,
-raw ``x‖y`` public keys, PEM files (attestation.md §1 encoding rules).
+raw ``x‖y`` public keys, PEM files (docs/attestation.md §1 encoding rules).
 """
 
 from __future__ import annotations
@@ -46,13 +46,13 @@ class KeySource:
 
 
 def sign_raw(key: ec.EllipticCurvePrivateKey, data: bytes) -> bytes:
-    """ECDSA P-256/SHA-256 signature as raw ``r‖s`` (32+32 bytes big-endian, attestation.md §1)."""
+    """ECDSA P-256/SHA-256 signature as raw ``r‖s`` (32+32 bytes big-endian, docs/attestation.md §1)."""
     r, s = decode_dss_signature(key.sign(data, _ECDSA_SHA256))
     return r.to_bytes(32, "big") + s.to_bytes(32, "big")
 
 
 def raw_public_key(key: ec.EllipticCurvePublicKey) -> bytes:
-    """Raw ``x‖y`` (64 bytes, no 0x04 prefix, attestation.md §1)."""
+    """Raw ``x‖y`` (64 bytes, no 0x04 prefix, docs/attestation.md §1)."""
     return key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)[1:]
 
 

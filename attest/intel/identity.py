@@ -1,7 +1,7 @@
 """The simulated platform's identity: one place for every value a TDREPORT, a QE report, a PCK certificate and
 the signed collateral must agree on.
 
-What the values model (attestation.md):
+What the values model (docs/attestation.md):
 
 - §6 PCK certificate SGX extension: FMSPC, PCEID, the 16 SGX TCB component SVNs, PCESVN and CPUSVN, SGX type.
   The platform is modelled on the Emerald Rapids platform of the real TD 1.5 vector (``tdx_v5_quote.bin``,
@@ -64,7 +64,7 @@ TEE_TCB_SVN2: Final = TEE_TCB_SVN
 place (no TD relaunch advised)."""
 
 TDX_MODULE_ID: Final = f"TDX_{TDX_MODULE_MAJOR_VERSION:02X}"
-"""The ``tdxModuleIdentities`` id a verifier selects from TEE_TCB_SVN[1] (attestation.md §7 step 6)."""
+"""The ``tdxModuleIdentities`` id a verifier selects from TEE_TCB_SVN[1] (docs/attestation.md §7 step 6)."""
 
 MRSEAM_SOURCE: Final = b"tdxsim SIMULATED TDX module 1.5 - not an Intel TDX module measurement"
 MRSEAM: Final = hashlib.sha384(MRSEAM_SOURCE).digest()
@@ -74,7 +74,7 @@ MRSIGNERSEAM: Final = bytes(48)
 """MRSIGNERSEAM: zeros, as for Intel's module (TCB Info ``tdxModule.mrsigner``)."""
 
 SEAM_ATTRIBUTES: Final = bytes(8)
-"""SEAMATTRIBUTES: must be zero (attestation.md §7 step 6)."""
+"""SEAMATTRIBUTES: must be zero (docs/attestation.md §7 step 6)."""
 
 TEE_TCB_INFO_VALID: Final = (0x301FF).to_bytes(8, "little")
 """TEE_TCB_INFO.VALID: bit i marks the 8 bytes at offset 8*i as populated. Set: VALID, TEE_TCB_SVN and MRSEAM

@@ -1,7 +1,7 @@
 """The simulated Intel PCS on disk: ``init_pki(directory, options)`` creates it, ``load_pki(directory)`` reads
 it.
 
-attestation.md §6 (PCK hierarchy and SGX extension), §9 (collateral, dcap-qvl ``QuoteCollateralV3``), §15
+docs/attestation.md §6 (PCK hierarchy and SGX extension), §9 (collateral, dcap-qvl ``QuoteCollateralV3``), §15
 ("Simulated PKI"). Directory layout (keys PEM PKCS#8, mode 0600; certificates PEM; CRLs DER)::
 
     pki.json                         manifest: format, anchor time, options, platforms
@@ -54,7 +54,7 @@ MANIFEST = "pki.json"
 HOUR = 3_600
 DAY = 86_400
 YEAR = 365 * DAY
-ISV_TCB_STATUSES = ("UpToDate", "OutOfDate", "Revoked")  # QE and module levels (attestation.md §8)
+ISV_TCB_STATUSES = ("UpToDate", "OutOfDate", "Revoked")  # QE and module levels (docs/attestation.md §8)
 CERT_BACKDATE = DAY  # certificates start a day before the anchor: tolerant of clock skew between processes
 COLLATERAL_BACKDATE = HOUR  # collateral issueDate / CRL thisUpdate one hour before the anchor
 
@@ -75,7 +75,7 @@ class PkiOptions:
     - ``collateral_expired``: TCB Info, QE Identity and both CRLs have ``nextUpdate`` one day before ``now``
       (and were issued ``collateral_validity`` before that). Default False.
     - ``tcb_status`` / ``advisory_ids``: status and advisories of the TCB level matching the platform
-      (``UpToDate`` … ``Revoked``, attestation.md §8). Default UpToDate, none.
+      (``UpToDate`` … ``Revoked``, docs/attestation.md §8). Default UpToDate, none.
     - ``qe_tcb_status``: status of the QE Identity level matching the QE's ISVSVN (UpToDate, OutOfDate or
       Revoked). Default UpToDate.
     - ``revoked_platforms``: indexes of platforms whose PCK leaf is listed in the PCK CRL. Default none.

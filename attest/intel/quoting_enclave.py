@@ -1,5 +1,5 @@
-"""The TD quoting enclave's signing logic: TDREPORT in, DCAP quote v4/v5 out (attestation.md §2–§5, §7 steps
-7, 8, 10 are what a verifier checks of its work).
+"""The TD quoting enclave's signing logic: TDREPORT in, DCAP quote v4/v5 out (docs/attestation.md §2–§5; §7
+steps 7, 8, 10 are what a verifier checks of its work).
 
 The host process owns one ``QuotingEnclave`` per platform; the host's TDX module has already checked the
 TDREPORT's MAC (EVERIFYREPORT2) before ``quote`` is called. What the enclave does, in order:
@@ -49,7 +49,7 @@ class QuotingEnclaveError(AttestError):
 
 
 def qe_report_data(attestation_key: bytes, qe_auth_data: bytes) -> bytes:
-    """QE REPORTDATA: SHA-256(attestation key x‖y ‖ QE auth data) ‖ 32 zero bytes (attestation.md §5)."""
+    """QE REPORTDATA: SHA-256(attestation key x‖y ‖ QE auth data) ‖ 32 zero bytes (docs/attestation.md §5)."""
     return hashlib.sha256(attestation_key + qe_auth_data).digest() + bytes(32)
 
 

@@ -1,5 +1,5 @@
 """Signed collateral of the simulated PCS: TCB Info (id TDX, v3), QE Identity (id TD_QE, v2), and the dcap-qvl
-``QuoteCollateralV3`` JSON that bundles them with the CRLs and issuer chains (attestation.md §9).
+``QuoteCollateralV3`` JSON that bundles them with the CRLs and issuer chains (docs/attestation.md §9).
 
 The JSON objects are built in Intel's key order and serialised once, compactly (``{"id":"TDX","version":3,…}``
 as the PCS serves them); the signature (ECDSA P-256 over SHA-256, raw ``r‖s`` hex) covers exactly that text,
@@ -209,7 +209,7 @@ def quote_collateral_v3_json(
     qe_identity_issuer_chain: str,
     qe_identity: SignedJson,
 ) -> str:
-    """dcap-qvl ``QuoteCollateralV3`` JSON, field names and order of attestation.md §9 (indent 2, as the
+    """dcap-qvl ``QuoteCollateralV3`` JSON, field names and order of docs/attestation.md §9 (indent 2, as the
     real vectors)."""
     doc = {
         "pck_crl_issuer_chain": pck_crl_issuer_chain,

@@ -1,4 +1,5 @@
-"""A TDREPORT builder with the simulated platform's TEE_TCB_INFO (memory-model.md §8, attestation.md §3).
+"""A TDREPORT builder with the simulated platform's TEE_TCB_INFO (docs/memory-model.md §8,
+docs/attestation.md §3).
 
 The byte layout has one definition, ``attest.formats.tdreport.encode_tdreport`` (which the host's TDX module
 uses for TDG.MR.REPORT); this module only supplies ``attest.intel.identity``'s SEAM identity and CPUSVN as
@@ -17,7 +18,7 @@ from attest.formats.quote import TdReport15
 from attest.formats.tdreport import encode_tdreport
 from attest.intel import identity as P
 
-SEPT_VE_DISABLE = 1 << 28  # TDATTRIBUTES bit 28 (attestation.md §3.1); production TDs set it
+SEPT_VE_DISABLE = 1 << 28  # TDATTRIBUTES bit 28 (docs/attestation.md §3.1); production TDs set it
 DEBUG = 1 << 0
 DEFAULT_TD_ATTRIBUTES = SEPT_VE_DISABLE.to_bytes(8, "little")  # 00 00 00 10 00 00 00 00
 DEFAULT_XFAM = bytes.fromhex("e702060000000000")  # a typical XFAM of real TDs

@@ -4,7 +4,7 @@ The CLI wiring (argument parsing, files, exit codes) lives in ``tdxsim/``; these
 and return plain dicts. Contract for exit codes: ``inspect``/``verify`` raise ``QuoteFormatError`` (quote does
 not decode), ``CollateralError`` (collateral JSON unusable) or ``CertificateChainError`` (a root does not
 parse) for unusable input -> exit 2; otherwise ``verify`` returns ``verdict`` ``accepted`` (exit 0) or
-``rejected`` with ``error`` = "<step>: <reason>" (exit 1). Steps are those of attestation.md §7.
+``rejected`` with ``error`` = "<step>: <reason>" (exit 1). Steps are those of docs/attestation.md §7.
 
 Verification is not appraisal: a DEBUG TD is ``accepted`` here with ``report.td_debug`` true.
 """
@@ -25,7 +25,7 @@ from attest.verifier.dcap.quote_verifier import Verifier, load_anchors
 
 
 def report_fields(body: TdReport10) -> dict[str, Any]:
-    """The TD report body as hex strings (names of attestation.md §3, rtmrN for RTMR[N])."""
+    """The TD report body as hex strings (names of docs/attestation.md §3, rtmrN for RTMR[N])."""
     names = L.TD_REPORT15_FIELDS if isinstance(body, TdReport15) else L.TD_REPORT10_FIELDS
     out: dict[str, Any] = {name: getattr(body, name).hex() for name, _ in names}
     out["td_debug"] = body.is_debug

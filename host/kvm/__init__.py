@@ -1,4 +1,4 @@
-"""Untrusted layer: the host kernel's KVM (memory-model.md §1, §2, §6).
+"""Untrusted layer: the host kernel's KVM (docs/memory-model.md §1, §2, §6).
 
 guest_memfd files, memslots, memory attributes, the TDX fault and zap paths and KVM_RUN.
 Reaches the TDX module only through its SEAMCALL leaves (``TdxModule.tdh_*``,

@@ -1,4 +1,4 @@
-"""Per-VM memory attributes, KVM_SET_MEMORY_ATTRIBUTES (memory-model.md §1.5).
+"""Per-VM memory attributes, KVM_SET_MEMORY_ATTRIBUTES (docs/memory-model.md §1.5).
 
 Stored as ranges (sorted boundaries; a gfn's value is that of the last boundary at or below
 it), so converting a 64 GiB range costs about as much as converting 2 MiB. Default: all

@@ -1,4 +1,4 @@
-"""KVM errors as the real ioctls report them: a negative errno (memory-model.md §1).
+"""KVM errors as the real ioctls report them: a negative errno (docs/memory-model.md §1).
 
 ``KvmError.errno`` is the errno name the simulated syscall returns (EINVAL, EEXIST, EBADF, ...);
 ``tdx_status`` carries the SEAMCALL status when a TDX module error caused it.

@@ -1,4 +1,4 @@
-"""guest_memfd files: KVM_CREATE_GUEST_MEMFD and fallocate (memory-model.md §1.1–§1.3; Linux
+"""guest_memfd files: KVM_CREATE_GUEST_MEMFD and fallocate (docs/memory-model.md §1.1–§1.3; Linux
 ``virt/kvm/guest_memfd.c``).
 
 A guest_memfd is bound to its VM, cannot be read, written, mapped or resized by host

@@ -1,4 +1,4 @@
-"""/dev/kvm: VM creation and the TDX KeyID allocator (memory-model.md §6.1, §6.6).
+"""/dev/kvm: VM creation and the TDX KeyID allocator (docs/memory-model.md §6.1, §6.6).
 
 KVM allocates a TD's HKID from the module's private KeyID range (an IDA in Linux; exhausted
 → ENOSPC, the misc cgroup capacity is the number of TDX KeyIDs) and frees it after

@@ -1,4 +1,4 @@
-"""KVM memslots, KVM_SET_USER_MEMORY_REGION2 (memory-model.md §1.4; Linux ``kvm_main.c``
+"""KVM memslots, KVM_SET_USER_MEMORY_REGION2 (docs/memory-model.md §1.4; Linux ``kvm_main.c``
 ``kvm_set_memory_region``, ``guest_memfd.c`` ``kvm_gmem_bind``).
 
 A memslot maps [guest_phys_addr, +memory_size) to host userspace memory (the shared side)

@@ -1,5 +1,5 @@
 """A KVM VM of type KVM_X86_TDX_VM: its ioctls, the TDX fault/zap paths and KVM_RUN
-(memory-model.md §1, §2, §5, §6; Linux ``arch/x86/kvm/vmx/tdx.c``, ``kvm_main.c``).
+(docs/memory-model.md §1, §2, §5, §6; Linux ``arch/x86/kvm/vmx/tdx.c``, ``kvm_main.c``).
 
 Every TDX-module interaction is a SEAMCALL leaf on :class:`~host.tdx.module.TdxModule`;
 KVM keeps its own mirror of what it mapped (``private_map``/``shared_ept``) as the TDP MMU
@@ -280,7 +280,7 @@ class KvmVm:
         for index in indices:
             self._pages.free(gmem.pages.pop(index))
 
-    # ---- zap: BLOCK → TRACK → REMOVE (memory-model.md §6.4) -----------------------------
+    # ---- zap: BLOCK → TRACK → REMOVE (docs/memory-model.md §6.4) -----------------------------
     def _zap_private(self, start: int, end: int) -> None:
         if end - start > len(self.private_map):
             gfns = [g for g in self.private_map if start <= g < end]
@@ -522,7 +522,7 @@ class KvmVm:
             return TdVmCallResult(TdVmCallStatus.RETRY, progress.next, progress.chunks), None
         return None, self._map_gpa_exit(progress)
 
-    # ---- teardown (memory-model.md §6.5) ------------------------------------------------
+    # ---- teardown (docs/memory-model.md §6.5) ------------------------------------------------
     def destroy(self) -> int:
         """Tear the TD down, reclaim every page it owns and free its KeyID. Returns pages reclaimed.
 

@@ -1,4 +1,4 @@
-"""One table from simulated errors to gRPC statuses (conventions.md §7).
+"""One table from simulated errors to gRPC statuses (docs/conventions.md §7).
 
 The real-platform code travels in a ``google.rpc.ErrorInfo`` detail (domain ``tdxsim.v1``):
 ``reason`` is the errno name, the TDX status name or the VMM's reason; ``metadata`` holds

@@ -1,5 +1,5 @@
 """The host process's gRPC server: services, health, reflection and graceful shutdown
-(conventions.md §3, §4)."""
+(docs/conventions.md §3, §4)."""
 
 from __future__ import annotations
 

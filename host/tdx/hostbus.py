@@ -1,5 +1,5 @@
 """The CPU's ordinary memory path outside SEAM: every access carries the host's shared KeyID 0
-(memory-model.md §7 "read from outside SEAM with a shared HKID", "write with a shared KeyID").
+(docs/memory-model.md §7 "read from outside SEAM with a shared HKID", "write with a shared KeyID").
 
 This is all the untrusted host (kernel and userspace) gets of the memory controller: it cannot
 name a private KeyID, so it never sees TD plaintext. A read of a TD-owned line returns zeros;

@@ -1,4 +1,4 @@
-"""The KeyID Ownership Table (KOT) of the TDX module (memory-model.md §6.5, §6.6).
+"""The KeyID Ownership Table (KOT) of the TDX module (docs/memory-model.md §6.5, §6.6).
 
 The private (TDX) KeyID range comes from IA32_MKTME_KEYID_PARTITIONING: KeyIDs
 [first, first + count), by default [16, 64) = 48 concurrent TDs. A KeyID goes

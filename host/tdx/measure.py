@@ -1,4 +1,4 @@
-"""TD measurement registers (memory-model.md §8, intel/tdx-module ``tdh_mem_page_add.c``,
+"""TD measurement registers (docs/memory-model.md §8, intel/tdx-module ``tdh_mem_page_add.c``,
 ``tdh_mr_extend.c``, ``tdg_mr_rtmr_extend.c``).
 
 MRTD is one SHA-384 over 128-byte blocks: TDH.MEM.PAGE.ADD contributes

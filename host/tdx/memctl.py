@@ -1,9 +1,9 @@
-"""The memory controller: physical memory behind TME-MK encryption and integrity (memory-model.md §7).
+"""The memory controller: physical memory behind TME-MK encryption and integrity (docs/memory-model.md §7).
 
 Real thing modelled: DRAM plus the memory controller's multi-key encryption engine. Every access
 carries a KeyID (in hardware, the upper physical-address bits); the controller encrypts and decrypts
 each 64-byte cache line with that KeyID's AES-XTS key and keeps, per line, a TD-owner bit and — in Ci
-mode — a 28-bit MAC. The observable rules are those of memory-model.md §7, "Access to a TD-owned line":
+mode — a 28-bit MAC. The observable rules are those of docs/memory-model.md §7, "Access to a TD-owned line":
 
 * **private write** (KeyID ≠ 0): encrypt, set the owner bit, (Ci) the MAC, clear poison of every fully
   written line. A partial-line write is a read-modify-write of the line under the same key, so the
@@ -37,7 +37,7 @@ written), keeps it in a sparse table, and a private read recomputes and compares
 lines in that table. A read of an untampered line would have compared a tag with itself. Any full
 private write of a line drops its stored tag, as a new write would replace it.
 
-Cost model (conventions.md §8): adjacent runs whose physical addresses are contiguous are merged;
+Cost model (docs/conventions.md §8): adjacent runs whose physical addresses are contiguous are merged;
 a merged run costs three bulk AES passes (see :mod:`host.tdx.xts`) with cipher contexts made per
 run, never per page; batches of 256 KiB and more are split in two lanes that run at once (the
 cipher library releases the GIL); runs of at most 256 bytes (RTMR data, REPORTDATA, small guest
@@ -77,7 +77,7 @@ _PARALLEL_MIN = 256 << 10
 
 
 class MachineCheck(Exception):
-    """Poison was consumed: the #MC of memory-model.md §7.
+    """Poison was consumed: the #MC of docs/memory-model.md §7.
 
     ``in_td`` is True when a TD (or the TDX module on its behalf) consumed it with a private KeyID —
     the TD becomes FATAL; False when the host consumed it with KeyID 0 — a host machine check.
@@ -100,7 +100,7 @@ class KeyNotProgrammed(Exception):
 
 
 class EncryptionAlgorithm(enum.Enum):
-    """TME-MK algorithms, valued as the PCONFIG ``keyid_ctrl.enc_algo`` bits (memory-model.md §7)."""
+    """TME-MK algorithms, valued as the PCONFIG ``keyid_ctrl.enc_algo`` bits (docs/memory-model.md §7)."""
 
     AES_XTS_128 = 0x1
     AES_XTS_128_WITH_INTEGRITY = 0x2

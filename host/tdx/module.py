@@ -1,5 +1,5 @@
 """The TDX module: SEAMCALL leaves for the host and the TD-execution path
-(memory-model.md §4–§6, §8; intel/tdx-module ``src/vmm_dispatcher/api_calls/``,
+(docs/memory-model.md §4–§6, §8; intel/tdx-module ``src/vmm_dispatcher/api_calls/``,
 ``src/td_dispatcher/``).
 
 Public methods named ``tdh_*`` are the SEAMCALL leaves KVM may call; :meth:`TdxModule.vp_enter`
@@ -50,7 +50,7 @@ RTMR_COUNT = 4
 
 
 class PamtType:
-    """PAMT page types (memory-model.md §6.5)."""
+    """PAMT page types (docs/memory-model.md §6.5)."""
 
     PT_NDA = 0
     PT_REG = 2
@@ -410,7 +410,7 @@ class TdxModule:
         return stop
 
     def _accept(self, td: Td, op: Accept, run: VcpuRun) -> TdExit | None:
-        """TDG.MEM.PAGE.ACCEPT page by page from the cursor (memory-model.md §5)."""
+        """TDG.MEM.PAGE.ACCEPT page by page from the cursor (docs/memory-model.md §5)."""
         result = run.results[run.index]
         if not isinstance(result, AcceptResult):
             result = run.results[run.index] = AcceptResult()
@@ -461,7 +461,7 @@ class TdxModule:
         run.offset = pos
         return stop
 
-    # ---- measurement and reports (memory-model.md §8) ----------------------------------------
+    # ---- measurement and reports (docs/memory-model.md §8) ----------------------------------------
     def _private_page(self, td: Td, gpa: int) -> int | TdExit:
         """Host PA of the accepted private page holding ``gpa``, or the exit a touch would cause."""
         gfn = gpa >> PAGE_SHIFT

@@ -1,4 +1,4 @@
-"""Secure-EPT leaf entries and their state machine (memory-model.md §4.2, from intel/tdx-module
+"""Secure-EPT leaf entries and their state machine (docs/memory-model.md §4.2, from intel/tdx-module
 ``include/auto_gen/sept_state_lookup.h`` and the leaf handlers).
 
 One :class:`SecureEpt` per TD maps a private guest frame number to the host physical page that

@@ -1,5 +1,5 @@
 """TD control structures held by the TDX module: TDR lifecycle, TDCS operation state and
-the per-TD measurement/S-EPT state (memory-model.md §4.2 OP_STATE gating, §6.1, §6.5).
+the per-TD measurement/S-EPT state (docs/memory-model.md §4.2 OP_STATE gating, §6.1, §6.5).
 
 Lifecycle (TDR): TD_HKID_ASSIGNED (TDH.MNG.CREATE) → TD_KEYS_CONFIGURED (TDH.MNG.KEY.CONFIG)
 → TD_BLOCKED (TDH.MNG.VPFLUSHDONE) → TD_TEARDOWN (TDH.MNG.KEY.FREEID).
@@ -108,7 +108,7 @@ class Td:
 @dataclass(frozen=True)
 class SeamIdentity:
     """What the TDX module reports about itself in TEE_TCB_INFO and REPORTMACSTRUCT
-    (memory-model.md §8). The host platform fills it from the simulated PKI's platform
+    (docs/memory-model.md §8). The host platform fills it from the simulated PKI's platform
     identity so that quotes match the signed TCB Info."""
 
     cpu_svn: bytes = bytes(16)

@@ -1,5 +1,5 @@
 """What a TD vCPU executes and why it stops: guest instructions, TD exits and the vCPU state
-that survives an exit (memory-model.md §2, §5; TDX module ``td_ept_violation.c``,
+that survives an exit (docs/memory-model.md §2, §5; TDX module ``td_ept_violation.c``,
 ``tdg_mem_page_accept.c``).
 
 A guest request arrives as a list of :data:`GuestOp` (memory accesses, TDG.MEM.PAGE.ACCEPT,

@@ -1,4 +1,4 @@
-"""The TME-MK cipher engine: per-KeyID AES-XTS and the per-line integrity MAC (memory-model.md §7).
+"""The TME-MK cipher engine: per-KeyID AES-XTS and the per-line integrity MAC (docs/memory-model.md §7).
 
 Real thing modelled: the memory controller's encryption engine. It encrypts every cache line with
 the key of the KeyID carried in the upper physical-address bits, using AES-XTS whose tweak is
@@ -12,7 +12,7 @@ IEEE 1619 XTS applied to one block with tweak value ``pa >> 4`` (pinned against 
 ``modes.XTS`` in tests/host/tdx/test_xts.py). Because consecutive blocks of a physically
 contiguous run have consecutive tweak values, ``T`` over the run is exactly the AES-CTR keystream of
 ``K2`` starting at counter ``pa >> 4``, so a run costs three bulk C passes: CTR_K2, ECB_K1, CTR_K2
-(decryption: CTR_K2, ECB-decrypt_K1, CTR_K2). Cipher objects cost ~12 µs each (conventions.md §8),
+(decryption: CTR_K2, ECB-decrypt_K1, CTR_K2). Cipher objects cost ~12 µs each (docs/conventions.md §8),
 so the ECB contexts live as long as the key and a CTR context is made per contiguous run only.
 
 **MAC (Ci mode).** Hardware uses a SHA-3-based MAC over {512-bit ciphertext, tweak, TD-owner bit}

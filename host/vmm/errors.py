@@ -1,4 +1,4 @@
-"""Errors the VMM reports to its callers, by meaning (conventions.md §7)."""
+"""Errors the VMM reports to its callers, by meaning (docs/conventions.md §7)."""
 
 from __future__ import annotations
 

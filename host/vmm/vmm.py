@@ -1,4 +1,4 @@
-"""The VMM: TD creation, vCPU exit handling and memory conversion (memory-model.md §1–§3, §6;
+"""The VMM: TD creation, vCPU exit handling and memory conversion (docs/memory-model.md §1–§3, §6;
 QEMU ``kvm_convert_memory()``).
 
 All TD memory is reached through KVM (ioctls, KVM_RUN) and the VMM's own address space. Two

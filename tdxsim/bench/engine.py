@@ -4,7 +4,7 @@ Each row is ``{"name", "value", "unit", "limit", "limit_name", "ratio", "target"
 headline row, ``engine_encrypt``, is :meth:`MemoryController.write` with a private KeyID (default
 platform: AES-XTS-128 with integrity) on a batch of 256 × 4 KiB pages at physically contiguous
 frames — what guest_memfd extents give — compared with one large ``cryptography`` AES-XTS
-``update_into`` over the same bytes, measured in the same run (conventions.md §8: compare
+``update_into`` over the same bytes, measured in the same run (docs/conventions.md §8: compare
 configurations only within one run on one machine). The other rows are informational.
 """
 
@@ -28,7 +28,7 @@ _KEYID = 1
 def _best_rates(fns: list[Callable[[], None]], nbytes: int, seconds: float) -> list[float]:
     """MB/s (10**6 bytes per second) of each ``fn``: the fastest of many short timed rounds, the
     functions' rounds interleaved so that all of them see the same machine (a shared 2-core VM's
-    speed drifts by tens of percent within seconds; conventions.md §8)."""
+    speed drifts by tens of percent within seconds; docs/conventions.md §8)."""
     for fn in fns:
         fn()  # warm up: scratch buffers, page faults of the touched frames
     rounds = 15

@@ -106,7 +106,7 @@ class VerifierServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SetPolicy(self, request, context):
-        """Admin: store a named appraisal policy (JSON, schema in attest/appraise/options.py).
+        """Admin: store a named appraisal policy (JSON, schema in attest/verifier/appraise/options.py).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -126,7 +126,7 @@ class VerifierServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def PutResource(self, request, context):
-        """Admin: store a secret under a path with a resource policy (attest/kbs/policy.py).
+        """Admin: store a secret under a path with a resource policy (attest/verifier/kbs/policy.py).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -134,7 +134,7 @@ class VerifierServiceServicer:
 
     def GetResource(self, request, context):
         """Key broker: call metadata "authorization: Bearer <token>"; the secret comes back sealed to the
-        TD's ephemeral key named in the token (attest/kbs/envelope.py), never in clear.
+        TD's ephemeral key named in the token (attest/formats/sealed_secret.py), never in clear.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,4 +1,4 @@
-"""CC event log (CCEL, TCG crypto-agile format) codec and RTMR replay (attestation.md §12)."""
+"""CC event log (CCEL, TCG crypto-agile format) codec and RTMR replay (docs/attestation.md §12)."""
 
 from attest.formats.eventlog.ccel import (
     ALG_SHA256,

@@ -1,7 +1,7 @@
 """CC event log codec: the TCG crypto-agile log TD firmware writes, and the ACPI CCEL table.
 
-Formats (TCG PC Client Platform Firmware Profile, "Crypto Agile Log Format"; attestation.md §12). Integers are
-little-endian.
+Formats (TCG PC Client Platform Firmware Profile, "Crypto Agile Log Format"; docs/attestation.md §12).
+Integers are little-endian.
 
 - The log starts with one ``TCG_PCR_EVENT`` in the legacy SHA-1 layout: ``PCRIndex u32, EventType u32
   (EV_NO_ACTION = 3), Digest[20] (zero), EventSize u32, Event`` where ``Event`` is ``TCG_EfiSpecIDEvent``:

@@ -1,4 +1,4 @@
-"""Replay of a CC event log into RTMR0..3 and comparison with a quote (attestation.md §12).
+"""Replay of a CC event log into RTMR0..3 and comparison with a quote (docs/attestation.md §12).
 
 Rule: every RTMR starts as 48 zero bytes; for each event in log order whose CCMR index k is 1..4 and whose
 type is not EV_NO_ACTION (informational, never extended, TCG PC Client PFP),

@@ -1,4 +1,4 @@
-"""Appraisal of verified quotes against JSON policies (attestation.md §10, go-tdx-guest style)."""
+"""Appraisal of verified quotes against JSON policies (docs/attestation.md §10, go-tdx-guest style)."""
 
 from attest.verifier.appraise.appraise import (
     Appraisal,

@@ -1,11 +1,11 @@
-"""Appraisal: compare a *verified* quote with a policy and list every mismatch (attestation.md §7.14, §10).
+"""Appraisal of a *verified* quote against a policy: every mismatch (docs/attestation.md §7 step 14, §10).
 
 go-tdx-guest ``validate`` style: this module does not check signatures or collateral
 (``attest.verifier.dcap`` did);
 it compares fields with expected values and reports all mismatches at once, in a fixed order (freshness,
 DEBUG, TCB, reference values, event log), so the first one is the most important and becomes the
 ``ErrorInfo.reason`` of the refusal. ``require_ok`` raises ``AppraisalRefused`` (PERMISSION_DENIED,
-conventions.md §7), or its subclass ``StaleEvidence`` when the first mismatch is NONCE_REPLAYED or
+docs/conventions.md §7), or its subclass ``StaleEvidence`` when the first mismatch is NONCE_REPLAYED or
 NONCE_EXPIRED (FAILED_PRECONDITION: the client must fetch a fresh nonce and attest again).
 
 Reasons (stable strings clients branch on): NONCE_REQUIRED, NONCE_REPLAYED, NONCE_EXPIRED,

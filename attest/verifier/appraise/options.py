@@ -1,4 +1,5 @@
-"""Appraisal options and the JSON policy documents they come from (attestation.md §10; style.md §1 options).
+"""Appraisal options and the JSON policy documents they come from (docs/attestation.md §10; options as in
+docs/architecture.md, "Design rules").
 
 Options are frozen dataclasses in the go-tdx-guest ``validate.Options`` manner: every field documents its
 default, and ``None`` means "not checked". ``policy_from_json`` range- and length-checks a policy before any

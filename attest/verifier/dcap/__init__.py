@@ -1,7 +1,7 @@
-"""DCAP verification of TDX quotes (attestation.md §6–§9): collateral, CRLs, PCK chain, QE, TCB status.
+"""DCAP verification of TDX quotes (docs/attestation.md §6–§9): collateral, CRLs, PCK chain, QE, TCB status.
 
 Returns a ``VerifiedQuote`` with Intel's status string and advisories, or raises a named ``attest.errors``
-exception carrying the failing step. No policy (style.md: ``verify`` <- ``appraise``).
+exception carrying the failing step. No policy (docs/architecture.md: ``verify`` <- ``appraise``).
 """
 
 from attest.formats.collateral import Collateral, parse_collateral

@@ -1,8 +1,9 @@
 """X.509 and ECDSA plumbing for DCAP verification: chains to trust anchors, CRLs, raw r||s signatures.
 
-attestation.md §1 (raw ``r‖s`` signatures, raw ``x‖y`` keys), §6 (PCK chain, Intel SGX Root CA), §7 steps 2–4.
-Every check returns the validity window ``(not_before, not_after)`` (unix seconds, inclusive) over which its
-time-dependent result holds, so a caller may cache the result and reuse it for any ``now`` inside the window.
+docs/attestation.md §1 (raw ``r‖s`` signatures, raw ``x‖y`` keys), §6 (PCK chain, Intel SGX Root CA), §7 steps
+2–4. Every check returns the validity window ``(not_before, not_after)`` (unix seconds, inclusive) over which
+its time-dependent result holds, so a caller may cache the result and reuse it for any ``now`` inside the
+window.
 """
 
 from __future__ import annotations

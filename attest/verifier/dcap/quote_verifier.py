@@ -1,4 +1,4 @@
-"""DCAP verification of TDX quotes v4/v5 in Intel's order (attestation.md §7), as small named step functions.
+"""DCAP verification of TDX quotes v4/v5 in Intel's order (docs/attestation.md §7), as small named steps.
 
 Each step takes explicit inputs (``now`` too: time is an input, unix seconds) and returns what the next needs;
 a failing step raises the named exception of ``attest.errors`` with ``err.step`` set to the step's name.
@@ -429,7 +429,7 @@ class Verifier:
         return fresh
 
     def verify(self, raw_quote: bytes, collateral: Collateral, now: int) -> VerifiedQuote:
-        """Verify a TDX DCAP quote at unix time ``now``. Steps (attestation.md §7):
+        """Verify a TDX DCAP quote at unix time ``now``. Steps (docs/attestation.md §7):
 
         1. header: version 4/5, key type 2, TEE 0x81, Intel QE vendor ID, cert types 6 and 5, sizes (codec);
         2. collateral: TCB Info (TDX, v3) and QE Identity (TD_QE) signed by a chain to a trust anchor over

@@ -1,4 +1,4 @@
-"""Trust anchors tdxsim knows by name (attestation.md §7 step "PCK chain to a trust anchor").
+"""Trust anchors tdxsim knows by name (docs/attestation.md §7 step 4).
 
 ``INTEL_SGX_ROOT_CA_PEM`` is Intel's public SGX Root CA certificate (SHA-256 fingerprint
 44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3), the anchor of every genuine

@@ -1,4 +1,4 @@
-"""TCB statuses, their merge, and TCB level matching (attestation.md §8, §7 steps 6, 9, 11, 13).
+"""TCB statuses, their merge, and TCB level matching (docs/attestation.md §8, §7 steps 6, 9, 11, 13).
 
 Statuses are Intel's strings. Merge follows dcap-qvl ``TcbStatusWithAdvisory::merge``: the worse status (by
 the severity column of §8) wins and advisory IDs are unioned in first-seen order.

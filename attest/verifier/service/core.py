@@ -89,7 +89,7 @@ RESOURCE_PATH = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+){0,7}$")
 class ServiceConfig:
     """Knobs of the service; defaults are the documented ones."""
 
-    nonce_ttl: int = 300  # seconds, GetNonce default (attestation.md §11: expiry; 5 min)
+    nonce_ttl: int = 300  # seconds, GetNonce default (docs/attestation.md §11: expiry; 5 min)
     nonce_ttl_max: int = 3600  # seconds, cap on a requested ttl
     token_ttl: int = 300  # seconds, unless the policy says otherwise
     verify_at: int | None = None  # fixed DCAP verification time (unix); None = now

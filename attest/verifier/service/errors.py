@@ -1,12 +1,12 @@
-"""Refusals of the verifier service and the one table that maps every failure to a status (conventions.md §7).
+"""The verifier service's refusals and the table mapping each failure to a status (docs/conventions.md §7).
 
 The service core raises either its own ``ServiceError`` subclasses or the domain exceptions of the packages it
 composes; ``status_of`` turns any of them into ``(code name, reason, metadata)`` through ``STATUS_TABLE``
 (first matching class wins, so subclasses come first). The servicer builds the gRPC status from that; the
 audit log records the same reason. Codes are names of ``grpc.StatusCode`` so this module needs no gRPC import.
 
-Verification failures become INVALID_ARGUMENT with reason ``VERIFY_<STEP>`` (the step of attestation.md §7
-that failed: ``VERIFY_HEADER``, ``VERIFY_COLLATERAL``, ``VERIFY_CRL``, ``VERIFY_PCK_CHAIN``,
+Verification failures become INVALID_ARGUMENT with reason ``VERIFY_<STEP>`` (the step of docs/attestation.md
+§7 that failed: ``VERIFY_HEADER``, ``VERIFY_COLLATERAL``, ``VERIFY_CRL``, ``VERIFY_PCK_CHAIN``,
 ``VERIFY_PLATFORM``, ``VERIFY_TDX_MODULE``, ``VERIFY_QE_REPORT_SIGNATURE``, ``VERIFY_QE_REPORT_DATA``,
 ``VERIFY_QE_IDENTITY``, ``VERIFY_QUOTE_SIGNATURE``, ``VERIFY_TCB_LEVEL``); a Revoked TCB is a refusal
 (PERMISSION_DENIED, ``TCB_REVOKED``). An appraisal refusal is PERMISSION_DENIED with the first mismatch as
@@ -14,9 +14,9 @@ reason, except a stale one (``StaleEvidence``: NONCE_REPLAYED, NONCE_EXPIRED), w
 like every freshness failure. Nothing caused by input ever maps to INTERNAL.
 
 The database failing under a running server (``sqlite3.Error``: disk I/O error, read-only or locked file;
-``StoreError``) is UNAVAILABLE with reason ``STORE_UNAVAILABLE``: the one retryable code (conventions.md §7),
-and never UNKNOWN, which a client could not tell from a bug. ``SERVER_FAULTS`` are the codes the servicer also
-reports on stderr, one line per failure, since the operator rather than the caller has to act on them.
+``StoreError``) is UNAVAILABLE with reason ``STORE_UNAVAILABLE``: the one retryable code (docs/conventions.md
+§7), and never UNKNOWN, which a client could not tell from a bug. ``SERVER_FAULTS`` are the codes the servicer
+also reports on stderr, one line per failure, since the operator rather than the caller has to act on them.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The verifier's gRPC server: VerifierService, health and reflection (conventions.md §3, §4)."""
+"""The verifier's gRPC server: VerifierService, health and reflection (docs/conventions.md §3, §4)."""
 
 from __future__ import annotations
 

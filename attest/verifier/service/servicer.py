@@ -1,4 +1,4 @@
-"""``tdxsim.v1.VerifierService``: messages in, ``VerifierCore`` call, messages out (style.md §5).
+"""``tdxsim.v1.VerifierService``: messages in, ``VerifierCore`` call, messages out (docs/architecture.md).
 
 Exceptions become statuses through ``attest.verifier.service.errors.status_of`` (one table) and
 ``wire.rpc_status.abort`` (ErrorInfo, domain ``tdxsim.v1``). An exception the table does not know is

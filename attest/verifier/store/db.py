@@ -1,6 +1,6 @@
 """The verifier's persistent state in SQLite: nonces, policies, reference values, resources, audit log, keys.
 
-Issue 4 / conventions.md §9 lessons: a restart loses nothing and a used nonce stays used. Durability rules:
+A restart loses nothing and a used nonce stays used (docs/conventions.md §9). Durability rules:
 
 - stdlib ``sqlite3``, one connection shared by the server's threads behind a ``threading.Lock`` (every method
   takes it, so each method is one serialized transaction); WAL journal with ``synchronous=FULL``, so a nonce

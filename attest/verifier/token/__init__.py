@@ -1,4 +1,4 @@
-"""Result tokens: ES256 JWTs with EAR-style claims, signed by persisted keys (attestation.md §13)."""
+"""Result tokens: ES256 JWTs with EAR-style claims, signed by persisted keys (docs/attestation.md §13)."""
 
 from attest.verifier.token.ear import EAT_PROFILE, appraisal_of, build_claims, ear_status, tdx_claims
 from attest.verifier.token.jwt import (

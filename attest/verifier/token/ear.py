@@ -1,4 +1,4 @@
-"""EAR-style attestation result claims (attestation.md §13; draft-ietf-rats-ear, Veraison EAR).
+"""EAR-style attestation result claims (docs/attestation.md §13; draft-ietf-rats-ear, Veraison EAR).
 
 A token issued by the verifier carries::
 
@@ -25,7 +25,7 @@ Trustworthiness values follow AR4SI tiers (none 0, affirming 2, warning 32, cont
 accepted TCB status; ``configuration`` 2, or 32 for a DEBUG TD the policy allowed; ``executables`` 2 when MRTD
 or an RTMR was compared with a reference value or an event log, else 0 (no claim). ``ear.status`` is the worst
 tier in the vector, ignoring entries of value 0, so a token is never better than its weakest checked claim.
-Refusals never produce a token: they are errors (conventions.md §7).
+Refusals never produce a token: they are errors (docs/conventions.md §7).
 """
 
 from __future__ import annotations

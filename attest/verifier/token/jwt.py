@@ -4,7 +4,7 @@
   ``base64url(header) "." base64url(payload)``, encoded as raw ``r || s`` (32 + 32 bytes, big-endian).
 - ``kid`` is the RFC 7638 JWK thumbprint: base64url(SHA-256 of ``{"crv","kty","x","y"}`` in lexical order,
   no whitespace). A relying party picks the JWKS key by ``kid`` (the way Intel Trust Authority tokens are
-  checked, attestation.md §13).
+  checked, docs/attestation.md §13).
 - ``verify`` accepts only ``alg`` ES256 (no ``none``, no algorithm from the key), requires ``kid``,
   ``iat`` and ``exp``, checks ``nbf``/``exp`` against the caller's ``now`` with a small leeway, and raises
   ``TokenError`` (reason for ErrorInfo) on any failure; it never returns a bool.
