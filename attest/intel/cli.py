@@ -1,5 +1,5 @@
 """``tdxsim pki init DIR``: arguments and a JSON-ready summary, ready to be wired into ``tdxsim``'s parser
-(issue 4; files of docs/attestation.md §9 as laid out by ``attest.intel.pcs_directory``).
+(the files of docs/attestation.md §9, laid out by ``attest.intel.pcs_directory``).
 
 Wiring: ``pki = sub.add_parser("pki", …); attest.intel.cli.add_arguments(pki)``; the chosen action is
 ``args.func(args) -> exit code`` (0 created, 2 unusable arguments or an existing PKI).

@@ -1,4 +1,4 @@
-"""JSON-ready library functions behind ``tdxsim quote inspect`` and ``tdxsim quote verify`` (issue 4).
+"""JSON-ready library functions behind ``tdxsim quote inspect`` and ``tdxsim quote verify``.
 
 The CLI wiring (argument parsing, files, exit codes) lives in ``tdxsim/``; these functions take bytes and text
 and return plain dicts. Contract for exit codes: ``inspect``/``verify`` raise ``QuoteFormatError`` (quote does

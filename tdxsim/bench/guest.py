@@ -1,5 +1,5 @@
 """The guest path against the bare transport: what the guest library and the host's TD machinery (S-EPT walk,
-per-KeyID AES-XTS, line MACs) add on top of one gRPC round trip (issue 3; docs/conventions.md §8).
+per-KeyID AES-XTS, line MACs) add on top of one gRPC round trip (docs/conventions.md §8).
 
 Starts its own ``tdxsim host`` process on 127.0.0.1:0, launches a TD through the guest library and, on the
 same channel, interleaves:

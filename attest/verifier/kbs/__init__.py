@@ -1,4 +1,4 @@
-"""Key broker: resources released only to verified tokens, sealed to the TD's ephemeral key (issue 4)."""
+"""Key broker: resources released only to verified tokens, sealed to the TD's ephemeral key."""
 
 from attest.formats.sealed_secret import ALG, EnvelopeError, SealedSecret, open_sealed, seal
 from attest.verifier.kbs.policy import ResourcePolicy, ResourcePolicyError, parse_resource_policy

@@ -1,4 +1,4 @@
-"""Resource policies of the key broker: which verified tokens may receive a resource (issue 4, KBS).
+"""Resource policies of the key broker: which verified tokens may receive a resource.
 
 A resource policy is a JSON object (every member optional; unknown members refused)::
 

@@ -1,1 +1,1 @@
-"""The remote verifier service (issue 4): core logic, status table, gRPC servicer, server and process."""
+"""The remote verifier service: core logic, status table, gRPC servicer, server and process."""

@@ -1,7 +1,6 @@
 """The verifier service's logic, without gRPC: nonces, Attest, policies, reference values, key broker, audit.
 
-Issue 4 "verifier"; the servicer (``attest.verifier.service.servicer``) only translates messages and
-exceptions.
+The servicer (``attest.verifier.service.servicer``) only translates messages and exceptions.
 ``Attest`` runs, in order (cheap and local checks first, the nonce consumed before the expensive steps so a
 nonce never survives an attempt):
 

@@ -1,4 +1,4 @@
-"""``tdxsim verifier``: run the remote verifier (issue 4) as a gRPC server process.
+"""``tdxsim verifier``: run the remote verifier as a gRPC server process.
 
 Prints ``listening on HOST:PORT`` as the first line of stdout (bind port 0 and read it back, like
 ``tdxsim host``), serves health and reflection, and stops gracefully on SIGTERM/SIGINT.

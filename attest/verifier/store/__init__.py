@@ -1,4 +1,4 @@
-"""SQLite persistence of the verifier service (issue 4: "a restart loses nothing")."""
+"""SQLite persistence of the verifier service: a restart loses nothing."""
 
 from attest.verifier.store.db import (
     AuditRecord,
