@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-## test: lint, type-check and run the whole test suite (unit + multi-process end-to-end).
+## test: lint, type-check, check the import contracts, run the whole test suite (unit + multi-process e2e).
 test: $(STAMP) lint
 	$(PY) -m pytest
 
@@ -24,6 +24,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy wire host guest attest tdxsim
+	$(VENV)/bin/lint-imports --no-cache --no-logo
 
 ## protos: regenerate wire/v1 from protos/ with the pinned grpcio-tools.
 protos: $(STAMP)
