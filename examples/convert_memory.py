@@ -1,6 +1,6 @@
 """Private ↔ shared conversion with the generated gRPC stubs alone (docs/memory-model.md §2).
 
-    python examples/convert_memory.py --host 127.0.0.1:PORT
+    python examples/convert_memory.py --host 127.0.0.1:PORT --admin-credential FILE
 
 The guest accepts 2 MiB, writes a secret, converts the range to shared with TDG.VP.VMCALL<MapGPA> (the VMM
 handles it in ≤ 2 MiB chunks and punches the private pages out), writes through the shared alias, converts
@@ -10,6 +10,7 @@ back with MapGPA + TDG.MEM.PAGE.ACCEPT and finds zeros: conversions destroy cont
 from __future__ import annotations
 
 import argparse
+import os
 
 import grpc
 
@@ -23,10 +24,23 @@ SIZE = 2 * MIB
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", required=True)
+    parser.add_argument(
+        "--admin-credential",
+        default=os.environ.get("TDXSIM_ADMIN_CREDENTIAL_FILE"),
+        required="TDXSIM_ADMIN_CREDENTIAL_FILE" not in os.environ,
+        metavar="FILE",
+        help="the host's admin credential file (the host prints 'admin credential: PATH'); "
+        "default $TDXSIM_ADMIN_CREDENTIAL_FILE",
+    )
     args = parser.parse_args()
+    # Launching is the host operator's act: HostService answers only the admin credential.
+    with open(args.admin_credential) as f:
+        admin = [("authorization", f"Bearer {f.read().strip()}")]
     channel = grpc.insecure_channel(args.host)
     image = host_pb2.TdImage(memory_bytes=32 * MIB, payload=[host_pb2.Payload(gpa=0, data=b"kernel")])
-    td = host_pb2_grpc.HostServiceStub(channel).LaunchTd(host_pb2.LaunchTdRequest(image=image), timeout=30)
+    td = host_pb2_grpc.HostServiceStub(channel).LaunchTd(
+        host_pb2.LaunchTdRequest(image=image), metadata=admin, timeout=30
+    )
     auth = [("authorization", f"Bearer {td.credential}")]
     guest = guest_pb2_grpc.TdGuestServiceStub(channel)
     lifeline = guest.Attach(guest_pb2.AttachRequest(td_id=td.td_id), metadata=auth)

@@ -1,6 +1,6 @@
 """Get a DCAP quote for 64 bytes of REPORTDATA with the generated gRPC stubs alone (GHCI GetQuote).
 
-    python examples/get_quote.py --host 127.0.0.1:PORT [--out quote.bin]
+    python examples/get_quote.py --host 127.0.0.1:PORT --admin-credential FILE [--out quote.bin]
 
 TDG.MR.REPORT makes the TDREPORT in private memory; the guest copies it into a shared buffer laid out as the
 GHCI says (u64 version = 1, u64 status, u32 in_len, u32 out_len, data), calls TDG.VP.VMCALL<GetQuote> and
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import struct
 import sys
 
@@ -28,11 +29,24 @@ STATUS = {0: "SUCCESS", 0x8000000000000000: "ERROR", 0x8000000000000001: "QGS_UN
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", required=True)
+    parser.add_argument(
+        "--admin-credential",
+        default=os.environ.get("TDXSIM_ADMIN_CREDENTIAL_FILE"),
+        required="TDXSIM_ADMIN_CREDENTIAL_FILE" not in os.environ,
+        metavar="FILE",
+        help="the host's admin credential file (the host prints 'admin credential: PATH'); "
+        "default $TDXSIM_ADMIN_CREDENTIAL_FILE",
+    )
     parser.add_argument("--out", help="write the quote to this file")
     args = parser.parse_args()
+    # Launching is the host operator's act: HostService answers only the admin credential.
+    with open(args.admin_credential) as f:
+        admin = [("authorization", f"Bearer {f.read().strip()}")]
     channel = grpc.insecure_channel(args.host)
     image = host_pb2.TdImage(memory_bytes=32 * MIB, payload=[host_pb2.Payload(gpa=0, data=b"kernel")])
-    td = host_pb2_grpc.HostServiceStub(channel).LaunchTd(host_pb2.LaunchTdRequest(image=image), timeout=30)
+    td = host_pb2_grpc.HostServiceStub(channel).LaunchTd(
+        host_pb2.LaunchTdRequest(image=image), metadata=admin, timeout=30
+    )
     auth = [("authorization", f"Bearer {td.credential}")]
     guest = guest_pb2_grpc.TdGuestServiceStub(channel)
     lifeline = guest.Attach(guest_pb2.AttachRequest(td_id=td.td_id), metadata=auth)

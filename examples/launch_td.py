@@ -1,6 +1,6 @@
 """Launch a measured TD with the generated gRPC stubs alone, attach as its guest and read its TDREPORT.
 
-    python examples/launch_td.py --host 127.0.0.1:PORT
+    python examples/launch_td.py --host 127.0.0.1:PORT --admin-credential FILE
 
 HostService.LaunchTd ADDs and EXTENDs the payload into MRTD and returns a credential bound to this one TD;
 every TdGuestService call presents it as ``authorization: Bearer``. The Attach stream is the TD's lifeline:
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 
 import grpc
 
@@ -23,13 +24,24 @@ KERNEL = b"example kernel\n" * 300
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", required=True)
+    parser.add_argument(
+        "--admin-credential",
+        default=os.environ.get("TDXSIM_ADMIN_CREDENTIAL_FILE"),
+        required="TDXSIM_ADMIN_CREDENTIAL_FILE" not in os.environ,
+        metavar="FILE",
+        help="the host's admin credential file (the host prints 'admin credential: PATH'); "
+        "default $TDXSIM_ADMIN_CREDENTIAL_FILE",
+    )
     args = parser.parse_args()
+    # Launching is the host operator's act: HostService answers only the admin credential.
+    with open(args.admin_credential) as f:
+        admin = [("authorization", f"Bearer {f.read().strip()}")]
     channel = grpc.insecure_channel(args.host)
     image = host_pb2.TdImage(
         memory_bytes=32 * MIB, payload=[host_pb2.Payload(gpa=0x100000, data=KERNEL, measure=True)]
     )
     td = host_pb2_grpc.HostServiceStub(channel).LaunchTd(
-        host_pb2.LaunchTdRequest(image=image, name="example"), timeout=30
+        host_pb2.LaunchTdRequest(image=image, name="example"), metadata=admin, timeout=30
     )
     print(f"launched TD {td.td_id}: HKID {td.hkid}, {td.pages_added} pages added")
     auth = [("authorization", f"Bearer {td.credential}")]

@@ -10,6 +10,10 @@ TD and frees its KeyID and pages) and either waits or runs the workload file (gu
 steps), printing one line per step. ``--json`` prints one JSON document instead: the TD (id, HKID, MRTD,
 credential in keep-alive mode) and every step with its result.
 
+Launching is the host operator's act: the guest presents the host's admin credential for ``LaunchTd``
+(``--admin-credential FILE``, else the file ``$TDXSIM_ADMIN_CREDENTIAL_FILE`` names; the host printed its
+path as ``admin credential: PATH``), then speaks only with its own TD's credential.
+
 ``--tls-ca PEM`` reaches the host, and the verifier of ``attest`` steps, over TLS trusting that CA; add
 ``--tls-cert PEM --tls-key PEM`` for servers that require client certificates (mTLS).
 
@@ -32,7 +36,7 @@ from guest.errors import GuestError
 from guest.image import ImageError, expected_mrtd, load_image
 from guest.td import Td
 from guest.workload import Runner, StepResult, WorkloadError, load_workload
-from wire import tls
+from wire import credentials, tls
 
 EXIT_STEP_FAILED = 1
 EXIT_SETUP = 2
@@ -44,6 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", required=True, metavar="IMAGE.json", help="TD image to launch")
     parser.add_argument("--name", default="", help="TD name shown by the host (default: the image's)")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
+    credentials.add_client_argument(parser)
     tls.add_client_arguments(parser)
     sub = parser.add_subparsers(dest="guest_command", metavar="COMMAND")
     run_parser = sub.add_parser(
@@ -88,10 +93,13 @@ def run(args: argparse.Namespace) -> int:
         return _fail("--host ADDR is required to launch a TD")
     try:
         tls_config = tls.client_config_from_args(args)
-    except tls.TlsError as err:
+        admin = credentials.client_admin_credential(args.admin_credential)
+    except (tls.TlsError, credentials.CredentialError) as err:
         return _fail(str(err))
     try:
-        td, launched = Td.launch(args.host, image.image, args.name or image.name, tls=tls_config)
+        td, launched = Td.launch(
+            args.host, image.image, args.name or image.name, admin_credential=admin, tls=tls_config
+        )
     except GuestError as err:
         return _fail(f"launch refused by {args.host}: {err}")
     except KeyboardInterrupt:

@@ -59,6 +59,7 @@ from attest.formats.eventlog.ccel import EV_EVENT_TAG, EventLog
 from guest import tdcall
 from guest.connection import open_channel, td_channel
 from guest.errors import (
+    AccessDenied,
     BadRequest,
     GuestError,
     QuoteFailed,
@@ -68,6 +69,7 @@ from guest.errors import (
 )
 from guest.memory import BouncePool, OutOfMemory, PrivateAllocator
 from wire import tdx_abi as abi
+from wire.credentials import CredentialError, client_admin_credential, with_bearer
 from wire.tdx_abi import PAGE_SIZE as PAGE
 from wire.tls import TlsConfig, handshake_failure
 from wire.v1 import guest_pb2, guest_pb2_grpc, host_pb2, host_pb2_grpc
@@ -223,11 +225,21 @@ class Td:
         image: host_pb2.TdImage,
         name: str = "",
         *,
+        admin_credential: str | None = None,
         tls: TlsConfig | None = None,
         **kwargs: Any,
     ) -> tuple[Td, host_pb2.LaunchTdResponse]:
         """Measured launch through ``HostService.LaunchTd``, then attach as this TD's guest. If attaching
-        fails, the half-started TD is destroyed. ``tls``: reach the host over TLS / mTLS."""
+        fails, the half-started TD is destroyed.
+
+        Launching is the host operator's act: ``admin_credential`` is the host's admin credential (default:
+        the file ``TDXSIM_ADMIN_CREDENTIAL_FILE`` names); the guest then speaks only with its TD's own
+        credential. ``tls``: reach the host over TLS / mTLS."""
+        if admin_credential is None:
+            try:
+                admin_credential = client_admin_credential(None)
+            except CredentialError as err:
+                raise AccessDenied(str(err), "ADMIN_CREDENTIAL_MISSING", "UNAUTHENTICATED") from None
         channel = open_channel(address, tls)
         try:
             grpc.channel_ready_future(channel).result(timeout=kwargs.pop("connect_timeout", CONNECT_TIMEOUT))
@@ -240,7 +252,7 @@ class Td:
             channel.close()
             raise TdGone(why, "HOST_UNREACHABLE", "UNAVAILABLE") from None
         try:
-            admin = host_pb2_grpc.HostServiceStub(channel)
+            admin = host_pb2_grpc.HostServiceStub(with_bearer(channel, admin_credential))
             launched = admin.LaunchTd(
                 host_pb2.LaunchTdRequest(image=image, name=name),
                 timeout=kwargs.get("timeout", DEFAULT_TIMEOUT),

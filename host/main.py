@@ -1,7 +1,9 @@
 """``tdxsim host``: run one simulated TDX host machine as a gRPC server process.
 
-Prints ``listening on HOST:PORT`` as the first line of stdout (so launchers can bind port 0),
-shuts down gracefully on SIGTERM/SIGINT, and exits with status 3 after a simulated host
+Prints ``listening on HOST:PORT`` as the first line of stdout (so launchers can bind port 0) and
+``admin credential: PATH`` as the second (the file holding the credential ``HostService`` callers present;
+generated into a new 0600 file unless ``--admin-credential-file`` names one), shuts down gracefully on
+SIGTERM/SIGINT, and exits with status 3 after a simulated host
 machine check ("host crashed"), as a real machine would go down.
 
 Plaintext by default; ``--tls-cert`` and ``--tls-key`` serve TLS, and ``--tls-client-ca`` also requires
@@ -18,8 +20,8 @@ import threading
 from attest.errors import AttestError
 from host.platform import PlatformConfig, build_platform
 from host.rpc.server import create_server
-from wire import tls
-from wire.serving import announce, check_server_arguments, wait_until_signalled
+from wire import credentials, tls
+from wire.serving import announce, check_server_arguments, stop_on_signals, wait_until_signalled
 
 HOST_CRASH_EXIT = 3
 
@@ -69,6 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="simulate pending vCPU events: every Nth 2 MiB MapGPA chunk ends the TDVMCALL with RETRY "
         "and R11 = the GPA to resume from, as KVM does; tests a guest's RETRY handling (default 0: never)",
     )
+    credentials.add_server_argument(parser)
     tls.add_server_arguments(parser)
 
 
@@ -87,6 +90,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"tdxsim host: {problem}", file=sys.stderr)
         return 2
     try:
+        admin = credentials.server_admin_credential(args.admin_credential_file)
+    except (credentials.CredentialError, OSError) as err:
+        print(f"tdxsim host: {err}", file=sys.stderr)
+        return 2
+    try:
         platform = build_platform(config)
     except (ValueError, AttestError) as err:
         print(f"tdxsim host: {err}", file=sys.stderr)
@@ -99,11 +107,15 @@ def run(args: argparse.Namespace) -> int:
         stop.set()
 
     try:
-        server, port, health = create_server(args.listen, platform.vmm, on_host_crash, tls=tls_config)
+        server, port, health = create_server(
+            args.listen, platform.vmm, on_host_crash, admin_credential=admin.credential, tls=tls_config
+        )
     except (OSError, RuntimeError) as err:
         print(f"tdxsim host: cannot listen on {args.listen}: {err}", file=sys.stderr)
+        credentials.discard_generated(admin)
         return 2
-    announce(args.listen, port)
+    stop_on_signals(stop)
+    announce(args.listen, port, admin.path)
     print(
         f"tdxsim host: memory mode {config.memory_mode}, integrity {'on' if config.integrity else 'off'}, "
         f"{config.keyid_count} TDX KeyIDs, {config.phys_bytes >> 20} MiB physical memory, "
@@ -117,7 +129,9 @@ def run(args: argparse.Namespace) -> int:
     if crash:
         print(f"tdxsim host: HOST CRASHED: {crash[0]}; every TD is dead", file=sys.stderr, flush=True)
         server.stop(0.5).wait(2)
+        credentials.discard_generated(admin)
         return HOST_CRASH_EXIT
     server.stop(2.0).wait(5)
     platform.vmm.events.close()
+    credentials.discard_generated(admin)
     return 0

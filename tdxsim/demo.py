@@ -9,8 +9,9 @@
 4. The pre-2021 world (``--memory-mode legacy``): the host can touch private memory, poisons a TD with one
    write, and takes itself down with a machine check when it reads the line back.
 
-Every process is started with ``--listen 127.0.0.1:0`` and found through its first stdout line; all of them
-are stopped on exit or Ctrl-C.
+Every process is started with ``--listen 127.0.0.1:0`` and found through its first stdout line; its second
+line names the admin credential it generated, which the operator's calls (launching TDs, setting policy)
+present. All of them are stopped on exit or Ctrl-C.
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import grpc
 
 from guest.connection import td_channel
+from wire.credentials import read_credential_file, with_bearer
 from wire.v1 import (
     attestation_pb2,
     attestation_pb2_grpc,
@@ -49,8 +52,19 @@ def tdxsim(*args: str) -> list[str]:
     return [sys.executable, "-m", "tdxsim.cli", *args]
 
 
+class Server(NamedTuple):
+    proc: subprocess.Popen[str]
+    address: str
+    #: The file holding the server's admin credential (it printed the path as its second line).
+    admin_file: str
+
+    def admin_channel(self) -> grpc.Channel:
+        """A channel to the server that presents its admin credential on every call."""
+        return with_bearer(grpc.insecure_channel(self.address), read_credential_file(self.admin_file))
+
+
 @contextmanager
-def server(name: str, *args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+def server(name: str, *args: str) -> Iterator[Server]:
     """A tdxsim server process on a free loopback port; stopped (SIGTERM, then SIGKILL) on exit."""
     proc = subprocess.Popen(
         tdxsim(*args, "--listen", "127.0.0.1:0"), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
@@ -61,8 +75,9 @@ def server(name: str, *args: str) -> Iterator[tuple[subprocess.Popen[str], str]]
         if not line.startswith("listening on "):
             raise SystemExit(f"{name} did not start")
         address = line.removeprefix("listening on ")
-        say(f"  {name:<9} pid {proc.pid:<6} {address}")
-        yield proc, address
+        admin_file = proc.stdout.readline().strip().removeprefix("admin credential: ")
+        say(f"  {name:<9} pid {proc.pid:<6} {address}  (admin credential {admin_file})")
+        yield Server(proc, address, admin_file)
     finally:
         if proc.poll() is None:
             proc.terminate()
@@ -73,10 +88,26 @@ def server(name: str, *args: str) -> Iterator[tuple[subprocess.Popen[str], str]]
             proc.wait(5)
 
 
-def run_guest(host: str, image: Path, workload: Path) -> tuple[int, list[dict[str, object]]]:
+def guest_command(host: Server, image: Path, workload: Path) -> list[str]:
+    """``tdxsim guest … run WORKLOAD``: launching with the host's admin credential, then the TD's own."""
+    return tdxsim(
+        "guest",
+        "--host",
+        host.address,
+        "--admin-credential",
+        host.admin_file,
+        "--image",
+        str(image),
+        "--json",
+        "run",
+        str(workload),
+    )
+
+
+def run_guest(host: Server, image: Path, workload: Path) -> tuple[int, list[dict[str, object]]]:
     """One guest process; returns its exit status and its steps."""
     done = subprocess.run(
-        tdxsim("guest", "--host", host, "--image", str(image), "--json", "run", str(workload)),
+        guest_command(host, image, workload),
         capture_output=True,
         text=True,
         timeout=300,
@@ -104,8 +135,8 @@ def attestation_story(work: Path) -> None:
     say(f"  pki       {work / 'pki'} (root: 'tdxsim SIMULATED SGX Root CA', never Intel's)")
     pki = work / "pki"
     with ExitStack() as stack:
-        _, host = stack.enter_context(server("host", "host", "--phys-mem", "1G", "--pki", str(pki)))
-        _, verifier_address = stack.enter_context(
+        host = stack.enter_context(server("host", "host", "--phys-mem", "1G", "--pki", str(pki)))
+        verifier = stack.enter_context(
             server(
                 "verifier",
                 "verifier",
@@ -123,12 +154,12 @@ def attestation_story(work: Path) -> None:
             tdxsim("guest", "--image", str(EXAMPLES / "image.json"), "mrtd"), capture_output=True, text=True
         ).stdout.strip()
         say(f"  tdxsim guest --image examples/image.json mrtd  ->  {mrtd[:32]}…")
-        with grpc.insecure_channel(verifier_address) as channel:
-            verifier = attestation_pb2_grpc.VerifierServiceStub(channel)
+        with verifier.admin_channel() as channel:
+            admin = attestation_pb2_grpc.VerifierServiceStub(channel)
             policy = {"reference_values": {"mr_td": [mrtd]}, "accepted_tcb_statuses": ["UpToDate"]}
-            verifier.SetPolicy(attestation_pb2.SetPolicyRequest(name="prod", policy_json=json.dumps(policy)))
+            admin.SetPolicy(attestation_pb2.SetPolicyRequest(name="prod", policy_json=json.dumps(policy)))
             resource = {"attestation_policies": ["prod"], "claims": {"mr_td": [mrtd]}}
-            verifier.PutResource(
+            admin.PutResource(
                 attestation_pb2.PutResourceRequest(
                     path="prod/key/disk", secret=SECRET.encode(), policy_json=json.dumps(resource)
                 )
@@ -139,20 +170,11 @@ def attestation_story(work: Path) -> None:
         )
 
         workload = work / "attest.tdx"
-        workload.write_text((EXAMPLES / "attest.tdx").read_text().replace("VERIFIER", verifier_address))
+        workload.write_text((EXAMPLES / "attest.tdx").read_text().replace("VERIFIER", verifier.address))
         say("\n== 3. two guest processes launch TDs from the image, work, measure, attest, get the secret")
         guests = [
             subprocess.Popen(
-                tdxsim(
-                    "guest",
-                    "--host",
-                    host,
-                    "--image",
-                    str(EXAMPLES / "image.json"),
-                    "--json",
-                    "run",
-                    str(workload),
-                ),
+                guest_command(host, EXAMPLES / "image.json", workload),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
@@ -179,9 +201,9 @@ def attestation_story(work: Path) -> None:
 
 def legacy_story() -> None:
     say("\n== 5. why guest_memfd exists: the same host in legacy mode (private memory mapped by the host)")
-    with server("host", "host", "--phys-mem", "256M", "--memory-mode", "legacy") as (proc, address):
-        with grpc.insecure_channel(address) as channel:
-            admin = host_pb2_grpc.HostServiceStub(channel)
+    with server("host", "host", "--phys-mem", "256M", "--memory-mode", "legacy") as host:
+        with host.admin_channel() as admin_channel, grpc.insecure_channel(host.address) as channel:
+            admin = host_pb2_grpc.HostServiceStub(admin_channel)
             td = admin.CreateTd(host_pb2.CreateTdRequest(memory_bytes=64 * MIB, name="legacy"), timeout=10)
             admin.FinalizeTd(host_pb2.FinalizeTdRequest(td_id=td.td_id), timeout=10)
             guest = guest_pb2_grpc.TdGuestServiceStub(td_channel(channel, td.credential))
@@ -212,7 +234,8 @@ def legacy_story() -> None:
                     call()
                 except grpc.RpcError as err:
                     say(f"  {label}: {err.code().name}: {err.details()}")
-        say(f"  host process exited with status {proc.wait(15)}: a machine check took the whole machine down")
+        status = host.proc.wait(15)
+        say(f"  host process exited with status {status}: a machine check took the whole machine down")
 
 
 def main() -> int:

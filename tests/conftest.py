@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,8 +17,35 @@ from pathlib import Path
 import grpc
 import pytest
 
+from wire.credentials import (
+    ENV_ADMIN_CREDENTIAL_FILE,
+    generate_credential_file,
+    read_credential_file,
+    with_bearer,
+)
+
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 30.0
+
+
+
+def _session_admin_file() -> Path:
+    """The operator's admin credential every server a test starts uses, and every client finds through
+    ``TDXSIM_ADMIN_CREDENTIAL_FILE`` (``tdxsim guest``, ``Td.launch``): one 0600 file for the session, the
+    same however often this module is imported (as ``conftest`` and as ``tests.conftest``)."""
+    existing = os.environ.get(_SESSION_ADMIN_FILE)
+    if existing:
+        return Path(existing)
+    folder = tempfile.mkdtemp(prefix="tdxsim-tests-")
+    atexit.register(shutil.rmtree, folder, True)
+    path = generate_credential_file(folder)
+    os.environ[_SESSION_ADMIN_FILE] = os.environ[ENV_ADMIN_CREDENTIAL_FILE] = str(path)
+    return path
+
+
+_SESSION_ADMIN_FILE = "TDXSIM_TESTS_ADMIN_FILE"
+ADMIN_FILE = _session_admin_file()
+ADMIN_CREDENTIAL = read_credential_file(ADMIN_FILE)
 
 #: Real TDX data (quotes, collateral and an event log from real hardware, with expected verdicts) lives
 #: outside the repository: in the folder ``TDXSIM_VECTORS`` names, else in ``../shared/vectors`` beside the
@@ -70,7 +100,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 class HostProcess:
     proc: subprocess.Popen[str]
     address: str
+    #: A plain channel: TD calls add their own TD credential.
     channel: grpc.Channel
+    #: The host's admin credential (what it printed as ``admin credential: PATH``).
+    admin_credential: str
+    #: ``channel`` presenting the admin credential: what ``HostService`` calls go through.
+    admin_channel: grpc.Channel
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
         self.channel.close()
@@ -84,7 +119,10 @@ class HostProcess:
 
 
 def start_host(*extra: str) -> HostProcess:
-    """Start ``tdxsim host`` as a separate process and wait until it serves."""
+    """Start ``tdxsim host`` as a separate process and wait until it serves (with the session's admin
+    credential unless ``extra`` names another)."""
+    if "--admin-credential-file" not in extra:
+        extra = (*extra, "--admin-credential-file", str(ADMIN_FILE))
     cmd = [
         sys.executable,
         "-m",
@@ -105,9 +143,11 @@ def start_host(*extra: str) -> HostProcess:
         _, err = proc.communicate(timeout=5)
         raise RuntimeError(f"host did not start: {line!r} {err}")
     address = line.removeprefix("listening on ")
+    admin_file = proc.stdout.readline().strip().removeprefix("admin credential: ")
+    admin = read_credential_file(admin_file)
     channel = grpc.insecure_channel(address)
     grpc.channel_ready_future(channel).result(timeout=START_TIMEOUT)
-    return HostProcess(proc, address, channel)
+    return HostProcess(proc, address, channel, admin, with_bearer(channel, admin))
 
 
 @pytest.fixture

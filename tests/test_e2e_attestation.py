@@ -24,7 +24,8 @@ from attest.formats import binding
 from guest.attestation import Verifier
 from guest.errors import AttestationRefused, from_rpc_error
 from guest.td import Td
-from tests.conftest import ROOT, HostProcess, start_host
+from tests.conftest import ADMIN_CREDENTIAL, ADMIN_FILE, ROOT, HostProcess, start_host
+from wire.credentials import with_bearer
 from wire.v1 import attestation_pb2, attestation_pb2_grpc, host_pb2
 
 PAGE = 4096
@@ -60,6 +61,7 @@ class VerifierProcess:
         cmd = [
             sys.executable, "-m", "tdxsim.cli", "verifier", "--listen", "127.0.0.1:0", "--db", str(db),
             "--root", str(pki / "root_ca.pem"), "--collateral", str(pki / "collateral.json"),
+            "--admin-credential-file", str(ADMIN_FILE),
         ]  # fmt: skip
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
@@ -69,8 +71,11 @@ class VerifierProcess:
         line = self.proc.stdout.readline().strip()
         assert line.startswith("listening on "), line
         self.address = line.removeprefix("listening on ")
+        self.proc.stdout.readline()  # admin credential: the session's
         self.channel = grpc.insecure_channel(self.address)
         self.stub = attestation_pb2_grpc.VerifierServiceStub(self.channel)
+        #: The operator's calls: policy, reference values, resources, audit log.
+        self.admin = attestation_pb2_grpc.VerifierServiceStub(with_bearer(self.channel, ADMIN_CREDENTIAL))
 
     def stop(self) -> None:
         self.channel.close()
@@ -97,11 +102,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[HostProces
     verifier = VerifierProcess(tmp / "pki", tmp / "verifier.db")
     try:
         policy = {"reference_values": {"mr_td": [expected_mrtd(image())]}}
-        verifier.stub.SetPolicy(
+        verifier.admin.SetPolicy(
             attestation_pb2.SetPolicyRequest(name="prod", policy_json=json.dumps(policy)), timeout=10
         )
         resource_policy = {"attestation_policies": ["prod"], "claims": {"mr_td": [expected_mrtd(image())]}}
-        verifier.stub.PutResource(
+        verifier.admin.PutResource(
             attestation_pb2.PutResourceRequest(
                 path="prod/key/disk", secret=SECRET, policy_json=json.dumps(resource_policy)
             ),
@@ -139,7 +144,7 @@ def test_secret_travels_sealed_and_is_never_logged(world: tuple[HostProcess, Ver
             timeout=10,
         )
     assert SECRET not in raw.SerializeToString()
-    audit = verifier.stub.GetAuditLog(attestation_pb2.GetAuditLogRequest(limit=1000), timeout=10)
+    audit = verifier.admin.GetAuditLog(attestation_pb2.GetAuditLogRequest(limit=1000), timeout=10)
     assert SECRET not in audit.SerializeToString()
     assert SECRET.hex().encode() not in audit.SerializeToString()
 

@@ -28,7 +28,8 @@ from guest.attestation import Verifier
 from guest.connection import open_channel
 from guest.errors import GuestError
 from guest.td import Td
-from tests.conftest import ROOT
+from tests.conftest import ADMIN_CREDENTIAL, ADMIN_FILE, ROOT
+from wire.credentials import with_bearer
 from wire.tls import CA_NAME, TlsConfig, TlsError, channel_for, handshake_reason, mint_test_pki
 from wire.v1 import attestation_pb2, attestation_pb2_grpc, host_pb2, host_pb2_grpc
 
@@ -47,7 +48,10 @@ class Server:
     """A ``tdxsim host`` or ``tdxsim verifier`` process on 127.0.0.1:0."""
 
     def __init__(self, *args: str) -> None:
-        cmd = [sys.executable, "-m", "tdxsim.cli", *args, "--listen", "127.0.0.1:0"]
+        cmd = [
+            *(sys.executable, "-m", "tdxsim.cli", *args),
+            *("--listen", "127.0.0.1:0", "--admin-credential-file", str(ADMIN_FILE)),
+        ]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
             cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
@@ -58,6 +62,7 @@ class Server:
             self.stop()
             raise RuntimeError(f"{args[0]} did not start: {line!r}")
         self.address = line.removeprefix("listening on ")
+        self.proc.stdout.readline()  # admin credential: the session's
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -134,9 +139,8 @@ def client(dirs: dict[str, Path], ca: str = "tls", cert: str | None = None) -> T
 
 def get_stats(address: str, cfg: TlsConfig | None) -> host_pb2.GetStatsResponse:
     with channel_for(address, cfg) as channel:
-        reply: host_pb2.GetStatsResponse = host_pb2_grpc.HostServiceStub(channel).GetStats(
-            host_pb2.GetStatsRequest(), timeout=TIMEOUT
-        )
+        admin = host_pb2_grpc.HostServiceStub(with_bearer(channel, ADMIN_CREDENTIAL))
+        reply: host_pb2.GetStatsResponse = admin.GetStats(host_pb2.GetStatsRequest(), timeout=TIMEOUT)
         return reply
 
 

@@ -1,6 +1,7 @@
 """What every tdxsim server process shares: the listen address it accepts, its first line, its stop signals.
 
-Servers bind loopback by default and print ``listening on HOST:PORT`` first; port 0 picks a free port.
+Servers bind loopback by default and print ``listening on HOST:PORT`` first (port 0 picks a free port),
+then ``admin credential: PATH`` (docs/cli.md).
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import argparse
 import signal
 import threading
+from pathlib import Path
 from types import FrameType
 
 from wire import tls
@@ -26,20 +28,28 @@ def check_listen_address(address: str) -> str | None:
     return None
 
 
-def announce(address: str, port: int) -> None:
-    """The first line of stdout: ``listening on HOST:PORT`` with the port actually bound."""
+def announce(address: str, port: int, admin_credential: Path) -> None:
+    """The first two lines of stdout: ``listening on HOST:PORT`` with the port actually bound, and
+    ``admin credential: PATH``, the file holding the credential of the server's admin API."""
     host = address.rsplit(":", 1)[0]
     print(f"listening on {host}:{port}", flush=True)
+    print(f"admin credential: {admin_credential}", flush=True)
 
 
-def wait_until_signalled(stop: threading.Event) -> None:
-    """Block until SIGTERM or SIGINT (Ctrl-C) arrives, or until ``stop`` is set by the server itself."""
+def stop_on_signals(stop: threading.Event) -> None:
+    """From now on SIGTERM and SIGINT (Ctrl-C) set ``stop`` instead of killing the process: servers call it
+    before they announce themselves, so a launcher's early SIGTERM still gets a clean shutdown."""
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+
+
+def wait_until_signalled(stop: threading.Event) -> None:
+    """Block until SIGTERM or SIGINT arrives, or until ``stop`` is set by the server itself."""
+    stop_on_signals(stop)
     while not stop.wait(0.5):
         pass
 

@@ -27,19 +27,13 @@ from host.kvm.uapi import (
 from host.rpc.errors import translate
 from host.vmm.errors import Refusal, VmmError
 from host.vmm.vmm import Vmm
+from wire.credentials import bearer
 from wire.v1 import guest_pb2, guest_pb2_grpc
 
 #: Bytes one request may move (the channels allow 64 MiB messages).
 MAX_BATCH_BYTES = 32 << 20
 #: Instructions one request may carry: bounds how long one request holds the vCPU (and the VMM).
 MAX_BATCH_INSTRUCTIONS = 65536
-
-
-def bearer(context: grpc.ServicerContext) -> str:
-    for key, value in context.invocation_metadata():
-        if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
-            return value.removeprefix("Bearer ").strip()
-    return ""
 
 
 def instruction_op(ins: guest_pb2.Instruction) -> GuestOp:

@@ -10,6 +10,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from host.rpc.auth import AdminGate
 from host.rpc.guest_service import GuestServicer
 from host.rpc.host_service import HostServicer
 from host.vmm.events import MAX_WATCHERS
@@ -29,16 +30,20 @@ def create_server(
     vmm: Vmm,
     on_host_crash: Callable[[str], None],
     *,
+    admin_credential: str,
     max_workers: int = 16,
     tls: TlsConfig | None = None,
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
     """Build and start the server (TLS with ``tls``, plaintext without); returns it, the bound port and
-    its health servicer.
+    its health servicer. ``HostService`` answers only callers presenting ``admin_credential``.
 
     Every attached guest's lifeline stream (``Attach``) holds one worker thread for the TD's life, so
     the pool has one per possible TD (one per TDX KeyID) on top of ``max_workers`` for requests."""
     workers = max_workers + vmm.kvm.keyids_total + MAX_WATCHERS
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=CHANNEL_OPTIONS)
+    gate = AdminGate(admin_credential, lambda credential: vmm.td_of_credential(credential) is not None)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=workers), options=CHANNEL_OPTIONS, interceptors=[gate]
+    )
     host_pb2_grpc.add_HostServiceServicer_to_server(HostServicer(vmm, on_host_crash), server)
     guest_pb2_grpc.add_TdGuestServiceServicer_to_server(GuestServicer(vmm, on_host_crash), server)
     health_servicer = health.HealthServicer(

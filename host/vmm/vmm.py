@@ -158,22 +158,29 @@ class Vmm:
                 conversions=self.conversions,
             )
 
+    def td_of_credential(self, credential: str) -> int | None:
+        """The live TD a credential is bound to, or None."""
+        if not credential:
+            return None
+        owner = next((h for h in self._tds.values() if hmac.compare_digest(h.credential, credential)), None)
+        return None if owner is None else owner.td_id
+
     def authenticate(self, td_id: int, credential: str) -> None:
         """The caller speaks for TD ``td_id`` only with that TD's credential."""
         if not credential:
             raise VmmError(
                 Refusal.UNAUTHENTICATED, "MISSING_CREDENTIAL", "no TD credential (authorization: Bearer …)"
             )
-        owner = next((h for h in self._tds.values() if hmac.compare_digest(h.credential, credential)), None)
+        owner = self.td_of_credential(credential)
         if owner is None:
             raise VmmError(
                 Refusal.UNAUTHENTICATED, "UNKNOWN_CREDENTIAL", "the credential belongs to no live TD"
             )
-        if owner.td_id != td_id:
+        if owner != td_id:
             raise VmmError(
                 Refusal.PERMISSION_DENIED,
                 "CREDENTIAL_FOR_ANOTHER_TD",
-                f"the credential is bound to TD {owner.td_id}, not TD {td_id}",
+                f"the credential is bound to TD {owner}, not TD {td_id}",
             )
 
     @property

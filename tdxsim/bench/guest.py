@@ -19,13 +19,14 @@ import time
 from collections.abc import Callable
 
 from guest.td import Td
+from wire.credentials import read_credential_file
 from wire.v1 import host_pb2
 
 MIB = 1 << 20
 Row = dict[str, object]
 
 
-def _start_host() -> tuple[subprocess.Popen[str], str]:
+def _start_host() -> tuple[subprocess.Popen[str], str, str]:
     cmd = [sys.executable, "-m", "tdxsim.cli", "host", "--listen", "127.0.0.1:0", "--phys-mem", "256M"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     assert proc.stdout is not None
@@ -33,7 +34,8 @@ def _start_host() -> tuple[subprocess.Popen[str], str]:
     if not line.startswith("listening on "):
         proc.kill()
         raise RuntimeError(f"host did not start: {line!r}")
-    return proc, line.removeprefix("listening on ")
+    admin_file = proc.stdout.readline().strip().removeprefix("admin credential: ")
+    return proc, line.removeprefix("listening on "), read_credential_file(admin_file)
 
 
 def _timed(fn: Callable[[], object]) -> float:
@@ -58,12 +60,12 @@ def _row(name: str, value: float, unit: str, limit: float, limit_name: str, high
 
 
 def bench_guest(big_rounds: int = 40, small_rounds: int = 1000) -> list[Row]:
-    proc, address = _start_host()
+    proc, address, admin = _start_host()
     try:
         image = host_pb2.TdImage(
             memory_bytes=64 * MIB, payload=[host_pb2.Payload(gpa=0, data=b"bench", measure=True)]
         )
-        td, _ = Td.launch(address, image, name="bench")
+        td, _ = Td.launch(address, image, name="bench", admin_credential=admin)
         with td:
             gpa = td.alloc(2 * MIB)
             payload = bytes(range(256)) * (MIB // 256)

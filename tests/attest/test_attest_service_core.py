@@ -357,19 +357,30 @@ def test_malformed_requests_are_invalid_argument(
     assert _reason(err.value) == ("INVALID_ARGUMENT", reason)
 
 
-def test_admin_token_guards_admin_operations(tmp_path: Path, pki: Pki, clock: Clock) -> None:
+def test_admin_credential_guards_admin_operations(tmp_path: Path, pki: Pki, clock: Clock) -> None:
     guarded = VerifierCore(
         Store(tmp_path / "a.db"),
         _anchors(pki.root_pem),
         CollateralIndex(),
-        ServiceConfig(admin_token="s3"),
+        ServiceConfig(admin_credential="s3"),
         clock,
     )
     guarded.require_admin("s3")
-    for presented, reason in [(None, "ADMIN_TOKEN_MISSING"), ("bad", "ADMIN_TOKEN_INVALID")]:
+    for presented, code, reason in [
+        ("", "UNAUTHENTICATED", "MISSING_CREDENTIAL"),
+        ("bad", "UNAUTHENTICATED", "UNKNOWN_CREDENTIAL"),
+    ]:
         with pytest.raises(Exception) as err:
             guarded.require_admin(presented)
-        assert _reason(err.value) == ("UNAUTHENTICATED", reason)
+        assert _reason(err.value) == (code, reason)
+
+
+def test_without_an_admin_credential_no_one_is_admin(tmp_path: Path, pki: Pki, clock: Clock) -> None:
+    open_door = VerifierCore(Store(tmp_path / "b.db"), _anchors(pki.root_pem), CollateralIndex(), clock=clock)
+    for presented in ("", "anything"):
+        with pytest.raises(Exception) as err:
+            open_door.require_admin(presented)
+        assert _reason(err.value)[0] == "UNAUTHENTICATED"
 
 
 def test_real_v5_quotes_give_the_vector_verdicts(tmp_path: Path, clock: Clock) -> None:

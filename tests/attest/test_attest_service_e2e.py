@@ -34,6 +34,8 @@ from attest.intel.td_report_builder import DEBUG, SEPT_VE_DISABLE, build_td_repo
 from attest.verifier.dcap.roots import INTEL_SGX_ROOT_CA_PEM
 from attest.verifier.kbs import SealedSecret, open_sealed
 from attest.verifier.token import tdx_claims, verify
+from tests.conftest import ADMIN_CREDENTIAL, ADMIN_FILE
+from wire.credentials import with_bearer
 from wire.rpc_status import error_info
 from wire.v1 import attestation_pb2 as pb
 from wire.v1 import attestation_pb2_grpc
@@ -51,6 +53,8 @@ class VerifierProcess:
     proc: subprocess.Popen[str]
     channel: grpc.Channel
     stub: attestation_pb2_grpc.VerifierServiceStub
+    #: The operator's calls (policy, resources, audit log) with the admin credential.
+    admin: attestation_pb2_grpc.VerifierServiceStub
 
     def stop(self) -> int:
         self.channel.close()
@@ -93,6 +97,8 @@ def start_verifier(pki: Pki, tmp_path: Path) -> Iterator[Callable[[Path], Verifi
             str(pki.directory / "collateral.json"),
             "--at",
             str(V4_AT),
+            "--admin-credential-file",
+            str(ADMIN_FILE),
         ]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         proc = subprocess.Popen(
@@ -103,9 +109,13 @@ def start_verifier(pki: Pki, tmp_path: Path) -> Iterator[Callable[[Path], Verifi
         if not line.startswith("listening on 127.0.0.1:"):
             proc.kill()
             raise RuntimeError(f"verifier did not start: {line!r} {proc.communicate(timeout=5)[1]}")
+        proc.stdout.readline()  # admin credential: the session's
         channel = grpc.insecure_channel(line.removeprefix("listening on "))
         grpc.channel_ready_future(channel).result(timeout=20)
-        started.append(VerifierProcess(proc, channel, attestation_pb2_grpc.VerifierServiceStub(channel)))
+        admin = attestation_pb2_grpc.VerifierServiceStub(with_bearer(channel, ADMIN_CREDENTIAL))
+        started.append(
+            VerifierProcess(proc, channel, attestation_pb2_grpc.VerifierServiceStub(channel), admin)
+        )
         return started[-1]
 
     yield start
@@ -163,7 +173,7 @@ def test_verifier_process_verifies_a_real_quote(
     mr_td = expected_for(V4)["mr_td"]
     v = start_verifier(tmp_path / "verifier.db")
     stub = v.stub
-    stub.SetPolicy(
+    v.admin.SetPolicy(
         pb.SetPolicyRequest(
             name="real",
             policy_json=json.dumps({"require_nonce": False, "reference_values": {"mr_td": [mr_td]}}),
@@ -196,7 +206,7 @@ def test_verifier_process_end_to_end(
     assert default.built_in and json.loads(default.policy_json)["accepted_tcb_statuses"] == ["UpToDate"]
 
     # Simulated TD: fresh nonce bound with its ephemeral key, event log replayed; secret released sealed.
-    stub.PutResource(
+    v.admin.PutResource(
         pb.PutResourceRequest(
             path=PATH, secret=SECRET, policy_json=json.dumps({"claims": {"mr_td": [MRTD.hex()]}})
         ),
@@ -248,7 +258,7 @@ def test_verifier_process_end_to_end(
         "POLICY_NOT_FOUND",
     )
     assert refusal(
-        lambda: stub.SetPolicy(pb.SetPolicyRequest(name="x", policy_json='{"allow_debug": 1}'), timeout=5)
+        lambda: v.admin.SetPolicy(pb.SetPolicyRequest(name="x", policy_json='{"allow_debug": 1}'), timeout=5)
     ) == (
         grpc.StatusCode.INVALID_ARGUMENT,
         "POLICY_INVALID",
@@ -268,7 +278,7 @@ def test_verifier_process_end_to_end(
         "NONCE_EXPIRED",
     )
 
-    entries = stub.GetAuditLog(pb.GetAuditLogRequest(), timeout=5).entries
+    entries = v.admin.GetAuditLog(pb.GetAuditLogRequest(), timeout=5).entries
     reasons = [(e.action, e.reason) for e in entries]
     assert ("Attest", "NONCE_REPLAYED") in reasons and ("GetResource", "OK") in reasons
     assert all(SECRET.decode() not in e.detail_json for e in entries)
@@ -280,13 +290,13 @@ def test_restart_keeps_used_nonces_policies_resources_and_signing_key(
 ) -> None:
     db = tmp_path / "verifier.db"
     first = start_verifier(db)
-    first.stub.SetPolicy(
+    first.admin.SetPolicy(
         pb.SetPolicyRequest(
             name="default", policy_json=json.dumps({"reference_values": {"mr_td": [MRTD.hex()]}})
         ),
         timeout=5,
     )
-    first.stub.PutResource(pb.PutResourceRequest(path=PATH, secret=SECRET, policy_json="{}"), timeout=5)
+    first.admin.PutResource(pb.PutResourceRequest(path=PATH, secret=SECRET, policy_json="{}"), timeout=5)
     key, _, request = attest_td(first.stub, pki)
     token = first.stub.Attest(request, timeout=10).token
     assert first.stop() == 0

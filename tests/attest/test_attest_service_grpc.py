@@ -18,9 +18,10 @@ import pytest
 
 from attest.verifier.dcap.quote_verifier import load_anchors
 from attest.verifier.dcap.roots import INTEL_SGX_ROOT_CA_PEM
-from attest.verifier.service.core import CollateralIndex, VerifierCore
+from attest.verifier.service.core import CollateralIndex, ServiceConfig, VerifierCore
 from attest.verifier.service.grpc_server import create_server
 from attest.verifier.store import Store
+from wire.credentials import with_bearer
 from wire.rpc_status import error_info
 from wire.v1 import attestation_pb2 as pb
 from wire.v1 import attestation_pb2_grpc
@@ -28,20 +29,27 @@ from wire.v1 import attestation_pb2_grpc
 DEEP = "[" * 2000  # json.loads raises RecursionError, not ValueError
 
 
+ADMIN = "verifier-admin-credential"
+
+
 @dataclass
 class Served:
     core: VerifierCore
     stub: attestation_pb2_grpc.VerifierServiceStub
+    #: The same server through a channel that presents the admin credential.
+    admin: attestation_pb2_grpc.VerifierServiceStub
 
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Served]:
     store = Store(tmp_path / "v.db")
-    core = VerifierCore(store, load_anchors([INTEL_SGX_ROOT_CA_PEM]), CollateralIndex())
+    config = ServiceConfig(admin_credential=ADMIN)
+    core = VerifierCore(store, load_anchors([INTEL_SGX_ROOT_CA_PEM]), CollateralIndex(), config)
     server, port, _ = create_server("127.0.0.1:0", core, max_workers=2)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     try:
-        yield Served(core, attestation_pb2_grpc.VerifierServiceStub(channel))
+        admin = attestation_pb2_grpc.VerifierServiceStub(with_bearer(channel, ADMIN))
+        yield Served(core, attestation_pb2_grpc.VerifierServiceStub(channel), admin)
     finally:
         channel.close()
         server.stop(None).wait(5)
@@ -62,12 +70,12 @@ def _b64(text: str) -> str:
 
 def test_deeply_nested_json_is_refused_with_a_named_status(served: Served) -> None:
     stub = served.stub
-    assert refusal(lambda: stub.SetPolicy(pb.SetPolicyRequest(name="p", policy_json=DEEP))) == (
+    assert refusal(lambda: served.admin.SetPolicy(pb.SetPolicyRequest(name="p", policy_json=DEEP))) == (
         grpc.StatusCode.INVALID_ARGUMENT,
         "POLICY_INVALID",
     )
     put = pb.PutResourceRequest(path="default/key/disk", secret=b"s", policy_json=DEEP)
-    assert refusal(lambda: stub.PutResource(put)) == (
+    assert refusal(lambda: served.admin.PutResource(put)) == (
         grpc.StatusCode.INVALID_ARGUMENT,
         "RESOURCE_POLICY_INVALID",
     )
@@ -96,8 +104,8 @@ def test_database_failure_is_unavailable_store_unavailable_with_one_stderr_line(
     stub = served.stub
     calls: list[Callable[[], object]] = [
         lambda: stub.GetNonce(pb.GetNonceRequest()),
-        lambda: stub.SetPolicy(pb.SetPolicyRequest(name="p", policy_json="{}")),
-        lambda: stub.GetAuditLog(pb.GetAuditLogRequest()),
+        lambda: served.admin.SetPolicy(pb.SetPolicyRequest(name="p", policy_json="{}")),
+        lambda: served.admin.GetAuditLog(pb.GetAuditLogRequest()),
         lambda: stub.Attest(pb.AttestRequest(quote=b"q")),
     ]
     for call in calls:
@@ -124,6 +132,6 @@ def test_read_only_database_file_is_unavailable(served: Served, tmp_path: Path) 
 @pytest.mark.parametrize("after_id", [2**63 - 1, 2**63, 2**64 - 1])
 def test_audit_log_after_an_id_beyond_sqlite_integers_is_empty(served: Served, after_id: int) -> None:
     served.stub.GetNonce(pb.GetNonceRequest())
-    served.stub.SetPolicy(pb.SetPolicyRequest(name="p", policy_json="{}"))
-    assert len(served.stub.GetAuditLog(pb.GetAuditLogRequest()).entries) >= 1
-    assert list(served.stub.GetAuditLog(pb.GetAuditLogRequest(after_id=after_id)).entries) == []
+    served.admin.SetPolicy(pb.SetPolicyRequest(name="p", policy_json="{}"))
+    assert len(served.admin.GetAuditLog(pb.GetAuditLogRequest()).entries) >= 1
+    assert list(served.admin.GetAuditLog(pb.GetAuditLogRequest(after_id=after_id)).entries) == []

@@ -54,7 +54,7 @@ def independent_mrtd(payload: list[tuple[int, bytes, bool]]) -> bytes:
 
 
 def stats(host: HostProcess) -> host_pb2.GetStatsResponse:
-    reply: host_pb2.GetStatsResponse = host_pb2_grpc.HostServiceStub(host.channel).GetStats(
+    reply: host_pb2.GetStatsResponse = host_pb2_grpc.HostServiceStub(host.admin_channel).GetStats(
         host_pb2.GetStatsRequest(), timeout=10
     )
     return reply

@@ -30,7 +30,7 @@ def launch_td(
 ) -> tuple[int, int, guest_pb2_grpc.TdGuestServiceStub]:
     """Create, finalize, accept 1 MiB and write SECRET at GPA 0; returns the TD, its shared bit and
     a guest stub that carries the TD's credential."""
-    admin = host_pb2_grpc.HostServiceStub(host.channel)
+    admin = host_pb2_grpc.HostServiceStub(host.admin_channel)
     td = admin.CreateTd(host_pb2.CreateTdRequest(memory_bytes=memory, name="e2e"), timeout=10)
     guest = guest_pb2_grpc.TdGuestServiceStub(td_channel(host.channel, td.credential))
     admin.FinalizeTd(host_pb2.FinalizeTdRequest(td_id=td.td_id), timeout=10)
@@ -50,7 +50,7 @@ def test_gmem_host_private_memory_is_refused_and_conversion_loses_contents(
     host_factory: Callable[..., HostProcess],
 ) -> None:
     host = host_factory()
-    admin = host_pb2_grpc.HostServiceStub(host.channel)
+    admin = host_pb2_grpc.HostServiceStub(host.admin_channel)
     td_id, shared_bit, guest = launch_td(host)
 
     read = guest.ReadMemory(
@@ -90,7 +90,7 @@ def test_legacy_host_write_poisons_td_then_host_machine_check_crashes_host(
     host_factory: Callable[..., HostProcess],
 ) -> None:
     host = host_factory("--memory-mode", "legacy")
-    admin = host_pb2_grpc.HostServiceStub(host.channel)
+    admin = host_pb2_grpc.HostServiceStub(host.admin_channel)
     td_id, _, guest = launch_td(host)
 
     zeros = admin.HostRead(host_pb2.HostReadRequest(td_id=td_id, gpa=0, length=64), timeout=10)
@@ -121,7 +121,7 @@ def test_bad_requests_get_precise_statuses_and_the_host_survives(
     host_factory: Callable[..., HostProcess],
 ) -> None:
     host = host_factory()
-    admin = host_pb2_grpc.HostServiceStub(host.channel)
+    admin = host_pb2_grpc.HostServiceStub(host.admin_channel)
     cases: list[tuple[Callable[[], object], grpc.StatusCode, str]] = [
         (
             lambda: admin.FinalizeTd(host_pb2.FinalizeTdRequest(td_id=99), timeout=5),
@@ -194,7 +194,7 @@ def test_host_serves_health_and_stops_cleanly_on_sigterm(host_factory: Callable[
 
 def test_event_feed_streams_map_gpa_and_conversion_events(host_factory: Callable[..., HostProcess]) -> None:
     host = host_factory()
-    admin = host_pb2_grpc.HostServiceStub(host.channel)
+    admin = host_pb2_grpc.HostServiceStub(host.admin_channel)
     td_id, shared_bit, guest = launch_td(host)
     feed = admin.WatchEvents(host_pb2.WatchEventsRequest(td_id=td_id), timeout=20)
     assert next(feed).kind == host_pb2.Event.KIND_WATCH_STARTED
@@ -228,7 +228,7 @@ def test_host_keeps_answering_with_a_lifeline_attached_for_every_keyid(
     host_factory: Callable[..., HostProcess],
 ) -> None:
     host = host_factory("--keyids", "24")
-    admin = host_pb2_grpc.HostServiceStub(host.channel)
+    admin = host_pb2_grpc.HostServiceStub(host.admin_channel)
     lifelines = []
     for _ in range(24):
         td = admin.CreateTd(host_pb2.CreateTdRequest(), timeout=10)
@@ -250,7 +250,7 @@ def test_one_lifeline_per_td_and_a_bounded_number_of_event_feeds(
     host_factory: Callable[..., HostProcess],
 ) -> None:
     host = host_factory()
-    admin = host_pb2_grpc.HostServiceStub(host.channel)
+    admin = host_pb2_grpc.HostServiceStub(host.admin_channel)
     td = admin.CreateTd(host_pb2.CreateTdRequest(), timeout=10)
     guest = guest_pb2_grpc.TdGuestServiceStub(td_channel(host.channel, td.credential))
     first = guest.Attach(guest_pb2.AttachRequest(td_id=td.td_id), timeout=30)
@@ -276,7 +276,7 @@ def test_streams_cancelled_at_once_give_back_their_td_and_their_feed_slot(
     host_factory: Callable[..., HostProcess],
 ) -> None:
     host = host_factory("--keyids", "8")
-    admin = host_pb2_grpc.HostServiceStub(host.channel)
+    admin = host_pb2_grpc.HostServiceStub(host.admin_channel)
     for _ in range(24):  # more cycles than KeyIDs: a leaked TD would exhaust them
         td = admin.CreateTd(host_pb2.CreateTdRequest(), timeout=10)
         guest = guest_pb2_grpc.TdGuestServiceStub(td_channel(host.channel, td.credential))

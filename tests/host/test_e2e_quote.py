@@ -22,7 +22,7 @@ MIB = 1 << 20
 
 
 def quote_from_td(host: HostProcess, report_data: bytes) -> bytes:
-    admin = host_pb2_grpc.HostServiceStub(host.channel)
+    admin = host_pb2_grpc.HostServiceStub(host.admin_channel)
     image = host_pb2.TdImage(
         memory_bytes=16 * MIB, payload=[host_pb2.Payload(gpa=0, data=b"kernel", measure=True)]
     )

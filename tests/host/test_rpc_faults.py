@@ -11,15 +11,20 @@ import pytest
 from host.platform import PlatformConfig, build_platform
 from host.rpc.server import create_server
 from host.vmm.vmm import Vmm
+from wire.credentials import with_bearer
 from wire.rpc_status import error_info
 from wire.v1 import host_pb2, host_pb2_grpc
+
+ADMIN = "test-admin-credential"
 
 
 @pytest.fixture
 def host() -> Iterator[tuple[host_pb2_grpc.HostServiceStub, Vmm]]:
     platform = build_platform(PlatformConfig(phys_bytes=64 << 20))
-    server, port, _ = create_server("127.0.0.1:0", platform.vmm, lambda _reason: None, max_workers=2)
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    server, port, _ = create_server(
+        "127.0.0.1:0", platform.vmm, lambda _reason: None, admin_credential=ADMIN, max_workers=2
+    )
+    channel = with_bearer(grpc.insecure_channel(f"127.0.0.1:{port}"), ADMIN)
     try:
         yield host_pb2_grpc.HostServiceStub(channel), platform.vmm
     finally:

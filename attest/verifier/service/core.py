@@ -72,7 +72,7 @@ from attest.verifier.service.errors import (
     status_of,
 )
 from attest.verifier.store import AuditRecord, NonceState, Store
-from attest.verifier.token import SigningKeys, b64url_decode, build_claims, tdx_claims
+from attest.verifier.token import SigningKeys, TokenError, b64url_decode, build_claims, tdx_claims
 from attest.verifier.token import verify as verify_token
 
 ISSUER = "tdxsim-verifier"
@@ -93,7 +93,8 @@ class ServiceConfig:
     token_ttl: int = 300  # seconds, unless the policy says otherwise
     verify_at: int | None = None  # fixed DCAP verification time (unix); None = now
     issuer: str = ISSUER
-    admin_token: str | None = None  # when set, admin RPCs need metadata x-tdxsim-admin-token
+    #: The operator's credential admin RPCs present as ``authorization: Bearer``; None: no admin API.
+    admin_credential: str | None = None
 
 
 @dataclass(frozen=True)
@@ -234,15 +235,22 @@ class VerifierCore:
                 detail["mismatches"] = list(err.appraisal.reasons)
         self.store.audit(int(self.clock() * 1000), action, outcome, reason, subject, detail)
 
-    def require_admin(self, presented: str | None) -> None:
-        """Admin RPCs: when an admin token is configured, the caller must present it."""
-        expected = self.config.admin_token
-        if expected is None:
-            return
+    def require_admin(self, presented: str) -> None:
+        """Admin RPCs need the operator's credential: none is UNAUTHENTICATED, an attestation token (a TD's
+        credential) is PERMISSION_DENIED, anything else UNAUTHENTICATED."""
+        expected = self.config.admin_credential
         if not presented:
-            raise Unauthenticated("ADMIN_TOKEN_MISSING", "admin rpc needs metadata x-tdxsim-admin-token")
-        if not hmac.compare_digest(presented.encode(), expected.encode()):
-            raise Unauthenticated("ADMIN_TOKEN_INVALID", "admin token does not match")
+            raise Unauthenticated(
+                "MISSING_CREDENTIAL",
+                "admin rpc needs the verifier's admin credential (authorization: Bearer …)",
+            )
+        if expected is not None and hmac.compare_digest(presented.encode(), expected.encode()):
+            return
+        try:
+            verify_token(presented, self.jwks(), self.clock(), issuer=self.config.issuer)
+        except TokenError:
+            raise Unauthenticated("UNKNOWN_CREDENTIAL", "not the verifier's admin credential") from None
+        raise Refused("TOKEN_NOT_ADMIN", "an attestation token does not authorize the verifier's admin api")
 
     # --- nonces -------------------------------------------------------------------------------------------
 

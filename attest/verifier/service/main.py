@@ -1,7 +1,9 @@
 """``tdxsim verifier``: run the remote verifier as a gRPC server process.
 
 Prints ``listening on HOST:PORT`` as the first line of stdout (bind port 0 and read it back, like
-``tdxsim host``), serves health and reflection, and stops gracefully on SIGTERM/SIGINT.
+``tdxsim host``) and ``admin credential: PATH`` as the second: the credential ``SetPolicy``,
+``SetReferenceValues``, ``PutResource`` and ``GetAuditLog`` need (generated into a new 0600 file unless
+``--admin-credential-file`` names one). Serves health and reflection, stops gracefully on SIGTERM/SIGINT.
 
 Trust anchors (``--root``, required, repeatable, PEM or DER): Intel's SGX Root CA for real quotes,
 ``DIR/root_ca.pem`` of ``tdxsim pki init DIR`` for simulated ones, or both. Collateral (``--collateral``,
@@ -26,8 +28,8 @@ from attest.verifier.dcap.quote_verifier import load_anchors
 from attest.verifier.service.core import CollateralIndex, ServiceConfig, VerifierCore
 from attest.verifier.service.grpc_server import create_server
 from attest.verifier.store import Store, StoreError
-from wire import tls
-from wire.serving import announce, check_server_arguments, wait_until_signalled
+from wire import credentials, tls
+from wire.serving import announce, check_server_arguments, stop_on_signals, wait_until_signalled
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,22 +53,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--at", type=int, default=None, metavar="UNIX", help="fixed DCAP verification time")
     parser.add_argument("--nonce-ttl", type=int, default=300, help="default nonce lifetime, seconds (300)")
     parser.add_argument("--token-ttl", type=int, default=300, help="default token lifetime, seconds (300)")
-    parser.add_argument(
-        "--admin-token-file",
-        default=None,
-        help="file holding a secret that admin RPCs must present as metadata x-tdxsim-admin-token",
-    )
+    credentials.add_server_argument(parser)
     tls.add_server_arguments(parser)
 
 
-def _build_core(args: argparse.Namespace) -> VerifierCore:
+def _build_core(args: argparse.Namespace, admin: str) -> VerifierCore:
     anchors = load_anchors([Path(p).read_bytes() for p in args.root])  # argparse requires one at least
     collateral = CollateralIndex([Path(p).read_text() for p in args.collateral])
-    admin = Path(args.admin_token_file).read_text().strip() if args.admin_token_file else None
     if args.nonce_ttl < 1 or args.token_ttl < 1:
         raise ValueError("--nonce-ttl and --token-ttl must be positive")
     config = ServiceConfig(
-        nonce_ttl=args.nonce_ttl, token_ttl=args.token_ttl, verify_at=args.at, admin_token=admin or None
+        nonce_ttl=args.nonce_ttl, token_ttl=args.token_ttl, verify_at=args.at, admin_credential=admin
     )
     return VerifierCore(Store(args.db), anchors, collateral, config)
 
@@ -77,7 +74,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"tdxsim verifier: {problem}", file=sys.stderr)
         return 2
     try:
-        core = _build_core(args)
+        admin = credentials.server_admin_credential(args.admin_credential_file)
+    except (credentials.CredentialError, OSError) as err:
+        print(f"tdxsim verifier: {err}", file=sys.stderr)
+        return 2
+    try:
+        core = _build_core(args, admin.credential)
     except (OSError, ValueError, AttestError, StoreError, sqlite3.Error) as err:
         print(f"tdxsim verifier: {err}", file=sys.stderr)
         return 2
@@ -85,8 +87,11 @@ def run(args: argparse.Namespace) -> int:
         server, port, health = create_server(args.listen, core, tls=tls_config)
     except (OSError, RuntimeError) as err:
         print(f"tdxsim verifier: cannot listen on {args.listen}: {err}", file=sys.stderr)
+        credentials.discard_generated(admin)
         return 2
-    announce(args.listen, port)
+    stop = threading.Event()
+    stop_on_signals(stop)
+    announce(args.listen, port, admin.path)
     fmspcs = ", ".join(f.hex().upper() for f in core.collateral.fmspcs) or "none"
     print(
         f"tdxsim verifier: {len(core.anchors)} trust anchor(s), collateral for fmspc {fmspcs}, "
@@ -94,10 +99,11 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
-    wait_until_signalled(threading.Event())
+    wait_until_signalled(stop)
     health.enter_graceful_shutdown()
     server.stop(2.0).wait(5)
     core.store.close()
+    credentials.discard_generated(admin)
     return 0
 
 

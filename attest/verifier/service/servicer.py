@@ -18,11 +18,11 @@ import grpc
 
 from attest.verifier.service.core import VerifierCore
 from attest.verifier.service.errors import HANDLED, SERVER_FAULTS, status_of
+from wire.credentials import bearer
 from wire.rpc_status import abort, guard
 from wire.v1 import attestation_pb2 as pb
 from wire.v1 import attestation_pb2_grpc
 
-ADMIN_METADATA = "x-tdxsim-admin-token"
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -55,7 +55,7 @@ class VerifierServicer(attestation_pb2_grpc.VerifierServiceServicer):
         self.core = core
 
     def _admin(self, context: grpc.ServicerContext) -> None:
-        self.core.require_admin(_metadata(context, ADMIN_METADATA))
+        self.core.require_admin(bearer(context))
 
     @translate
     def GetNonce(self, request: pb.GetNonceRequest, context: grpc.ServicerContext) -> pb.GetNonceResponse:
