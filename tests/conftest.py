@@ -28,7 +28,6 @@ ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 30.0
 
 
-
 def _session_admin_file() -> Path:
     """The operator's admin credential every server a test starts uses, and every client finds through
     ``TDXSIM_ADMIN_CREDENTIAL_FILE`` (``tdxsim guest``, ``Td.launch``): one 0600 file for the session, the
