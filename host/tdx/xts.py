@@ -32,7 +32,8 @@ that run at C speed, and like the hardware MAC it needs only the platform key, n
 
 The TD-owner bit is always 1 for a MAC'd line (a line with the bit clear fails before its MAC is
 looked at), so it enters as a constant. How the memory controller avoids paying for the MAC on
-every write without changing what a TD observes is explained in :mod:`host.tdx.memctl`.
+every write without changing what a TD observes is explained in :mod:`host.tdx.access`; how a batch
+of runs is spread over parallel lanes, in :mod:`host.tdx.lanes`.
 """
 
 from __future__ import annotations
@@ -47,12 +48,8 @@ BLOCK = 16
 LINE = 64
 TAG_BYTES = 4  # storage per line; the tag value is 28 bits
 TAG_BITS = 28
-#: Runs up to this many bytes take the short-run tweak path of :meth:`XtsKey.tweak_xor`.
+#: Runs up to this many bytes take the short-run tweak path of :meth:`XtsKey.tweak_streams`.
 SMALL_RUN = 256
-#: Independent cipher lanes per key: a large batch is split in two and both halves run at once
-#: (cryptography releases the GIL inside update_into), as a memory controller's engines work on
-#: different channels in parallel.
-LANES = 2
 _COUNTER_MASK = (1 << 128) - 1
 # Clears the high nibble of the tag's most significant byte: 32 stored bits -> 28-bit tag.
 _TOP_NIBBLE_CLEAR = bytes(b & 0x0F for b in range(256))
@@ -83,7 +80,8 @@ class XtsKey:
     """One KeyID's AES-XTS key with per-block (128-bit) data units.
 
     Methods take whole 16-byte blocks at 16-byte aligned physical addresses; buffers are
-    memoryviews so that no pass allocates. Not thread-safe (the ECB contexts are shared).
+    memoryviews so that no pass allocates. Only :meth:`ecb` with different ``lane`` numbers may run
+    at once (each lane has its own ECB_K1 contexts); everything else is called from one thread.
     """
 
     def __init__(self, key: bytes) -> None:
@@ -93,57 +91,49 @@ class XtsKey:
         if key[:half] == key[half:]:
             raise ValueError("AES-XTS key halves must differ")
         self.bits = half * 8
-        k1 = algorithms.AES(key[:half])
+        self._k1 = algorithms.AES(key[:half])
         self._k2 = algorithms.AES(key[half:])
+        # ECB has no state between blocks, so long-lived contexts serve every call: one ECB_K2 for
+        # the short-run tweaks, and per lane one ECB_K1 for each direction.
         self._ecb_k2 = Cipher(self._k2, modes.ECB()).encryptor()
-        # ECB has no state between blocks, so one context per direction serves every call; a
-        # context is not thread-safe, so each of the LANES worker lanes has its own.
-        self._ecb_enc = [Cipher(k1, modes.ECB()).encryptor() for _ in range(LANES)]
-        self._ecb_dec = [Cipher(k1, modes.ECB()).decryptor() for _ in range(LANES)]
+        self._ecb_enc: list[Any] = []
+        self._ecb_dec: list[Any] = []
+        self.reserve_lanes(1)
 
-    def tweak_context(self, pa: int) -> Any:
-        """A CTR_K2 context whose keystream is the tweak stream from ``pa`` on."""
-        return Cipher(self._k2, modes.CTR(tweak_counter(pa))).encryptor()
+    def reserve_lanes(self, lanes: int) -> None:
+        """Make the ECB_K1 contexts of lanes ``0 .. lanes-1`` (before those lanes run)."""
+        while len(self._ecb_enc) < lanes:
+            self._ecb_enc.append(Cipher(self._k1, modes.ECB()).encryptor())
+            self._ecb_dec.append(Cipher(self._k1, modes.ECB()).decryptor())
 
-    def ecb_encryptor(self, lane: int = 0) -> Any:
-        return self._ecb_enc[lane]
+    def tweak_streams(self, pa: int, n: int) -> tuple[Any, Any]:
+        """Two objects whose ``update_into(src, dst)`` stores ``src ^ T`` over the ``n``-byte run of
+        blocks at ``pa``: one for each XOR pass of the run, usable from any thread.
 
-    def tweak_xor(self, pa: int, src: memoryview, dst: memoryview) -> None:
-        """``dst = src ^ T`` over the run of blocks starting at ``pa`` (len(dst) == len(src)).
-
-        Short runs (a few lines: RTMR data, REPORTDATA, small guest accesses) skip the ~12 µs CTR
-        context: their tweaks come from one call on the long-lived ECB_K2 context and the XOR is a
-        Python integer XOR, cheap at that size. Same bytes either way."""
-        n = len(src)
+        Long runs get two CTR_K2 contexts (~12 µs each). Short runs (≤ :data:`SMALL_RUN` bytes: RTMR
+        data, REPORTDATA, small guest accesses) skip them: their tweaks come from one call on the
+        long-lived ECB_K2 context, made here, and the XOR is a Python integer XOR, cheap at that
+        size; both passes share that one object. Same bytes either way."""
         if n <= SMALL_RUN:
-            first = pa >> 4
-            counters = b"".join(
-                ((first + i) & _COUNTER_MASK).to_bytes(BLOCK, "big") for i in range(n // BLOCK)
-            )
-            tweaks = self._ecb_k2.update(counters)
-            mixed = int.from_bytes(src, "little") ^ int.from_bytes(tweaks, "little")
-            dst[:n] = mixed.to_bytes(n, "little")
-            return
-        Cipher(self._k2, modes.CTR(tweak_counter(pa))).encryptor().update_into(src, dst)
+            short = _ShortTweak(self._ecb_k2.update(_counters(pa, n)))
+            return short, short
+        counter = modes.CTR(tweak_counter(pa))
+        return Cipher(self._k2, counter).encryptor(), Cipher(self._k2, counter).encryptor()
 
     def crypt_short(self, pa: int, data: bytes | memoryview, *, encrypt: bool) -> bytes:
-        """Encrypt or decrypt a short run (≤ :data:`SMALL_RUN` bytes) in one go: the tweak stream is
-        computed once for both XORs, and no cipher context is made. Same bytes as the bulk path."""
+        """Encrypt or decrypt a short run (≤ :data:`SMALL_RUN` bytes) in one go on lane 0: the tweak
+        stream is computed once for both XORs, and no cipher context is made. Same bytes as the
+        bulk path."""
         n = len(data)
-        first = pa >> 4
-        counters = b"".join(((first + i) & _COUNTER_MASK).to_bytes(BLOCK, "big") for i in range(n // BLOCK))
-        tweaks = int.from_bytes(self._ecb_k2.update(counters), "little")
+        tweaks = int.from_bytes(self._ecb_k2.update(_counters(pa, n)), "little")
         whitened = (int.from_bytes(data, "little") ^ tweaks).to_bytes(n, "little")
         ecb = self._ecb_enc[0] if encrypt else self._ecb_dec[0]
         return (int.from_bytes(ecb.update(whitened), "little") ^ tweaks).to_bytes(n, "little")
 
-    def ecb_encrypt(self, src: memoryview, dst: memoryview, lane: int = 0) -> None:
-        """``dst[:len(src)] = E_K1(src)`` block by block; ``dst`` needs :data:`SLACK` spare bytes."""
-        self._ecb_enc[lane].update_into(src, dst)
-
-    def ecb_decrypt(self, src: memoryview, dst: memoryview, lane: int = 0) -> None:
-        """``dst[:len(src)] = D_K1(src)`` block by block; ``dst`` needs :data:`SLACK` spare bytes."""
-        self._ecb_dec[lane].update_into(src, dst)
+    def ecb(self, *, encrypt: bool, lane: int = 0) -> Any:
+        """Lane ``lane``'s ECB_K1 context (encrypt or decrypt): ``update_into(src, dst)`` stores the
+        blocks of ``src`` through the cipher; ``dst`` needs :data:`SLACK` spare bytes."""
+        return (self._ecb_enc if encrypt else self._ecb_dec)[lane]
 
     def encrypt(self, pa: int, plaintext: bytes) -> bytes:
         """Encrypt one contiguous run at ``pa`` (convenience, allocates; used by tests)."""
@@ -156,13 +146,28 @@ class XtsKey:
     def _crypt_run(self, pa: int, data: bytes, *, encrypt: bool) -> bytes:
         n = len(data)
         _check_blocks(pa, n)
-        a = bytearray(n + SLACK)
-        b = bytearray(n + SLACK)
-        self.tweak_xor(pa, memoryview(data), memoryview(a)[:n])
-        (self.ecb_encrypt if encrypt else self.ecb_decrypt)(memoryview(a)[:n], memoryview(b))
+        a = memoryview(bytearray(n + SLACK))
+        b = memoryview(bytearray(n + SLACK))
         out = bytearray(n)
-        self.tweak_xor(pa, memoryview(b)[:n], memoryview(out))
+        first, last = self.tweak_streams(pa, n)
+        first.update_into(memoryview(data), a[:n])
+        self.ecb(encrypt=encrypt).update_into(a[:n], b)
+        last.update_into(b[:n], memoryview(out))
         return bytes(out)
+
+
+class _ShortTweak:
+    """``update_into(src, dst)``: ``dst = src ^ T`` for a short run whose tweak bytes ``T`` are known."""
+
+    __slots__ = ("_n", "_tweaks")
+
+    def __init__(self, tweaks: bytes) -> None:
+        self._n = len(tweaks)
+        self._tweaks = int.from_bytes(tweaks, "little")
+
+    def update_into(self, src: memoryview, dst: memoryview) -> None:
+        n = self._n
+        dst[:n] = (int.from_bytes(src, "little") ^ self._tweaks).to_bytes(n, "little")
 
 
 class LineMac:
@@ -206,6 +211,12 @@ class LineMac:
         out = bytearray(picked)
         out[3::4] = picked[3::4].translate(_TOP_NIBBLE_CLEAR)
         return bytes(out)
+
+
+def _counters(pa: int, n: int) -> bytes:
+    """The tweak values of the ``n // 16`` blocks from ``pa`` on, concatenated (the input of ECB_K2)."""
+    first = pa >> 4
+    return b"".join(((first + i) & _COUNTER_MASK).to_bytes(BLOCK, "big") for i in range(n // BLOCK))
 
 
 def _check_blocks(pa: int, n: int) -> None:
