@@ -103,6 +103,8 @@ CASES = [
     ("rpc-gets-the-vmm", {"host/rpc/_probe.py": "from host.tdx import hostbus\n"}),
     ("no-keys-in-untrusted-host", {"host/kvm/_probe.py": "from host.tdx import xts\n"}),
     ("no-keys-in-untrusted-host", {"host/vmm/_probe.py": "from host.tdx.memctl import MachineCheck\n"}),
+    ("no-keys-in-untrusted-host", {"host/rpc/_probe.py": "from host.tdx.access import AccessRules\n"}),
+    ("no-keys-in-untrusted-host", {"host/kvm/_probe.py": "from host.tdx import lanes\n"}),
     ("formats-below", {"attest/formats/_probe.py": "from attest.verifier import offline\n"}),
     ("intel-verifier-independent", {"attest/intel/_probe.py": "from attest.verifier import dcap\n"}),
     ("host-not-verifier", {"host/qe/_probe.py": "import attest.verifier.token\n"}),

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
 
+from host.tdx import lanes
+from host.tdx.lanes import Job
 from host.tdx.memctl import (
     LINE,
     PAGE,
@@ -275,3 +278,100 @@ def test_small_and_bulk_paths_read_each_others_bytes(mc: MemoryController) -> No
     line = os.urandom(LINE)
     mc.write(TD, [(0x40000 + 2048, line)])  # short path
     assert mc.read(TD, [(0x40000, PAGE)]) == [page[:2048] + line + page[2048 + LINE :]]  # bulk path
+
+
+# ---- batches spread over lanes (host/tdx/lanes.py) ------------------------------------------------
+
+BIG = 4 << 20  # large enough for every lane of a 4-lane controller to get a share
+
+
+@pytest.fixture
+def wide() -> MemoryController:
+    m = MemoryController(PHYS, lanes=4)
+    m.program_key(TD)
+    return m
+
+
+@pytest.fixture
+def lane_counts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many lanes each planned batch was spread over."""
+    counts: list[int] = []
+    plan = lanes.plan
+
+    def counting(*args: Any, **kwargs: Any) -> list[list[Job]]:
+        parts = plan(*args, **kwargs)
+        counts.append(len(parts))
+        return parts
+
+    monkeypatch.setattr(lanes, "plan", counting)
+    return counts
+
+
+def test_writes_and_reads_through_many_lanes_equal_the_single_lane_result(
+    wide: MemoryController, lane_counts: list[int]
+) -> None:
+    data = os.urandom(BIG)
+    pages = [data[i : i + PAGE] for i in range(0, BIG, PAGE)]
+    # Scattered frames, walking downwards, plus one contiguous stretch: several jobs per lane.
+    pas = [0x2000000 - 2 * PAGE * (i + 1) for i in range(len(pages) // 2)]
+    pas += [0x2000000 + PAGE * i for i in range(len(pages) - len(pas))]
+    wide.write(TD, list(zip(pas, pages, strict=True)))  # one batch, four lanes
+    ciphertext = [bytes(wide.phys[pa : pa + PAGE]) for pa in pas]
+    for pa, page in zip(pas, pages, strict=True):
+        wide.write(TD, [(pa, page)])  # page by page: one lane each
+    assert [bytes(wide.phys[pa : pa + PAGE]) for pa in pas] == ciphertext
+    # One batched read (four lanes) and page-sized reads (one lane) agree with what was written.
+    out = bytearray(BIG)
+    wide.read_into(TD, [(pa, PAGE) for pa in pas], memoryview(out))
+    assert bytes(out) == data
+    assert wide.read(TD, [(pas[7], PAGE), (pas[-1] + 100, 200)]) == [pages[7], pages[-1][100:300]]
+    assert lane_counts == [4, 4]  # the batched write and read; the small accesses were not planned
+
+
+def test_unaligned_runs_in_a_batch_spread_over_lanes(wide: MemoryController) -> None:
+    data = os.urandom(BIG)
+    wide.write(TD, [(0x100000, data)])
+    runs = [(0x100000 + off + 8, 1000) for off in range(0, BIG - PAGE, 4 * PAGE)]
+    runs += [(0x100000, BIG)]  # whole lines after sub-line pieces, all in one batch
+    got = wide.read(TD, runs)
+    assert got[:-1] == [data[pa - 0x100000 : pa - 0x100000 + n] for pa, n in runs[:-1]]
+    assert got[-1] == data
+
+
+def test_integrity_checks_fire_in_a_batch_spread_over_lanes(
+    wide: MemoryController, lane_counts: list[int]
+) -> None:
+    base = 0x400000
+    wide.write(TD, [(base, os.urandom(BIG))])
+    bad = base + BIG - 5 * LINE  # in the last lane's share
+    wide.dangerous_tamper(bad + 3, b"\x10")
+    with pytest.raises(MachineCheck) as exc:
+        wide.read(TD, [(base, BIG)])
+    assert exc.value.pa == bad and exc.value.in_td is True
+    assert wide.poisoned_lines == 1
+    wide.write(0, [(base + LINE, b"host")])  # a host write clears an owner bit in lane 0's share
+    with pytest.raises(MachineCheck) as exc:
+        wide.read_into(TD, [(base, BIG // 2), (base + BIG // 2, BIG // 2)], memoryview(bytearray(BIG)))
+    assert exc.value.pa == base + LINE
+    assert wide.poisoned_lines == 2
+    with pytest.raises(MachineCheck) as host:
+        wide.read(0, [(base, BIG)])
+    assert host.value.pa == base + LINE and host.value.in_td is False
+    fresh = os.urandom(BIG)
+    wide.write(TD, [(base, fresh)])  # a full private write through every lane clears the poison
+    assert wide.poisoned_lines == 0
+    assert wide.read(TD, [(base, BIG)]) == [fresh]
+    assert lane_counts == [4, 4, 4]  # the checks fail before any lane starts
+
+
+def test_overlapping_runs_in_one_large_write_keep_program_order(wide: MemoryController) -> None:
+    first, second = os.urandom(BIG // 2), os.urandom(BIG // 2)
+    wide.write(TD, [(0x800000, first), (0x800000 + BIG // 4, second)])
+    assert wide.read(TD, [(0x800000, BIG // 4 + BIG // 2)]) == [first[: BIG // 4] + second]
+
+
+def test_large_private_zero_spreads_over_lanes(wide: MemoryController) -> None:
+    wide.write(0, [(0x1000000, b"\xff" * BIG)])
+    wide.zero(TD, [(0x1000000 + off, PAGE) for off in range(0, BIG, PAGE)])  # adjacent runs merge
+    assert wide.read(TD, [(0x1000000, BIG)]) == [bytes(BIG)]
+    assert wide.line_state(0x1000000 + BIG - LINE) == (True, False)

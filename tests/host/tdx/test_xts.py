@@ -110,3 +110,30 @@ def test_short_runs_encrypt_to_the_same_bytes_as_the_standard() -> None:
         )
         assert k.crypt_short(pa, data, encrypt=True) == expected
         assert k.crypt_short(pa, expected, encrypt=False) == data
+
+
+def test_short_and_ctr_tweak_streams_give_the_same_bytes() -> None:
+    k = XtsKey(random_xts_key(128))
+    data = os.urandom(512)
+    # 256 bytes take the short-run tweak path, 512 the CTR_K2 contexts: the overlap must agree.
+    assert k.encrypt(0x9FC0, data[:256]) == k.encrypt(0x9FC0, data)[:256]
+    short_in, short_out = k.tweak_streams(0x9FC0, 256)
+    assert short_in is short_out  # one tweak computation serves both passes
+    ctr_in, _ = k.tweak_streams(0x9FC0, 512)
+    a, b = bytearray(256), bytearray(512)
+    short_in.update_into(memoryview(data)[:256], memoryview(a))
+    ctr_in.update_into(memoryview(data), memoryview(b))
+    assert a == b[:256]
+
+
+def test_every_lane_has_its_own_ecb_contexts_with_the_same_key() -> None:
+    k = XtsKey(random_xts_key(256))
+    k.reserve_lanes(3)
+    block = memoryview(os.urandom(64))
+    outs = []
+    for lane in range(3):
+        assert k.ecb(encrypt=True, lane=lane) is not k.ecb(encrypt=True, lane=(lane + 1) % 3)
+        out = bytearray(64 + 16)
+        k.ecb(encrypt=True, lane=lane).update_into(block, out)
+        outs.append(bytes(out[:64]))
+    assert outs[0] == outs[1] == outs[2]
