@@ -1,4 +1,5 @@
-# Every target sets up .venv on its own: a fresh machine needs only python3.
+# Every target sets up .venv on its own: a fresh machine needs only python3 (and root, or password-less sudo,
+# where the FUSE 3 packages of scripts/system-packages.sh are missing).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -8,7 +9,9 @@ STAMP  := $(VENV)/.installed
 
 all: test
 
-$(STAMP): pyproject.toml
+# System packages first (FUSE 3 for pyfuse3's build; only those missing, so a provisioned machine needs no root).
+$(STAMP): pyproject.toml scripts/system-packages.sh
+	bash scripts/system-packages.sh
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
