@@ -3,6 +3,7 @@
     tdxsim guest --host ADDR --image IMAGE.json [--name NAME] [--json]             launch, wait for Ctrl-C
     tdxsim guest --host ADDR --image IMAGE.json [--name NAME] [--json] run SCRIPT  launch, run, exit
     tdxsim guest --image IMAGE.json [--json] mrtd                                 the image's MRTD, offline
+    tdxsim guest --host ADDR --image IMAGE.json --tsm DIR                         configfs-tsm at DIR
 
 The guest launches its TD from the image (``HostService.LaunchTd``: measured launch, guest.image documents the
 format), attaches as its guest (the lifeline: when this process ends, however it ends, the host destroys the
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -48,6 +50,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", required=True, metavar="IMAGE.json", help="TD image to launch")
     parser.add_argument("--name", default="", help="TD name shown by the host (default: the image's)")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
+    parser.add_argument(
+        "--tsm",
+        metavar="DIR",
+        help="serve Linux's configfs-tsm tree (/sys/kernel/config/tsm) at DIR through FUSE, backed by the "
+        "TD: reading report/NAME/outblob returns a DCAP quote; runs until Ctrl-C, then unmounts",
+    )
     credentials.add_client_argument(parser)
     tls.add_client_arguments(parser)
     sub = parser.add_subparsers(dest="guest_command", metavar="COMMAND")
@@ -91,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.host:
         return _fail("--host ADDR is required to launch a TD")
+    if args.tsm and (steps is not None or not os.path.isdir(args.tsm)):
+        return _fail(f"--tsm {args.tsm}: " + ("takes no command" if steps else "not a directory"))
     try:
         tls_config = tls.client_config_from_args(args)
         admin = credentials.client_admin_credential(args.admin_credential)
@@ -109,6 +119,8 @@ def run(args: argparse.Namespace) -> int:
     interrupted = False
     try:
         summary["mrtd"] = decode_tdreport(td.report()).body.mr_td.hex()
+        if args.tsm:
+            return _serve_tsm(td, summary, args.tsm, args.json)
         if steps is None:
             return _keep_alive(td, summary, launched.credential, args.json)
         if not args.json:
@@ -157,4 +169,34 @@ def _keep_alive(td: Td, summary: dict[str, object], credential: str, as_json: bo
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     print("tdxsim guest: the host ended the TD's lifeline", file=sys.stderr)
+    return EXIT_STEP_FAILED
+
+
+def _serve_tsm(td: Td, summary: dict[str, object], mountpoint: str, as_json: bool) -> int:
+    """``--tsm DIR``: the TD's configfs-tsm tree at DIR until Ctrl-C/SIGTERM, then unmounted (guest.tsm)."""
+    from guest import tsm  # pyfuse3 loads libfuse 3: only for --tsm
+
+    summary["tsm"] = os.path.abspath(mountpoint)
+
+    def ready() -> None:
+        if as_json:
+            print(json.dumps(summary), flush=True)
+        else:
+            print(
+                f"TD {summary['td_id']} running (HKID {summary['hkid']}, MRTD {str(summary['mrtd'])[:24]}…); "
+                f"configfs-tsm at {summary['tsm']}/report (provider {tsm.PROVIDER})\n"
+                "Ctrl-C unmounts it, stops the guest and the host destroys the TD",
+                flush=True,
+            )
+
+    try:
+        stopped = tsm.serve(td.quote, mountpoint, lifeline_lost=td.lifeline_lost, on_ready=ready)
+    except tsm.MountError as err:
+        return _fail(str(err))
+    if stopped is tsm.StopReason.SIGNAL:
+        return EXIT_INTERRUPTED
+    if stopped is tsm.StopReason.LIFELINE_LOST:
+        print(f"tdxsim guest: the host ended the TD's lifeline; {mountpoint} is unmounted", file=sys.stderr)
+    else:
+        print(f"tdxsim guest: {mountpoint} was unmounted from outside", file=sys.stderr)
     return EXIT_STEP_FAILED
