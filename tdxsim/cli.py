@@ -33,6 +33,8 @@ tdxsim simulates an Intel TDX machine as separate processes talking gRPC (make d
                                             verify (and appraise) a DCAP quote, real or simulated, offline
   tdxsim bench memory|guest|verify [--json FILE]
                                             speed as ratios against limits measured in the same run
+  tdxsim soak [--minutes N] [--json] [--seed S]
+                                            the whole stack under hostile load, then a verdict
 
 Every command takes --help.
 """
@@ -91,6 +93,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench_cli.add_arguments(bench)
     bench.set_defaults(func=bench_cli.run)
+
+    from tdxsim import soak
+
+    soak_parser = sub.add_parser(
+        "soak",
+        help="run the whole stack under hostile load for minutes and check that nothing breaks",
+        description=soak.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    soak.add_arguments(soak_parser)
+    soak_parser.set_defaults(func=soak.run)
     return parser
 
 
