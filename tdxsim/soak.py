@@ -248,6 +248,8 @@ class Tally:
     services: collections.Counter[str] = field(default_factory=collections.Counter)
     statuses: collections.Counter[str] = field(default_factory=collections.Counter)
     internal_unknown: int = 0
+    #: INTERNAL/UNKNOWN by method and message: which fault each one is.
+    internal_causes: collections.Counter[str] = field(default_factory=collections.Counter)
     examples: list[dict[str, object]] = field(default_factory=list)
     #: Statuses a client could not read: the refusal's trailers outgrew gRPC's metadata limit.
     lost_statuses: int = 0
@@ -265,6 +267,8 @@ class Tally:
             self.statuses[outcome.code.name] += 1
             if outcome.code in NEVER:
                 self.internal_unknown += 1
+                cause = f"{hostile.method.label} {hostile.mode}: {outcome.code.name} {outcome.details[:80]}"
+                self.internal_causes[cause] += 1
                 if len(self.examples) < 20:
                     self.examples.append({**hostile.reproducer(), "status": outcome.text()})
             if hostile.mode != "stall" and outcome.seconds > 1.0:
@@ -836,6 +840,7 @@ class Soak:
             "requests_by_service": dict(t.services),
             "statuses": dict(t.statuses.most_common()),
             "internal_unknown": t.internal_unknown,
+            "internal_unknown_by_cause": dict(t.internal_causes.most_common()),
             "internal_unknown_examples": t.examples,
             "crashes": self.crashes,
             "violations": len(findings),
