@@ -132,7 +132,7 @@ def attestation_story(work: Path) -> None:
     )
     if made.returncode:
         raise SystemExit(made.stdout + made.stderr)
-    say(f"  pki       {work / 'pki'} (root: 'tdxsim SIMULATED SGX Root CA', never Intel's)")
+    say(f"  pki       {work / 'pki'} (Intel's names marked 'tdxsim SIMULATED', tdxsim's own root key)")
     pki = work / "pki"
     with ExitStack() as stack:
         host = stack.enter_context(server("host", "host", "--phys-mem", "1G", "--pki", str(pki)))

@@ -1,49 +1,56 @@
 """Keys, certificates and CRLs of the simulated Intel PCS (docs/attestation.md §6, §9).
 
-The hierarchy mirrors Intel's: a self-signed root CA; the PCK Platform CA and the TCB Signing certificate
-issued by it; one PCK leaf per platform issued by the Platform CA with the SGX extension; a root CA CRL signed
-by the root and a PCK CRL signed by the Platform CA. Every certificate is ECDSA P-256 / ecdsa-with-SHA256 with
-Intel's extension set and order (AKI, CRL distribution point, SKI, critical KeyUsage, critical
-BasicConstraints; the SGX extension last, non-critical).
+The hierarchy mirrors Intel's: a self-signed root CA; issued by it, a PCK CA (the Platform CA, or the
+Processor CA for SGX type 0 platforms, as Intel issues them) and the TCB Signing certificate; one PCK leaf per
+platform issued by the PCK CA with the SGX extension; a root CA CRL signed by the root and a PCK CRL signed by
+the PCK CA. Every certificate is X.509 v3, ECDSA P-256 / ecdsa-with-SHA256, with a 20-octet serial and Intel's
+extension set and order (AKI with the key identifier only, CRL distribution point, SKI, both identifiers the
+SHA-1 of the SubjectPublicKeyInfo; critical KeyUsage, critical BasicConstraints; the SGX extension last,
+non-critical). A test compares all of it field by field with the real chains.
 
-Every subject names tdxsim and says SIMULATED; the distribution points live under ``tdxsim.invalid`` (RFC
-2606: never resolvable). A quote chained to this root is rejected by any verifier trusting only Intel's root.
+Names are Intel's (``attest.formats.pck_names``: the CNs verifiers match on, O "Intel Corporation", L, ST, C)
+plus the organizational unit ``SIMULATION_MARKER`` that no verifier reads; the CRL distribution points keep
+Intel's paths under hosts in ``tdxsim.invalid`` (RFC 2606: never resolvable). What makes the evidence
+simulated is the root's key, which is tdxsim's own: a quote chained to this root is rejected by any verifier
+trusting only Intel's root.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
+from attest.formats import pck_names
 from attest.formats.pck_extension import SGX_EXTENSION_OID, PckExtension, encode_sgx_extension
 
-ROOT_CA_CN = "tdxsim SIMULATED SGX Root CA — not Intel"
-PLATFORM_CA_CN = "tdxsim SIMULATED SGX PCK Platform CA"
-TCB_SIGNING_CN = "tdxsim SIMULATED SGX TCB Signing"
-PCK_LEAF_CN = "tdxsim SIMULATED SGX PCK Certificate"  # verifiers require "SGX PCK Certificate" in the CN
-ORGANIZATION = "tdxsim simulation (not Intel Corporation)"
-ROGUE_ROOT_O = "tdxsim rogue issuer for negative tests"
-ROOT_CRL_URL = "https://certificates.tdxsim.invalid/SimulatedSGXRootCA.der"
-PCK_CRL_URL = "https://api.tdxsim.invalid/sgx/certification/v4/pckcrl?ca=platform&encoding=der"
+ROOT_CRL_URL = "https://certificates.tdxsim.invalid/IntelSGXRootCA.der"
+PCK_CRL_URL = "https://api.tdxsim.invalid/sgx/certification/v4/pckcrl?ca={ca}&encoding=der"
+PCK_CA_PLATFORM = "platform"
+PCK_CA_PROCESSOR = "processor"
+PCK_CA_CNS = {PCK_CA_PLATFORM: pck_names.PLATFORM_CA_CN, PCK_CA_PROCESSOR: pck_names.PROCESSOR_CA_CN}
 
 
-def name(common_name: str, organization: str = ORGANIZATION) -> x509.Name:
-    """Subject/issuer name with Intel's attribute order (CN, O, L, ST, C)."""
-    return x509.Name(
-        [
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
-            x509.NameAttribute(NameOID.LOCALITY_NAME, "Simulated"),
-            x509.NameAttribute(NameOID.STATE_OR_PROVINCE_NAME, "CA"),
-            x509.NameAttribute(NameOID.COUNTRY_NAME, "US"),
-        ]
-    )
+def name(common_name: str) -> x509.Name:
+    """A simulated certificate's subject/issuer: Intel's attributes and order plus the simulation marker."""
+    return pck_names.intel_name(common_name, simulated=True)
+
+
+def key_identifier(key: ec.EllipticCurvePublicKey) -> bytes:
+    """The key identifier of Intel's SKI and AKI: SHA-1 of the DER SubjectPublicKeyInfo (as every real one is;
+    not RFC 5280 §4.2.1.2's method 1, which hashes the key's bits only)."""
+    spki = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha1(spki).digest()  # an identifier, not a security hash
+
+
+def pck_crl_url(pck_ca: str) -> str:
+    """The PCK CRL distribution point of leaves issued by the ``platform`` or ``processor`` CA."""
+    return PCK_CRL_URL.format(ca=pck_ca)
 
 
 @dataclass(frozen=True)
@@ -116,7 +123,7 @@ def issue(
     """Issue one certificate (self-signed when ``issuer`` is None) with Intel's extension set and order."""
     signer_key = key if issuer is None else issuer.key
     issuer_name = subject if issuer is None else issuer.certificate.subject
-    aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(signer_key.public_key())
+    aki = x509.AuthorityKeyIdentifier(key_identifier(signer_key.public_key()), None, None)
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -127,7 +134,7 @@ def issue(
         .not_valid_after(_utc(not_after))
         .add_extension(aki, critical=False)
         .add_extension(_crl_dp(crl_url), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier(key_identifier(key.public_key())), critical=False)
         .add_extension(_ca_usage() if is_ca else _signing_usage(), critical=True)
         .add_extension(x509.BasicConstraints(ca=is_ca, path_length=ca_path_length), critical=True)
     )
@@ -150,7 +157,7 @@ def build_crl(
         .next_update(_utc(next_update))
         .add_extension(x509.CRLNumber(number), critical=False)
         .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()), critical=False
+            x509.AuthorityKeyIdentifier(key_identifier(issuer.key.public_key()), None, None), critical=False
         )
     )
     for serial in revoked_serials:

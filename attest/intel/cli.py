@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from attest.formats.collateral import TCB_STATUSES
+from attest.intel.identity import SGX_TYPE
 from attest.intel.pcs_directory import Pki, PkiError, PkiOptions, init_pki
 from attest.intel.signed_collateral import rfc3339
 
@@ -103,6 +104,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--revoke", type=int, action="append", default=[], help="list platform N in the PCK CRL"
     )
     init.add_argument("--wrong-issuer", action="store_true", help="sign collateral under a rogue root")
-    init.add_argument("--sgx-type", type=int, choices=(0, 1, 2), default=0, help="PCK SGX type, default 0")
+    init.add_argument(
+        "--sgx-type",
+        type=int,
+        choices=(0, 1, 2),
+        default=SGX_TYPE,
+        help="PCK SGX type: 1 Scalable (default, as TDX platforms; Platform CA), 2 Scalable with Integrity "
+        "(Platform CA), 0 Standard (Processor CA, no PlatformInstanceID/Configuration)",
+    )
     init.add_argument("--json", action="store_true", help="print one JSON object")
     init.set_defaults(func=run_init)

@@ -48,8 +48,10 @@ CPUSVN: Final = bytes(SGX_TCB_COMPONENTS)
 SGX_TYPE_STANDARD: Final = 0
 SGX_TYPE_SCALABLE: Final = 1
 SGX_TYPE_SCALABLE_WITH_INTEGRITY: Final = 2
-SGX_TYPE: Final = SGX_TYPE_STANDARD
-"""SGX type (.5): Standard, so dcap-qvl ``QuotePolicy.strict`` accepts it without platform-config opt-ins."""
+SGX_TYPE: Final = SGX_TYPE_SCALABLE
+"""SGX type (.5): Scalable, as every real TDX platform's PCK leaf (issued by the PCK Platform CA with
+PlatformInstanceID and Configuration). Like real TDX quotes, simulated ones then need dcap-qvl's
+``QuotePolicy`` to allow dynamic platforms, cached keys and SMT (``strict`` alone refuses them)."""
 
 # --- §3 TEE_TCB_INFO (the TDX module) -----------------------------------------------------------------------
 TDX_MODULE_ISVSVN: Final = 11

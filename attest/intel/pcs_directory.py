@@ -4,12 +4,12 @@ it.
 docs/attestation.md §6 (PCK hierarchy and SGX extension), §9 (collateral, dcap-qvl ``QuoteCollateralV3``), §15
 ("Simulated PKI"). Directory layout (keys PEM PKCS#8, mode 0600; certificates PEM; CRLs DER)::
 
-    pki.json                         manifest: format, anchor time, options, platforms
-    root_ca.pem  root_ca.key         tdxsim SIMULATED SGX Root CA (self-signed)
-    pck_platform_ca.pem  .key        PCK Platform CA (issued by the root)
+    pki.json                         manifest: format, anchor time, options, PCK CA kind, platforms
+    root_ca.pem  root_ca.key         the simulated "Intel SGX Root CA" (self-signed, tdxsim's own key)
+    pck_platform_ca.pem  .key        PCK Platform CA (issued by the root); pck_processor_ca.* for SGX type 0
     tcb_signing.pem  .key            signer of TCB Info / QE Identity (the rogue one under ``wrong_issuer``)
     tcb_signing_chain.pem            its issuer chain as shipped in the collateral (signer, then root)
-    root_ca.crl  pck_platform_ca.crl root CA CRL (root-signed), PCK CRL (Platform-CA-signed)
+    root_ca.crl  pck_platform_ca.crl root CA CRL (root-signed), PCK CRL (PCK-CA-signed; pck_processor_ca.crl)
     tcb_info.json  qe_identity.json  Intel PCS response bodies ({"tcbInfo":…,"signature":…})
     collateral.json                  dcap-qvl QuoteCollateralV3 JSON for the platforms' FMSPC
     platforms/N/pck.pem  pck.key     PCK leaf of host platform N and its key (the host's QE signs with it)
@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from attest.errors import AttestError
+from attest.formats import pck_names
 from attest.formats.collateral import TCB_STATUSES
 from attest.formats.pck_extension import SCALABLE_CONFIGURATION, PckExtension
 from attest.intel import certificates as ca
@@ -55,6 +56,7 @@ HOUR = 3_600
 DAY = 86_400
 YEAR = 365 * DAY
 ISV_TCB_STATUSES = ("UpToDate", "OutOfDate", "Revoked")  # QE and module levels (docs/attestation.md §8)
+INTEL_ROOT_NOT_AFTER = 2_524_607_999  # 2049-12-31T23:59:59Z, the end of Intel's SGX Root CA
 CERT_BACKDATE = DAY  # certificates start a day before the anchor: tolerant of clock skew between processes
 COLLATERAL_BACKDATE = HOUR  # collateral issueDate / CRL thisUpdate one hour before the anchor
 
@@ -81,8 +83,10 @@ class PkiOptions:
     - ``revoked_platforms``: indexes of platforms whose PCK leaf is listed in the PCK CRL. Default none.
     - ``wrong_issuer``: TCB Info and QE Identity signed by a TCB Signing key issued by a rogue root that has
       the simulated root's name but another key, so their issuer chain does not lead to the trusted root.
-    - ``sgx_type``: PCK extension SGX type; 1/2 (Scalable) add PlatformInstanceID and Configuration as Intel's
-      Platform-CA leaves do. Default ``attest.intel.identity.SGX_TYPE`` (Standard).
+    - ``sgx_type``: PCK extension SGX type. 1 (Scalable, the default ``attest.intel.identity.SGX_TYPE``,
+      what every TDX platform has) and 2 (Scalable with Integrity): leaves issued by the PCK Platform CA with
+      PlatformInstanceID and Configuration. 0 (Standard): leaves issued by the PCK Processor CA without them,
+      as Intel issues single-package platforms' PCK certificates (docs/attestation.md §6).
     - ``tcb_evaluation_data_number``: of TCB Info and QE Identity. Default ``attest.intel.identity``'s.
     """
 
@@ -153,7 +157,7 @@ class Pki:
     options: PkiOptions
     now: int
     root: ca.Issued
-    platform_ca: ca.Issued
+    pck_ca: ca.Issued  # the PCK Platform CA, or the Processor CA for SGX type 0
     tcb_signing: ca.Issued
     tcb_signing_chain_pem: str
     root_ca_crl: bytes
@@ -162,6 +166,12 @@ class Pki:
     qe_identity: SignedJson
     collateral_json: str
     platforms: tuple[PlatformPck, ...] = field(default_factory=tuple)
+
+    @property
+    def pck_ca_kind(self) -> str:
+        """``platform`` or ``processor``: which PCK CA issued the leaves (the PCS's ``ca`` parameter)."""
+        cn = pck_names.common_name(self.pck_ca.certificate.subject)
+        return ca.PCK_CA_PROCESSOR if cn == pck_names.PROCESSOR_CA_CN else ca.PCK_CA_PLATFORM
 
     @property
     def root_pem(self) -> bytes:
@@ -183,6 +193,18 @@ class Pki:
         if not 0 <= index < len(self.platforms):
             raise PkiError(f"no platform {index} (have {len(self.platforms)})")
         return self.platforms[index]
+
+
+def pck_ca_kind(sgx_type: int) -> str:
+    """The CA Intel issues a platform's PCK leaf from: the Processor CA for Standard (type 0) platforms, the
+    Platform CA for Scalable ones (types 1 and 2)."""
+    return ca.PCK_CA_PROCESSOR if sgx_type == P.SGX_TYPE_STANDARD else ca.PCK_CA_PLATFORM
+
+
+def _pck_ca_stem(kind: str) -> str:
+    if kind not in ca.PCK_CA_CNS:
+        raise PkiError(f"unknown pck ca {kind!r}")
+    return f"pck_{kind}_ca"
 
 
 def _unix(rfc3339_text: str) -> int:
@@ -219,23 +241,27 @@ def init_pki(directory: str | os.PathLike[str], options: PkiOptions | None = Non
     now = int(time.time()) if opts.now is None else int(opts.now)
     src = KeySource(opts.seed)
     cert_start = now - CERT_BACKDATE
+    # The root ends when Intel's does (its validity then encoded as Intel's, UTCTime) unless a PCK CA issued
+    # now would outlive it.
+    root_end = max(INTEL_ROOT_NOT_AFTER, now + 15 * YEAR)
 
     root = ca.issue(
-        subject=ca.name(ca.ROOT_CA_CN),
+        subject=ca.name(pck_names.ROOT_CA_CN),
         key=src.private_key("root"),
         issuer=None,
         serial=src.serial("root"),
         not_before=cert_start,
-        not_after=now + 25 * YEAR,
+        not_after=root_end,
         ca_path_length=1,
         is_ca=True,
         crl_url=ca.ROOT_CRL_URL,
     )
-    platform_ca = ca.issue(
-        subject=ca.name(ca.PLATFORM_CA_CN),
-        key=src.private_key("platform-ca"),
+    kind = pck_ca_kind(opts.sgx_type)
+    pck_ca = ca.issue(
+        subject=ca.name(ca.PCK_CA_CNS[kind]),
+        key=src.private_key(f"{kind}-ca"),
         issuer=root,
-        serial=src.serial("platform-ca"),
+        serial=src.serial(f"{kind}-ca"),
         not_before=cert_start,
         not_after=now + 15 * YEAR,
         ca_path_length=0,
@@ -243,7 +269,7 @@ def init_pki(directory: str | os.PathLike[str], options: PkiOptions | None = Non
         crl_url=ca.ROOT_CRL_URL,
     )
     tcb_signing = ca.issue(
-        subject=ca.name(ca.TCB_SIGNING_CN),
+        subject=ca.name(pck_names.TCB_SIGNING_CN),
         key=src.private_key("tcb-signing"),
         issuer=root,
         serial=src.serial("tcb-signing"),
@@ -257,18 +283,18 @@ def init_pki(directory: str | os.PathLike[str], options: PkiOptions | None = Non
     if opts.wrong_issuer:
         # Same subject names as the genuine root and signer, other keys: only the signatures tell them apart.
         rogue_root = ca.issue(
-            subject=ca.name(ca.ROOT_CA_CN),
+            subject=ca.name(pck_names.ROOT_CA_CN),
             key=src.private_key("rogue-root"),
             issuer=None,
             serial=src.serial("rogue-root"),
             not_before=cert_start,
-            not_after=now + 25 * YEAR,
+            not_after=root_end,
             ca_path_length=1,
             is_ca=True,
             crl_url=ca.ROOT_CRL_URL,
         )
         signer = ca.issue(
-            subject=ca.name(ca.TCB_SIGNING_CN),
+            subject=ca.name(pck_names.TCB_SIGNING_CN),
             key=src.private_key("rogue-tcb-signing"),
             issuer=rogue_root,
             serial=src.serial("rogue-tcb-signing"),
@@ -283,7 +309,7 @@ def init_pki(directory: str | os.PathLike[str], options: PkiOptions | None = Non
     platforms: list[PlatformPck] = []
     for index in range(opts.platforms):
         ppid = src.identifier(f"ppid:{index}", 16)
-        scalable = opts.sgx_type != P.SGX_TYPE_STANDARD
+        scalable = kind == ca.PCK_CA_PLATFORM  # Platform-CA leaves carry .6 and .7, Processor-CA ones do not
         extension = PckExtension(
             ppid=ppid,
             tcb_components=P.SGX_TCB_COMPONENTS,
@@ -296,18 +322,18 @@ def init_pki(directory: str | os.PathLike[str], options: PkiOptions | None = Non
             configuration=SCALABLE_CONFIGURATION if scalable else None,
         )
         leaf = ca.issue(
-            subject=ca.name(ca.PCK_LEAF_CN),
+            subject=ca.name(pck_names.PCK_CN),
             key=src.private_key(f"pck:{index}"),
-            issuer=platform_ca,
+            issuer=pck_ca,
             serial=src.serial(f"pck:{index}"),
             not_before=cert_start,
             not_after=now + 7 * YEAR,
             ca_path_length=None,
             is_ca=False,
-            crl_url=ca.PCK_CRL_URL,
+            crl_url=ca.pck_crl_url(kind),
             sgx_extension=extension,
         )
-        chain = _pem_chain(leaf, platform_ca, root).encode()
+        chain = _pem_chain(leaf, pck_ca, root).encode()
         platforms.append(PlatformPck(index, leaf.certificate, leaf.key, chain, ppid))
 
     if opts.collateral_expired:
@@ -320,7 +346,7 @@ def init_pki(directory: str | os.PathLike[str], options: PkiOptions | None = Non
         root_crl_next = issue + max(opts.collateral_validity, YEAR)
     revoked = [platforms[i].serial_number for i in sorted(set(opts.revoked_platforms))]
     root_ca_crl = ca.build_crl(root, [], issue, root_crl_next)
-    pck_crl = ca.build_crl(platform_ca, revoked, issue, next_update)
+    pck_crl = ca.build_crl(pck_ca, revoked, issue, next_update)
     spec = CollateralSpec(
         issue_date=issue,
         next_update=next_update,
@@ -332,7 +358,7 @@ def init_pki(directory: str | os.PathLike[str], options: PkiOptions | None = Non
     tcb_info = sign_json(tcb_info_text(spec), signer.key)
     qe_identity = sign_json(qe_identity_text(spec), signer.key)
     collateral = quote_collateral_v3_json(
-        pck_crl_issuer_chain=_pem_chain(platform_ca, root),
+        pck_crl_issuer_chain=_pem_chain(pck_ca, root),
         root_ca_crl=root_ca_crl,
         pck_crl=pck_crl,
         tcb_info_issuer_chain=signer_chain,
@@ -346,7 +372,7 @@ def init_pki(directory: str | os.PathLike[str], options: PkiOptions | None = Non
         options=opts,
         now=now,
         root=root,
-        platform_ca=platform_ca,
+        pck_ca=pck_ca,
         tcb_signing=signer,
         tcb_signing_chain_pem=signer_chain,
         root_ca_crl=root_ca_crl,
@@ -363,16 +389,17 @@ def init_pki(directory: str | os.PathLike[str], options: PkiOptions | None = Non
 def _save(pki: Pki) -> None:
     d = pki.directory
     d.mkdir(parents=True, exist_ok=True)
+    pck_ca_stem = _pck_ca_stem(pki.pck_ca_kind)
     for stem, issued in (
         ("root_ca", pki.root),
-        ("pck_platform_ca", pki.platform_ca),
+        (pck_ca_stem, pki.pck_ca),
         ("tcb_signing", pki.tcb_signing),
     ):
         _write(d / f"{stem}.pem", issued.pem)
         _write_key(d / f"{stem}.key", issued.key)
     _write(d / "tcb_signing_chain.pem", pki.tcb_signing_chain_pem.encode())
     _write(d / "root_ca.crl", pki.root_ca_crl)
-    _write(d / "pck_platform_ca.crl", pki.pck_crl)
+    _write(d / f"{pck_ca_stem}.crl", pki.pck_crl)
     _write(d / "tcb_info.json", pki.tcb_info.pcs_response("tcbInfo").encode())
     _write(d / "qe_identity.json", pki.qe_identity.pcs_response("enclaveIdentity").encode())
     _write(d / "collateral.json", pki.collateral_json.encode())
@@ -388,6 +415,7 @@ def _save(pki: Pki) -> None:
         "simulated": "tdxsim simulated Intel PCS - not Intel; trust root_ca.pem only for simulated evidence",
         "now": pki.now,
         "options": pki.options.to_json(),
+        "pck_ca": pki.pck_ca_kind,
         "platforms": manifest_platforms,
     }
     # The manifest goes last: its presence marks a complete PKI.
@@ -419,6 +447,7 @@ def load_pki(directory: str | os.PathLike[str]) -> Pki:
         manifest = json.loads((d / MANIFEST).read_text())
         if manifest.get("format") != FORMAT:
             raise PkiError(f"{d / MANIFEST}: unsupported format {manifest.get('format')!r}")
+        pck_ca_stem = _pck_ca_stem(manifest.get("pck_ca", ca.PCK_CA_PLATFORM))
         platforms = []
         for entry in manifest["platforms"]:
             pdir = d / entry["dir"]
@@ -431,11 +460,11 @@ def load_pki(directory: str | os.PathLike[str]) -> Pki:
             options=PkiOptions.from_json(manifest["options"]),
             now=int(manifest["now"]),
             root=_issued(d, "root_ca"),
-            platform_ca=_issued(d, "pck_platform_ca"),
+            pck_ca=_issued(d, pck_ca_stem),
             tcb_signing=_issued(d, "tcb_signing"),
             tcb_signing_chain_pem=(d / "tcb_signing_chain.pem").read_text(),
             root_ca_crl=(d / "root_ca.crl").read_bytes(),
-            pck_crl=(d / "pck_platform_ca.crl").read_bytes(),
+            pck_crl=(d / f"{pck_ca_stem}.crl").read_bytes(),
             tcb_info=_signed_from_response((d / "tcb_info.json").read_text(), "tcbInfo"),
             qe_identity=_signed_from_response((d / "qe_identity.json").read_text(), "enclaveIdentity"),
             collateral_json=(d / "collateral.json").read_text(),

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
 import attest
-from attest.formats import decode_quote
+from attest.formats import decode_quote, pck_names
 from attest.formats import der as reader
 from attest.formats import der as writer
 from attest.formats.collateral import parse_qe_identity, parse_tcb_info
@@ -39,6 +39,7 @@ from attest.intel import cli as pki_cli
 from attest.intel import identity as P
 from attest.verifier.dcap import parse_collateral
 from attest.verifier.dcap.chains import load_crl, verify_raw_signature
+from attest.verifier.dcap.roots import INTEL_SGX_ROOT_CA_PEM
 
 REAL_QUOTES = [
     "tdx_v4_quote.bin",
@@ -146,17 +147,31 @@ def test_der_tag_numbers_are_defined_once_and_shared_by_encoder_and_reader() -> 
     assert reader.read_tlvs(writer.sequence())[0].tag == reader.TAG_SEQUENCE == 0x30
 
 
-def test_hierarchy_names_say_simulated_and_chain_like_intels(tmp_path: Path) -> None:
+def test_hierarchy_has_intels_names_marked_simulated_and_chains_like_intels(tmp_path: Path) -> None:
     pki = init_pki(tmp_path, PkiOptions(now=NOW))
-    root, ca, signer = pki.root.certificate, pki.platform_ca.certificate, pki.tcb_signing.certificate
+    root, ca, signer = pki.root.certificate, pki.pck_ca.certificate, pki.tcb_signing.certificate
     leaf = pki.platform(0).certificate
-    assert _cn(root.subject) == "tdxsim SIMULATED SGX Root CA — not Intel"
+    assert [_cn(c.subject) for c in (root, ca, signer, leaf)] == [
+        "Intel SGX Root CA",
+        "Intel SGX PCK Platform CA",
+        "Intel SGX TCB Signing",
+        "Intel SGX PCK Certificate",
+    ]
     assert root.issuer == root.subject
-    assert "not Intel" in root.subject.rfc4514_string()
     assert (ca.issuer, signer.issuer, leaf.issuer) == (root.subject, root.subject, ca.subject)
-    assert "SGX PCK Platform CA" in _cn(ca.subject)
-    assert "SGX PCK Certificate" in _cn(leaf.subject)
-    assert "SIMULATED" in _cn(leaf.subject) and "SIMULATED" in _cn(signer.subject)
+    for cert in (root, ca, signer, leaf):
+        units = cert.subject.get_attributes_for_oid(x509.NameOID.ORGANIZATIONAL_UNIT_NAME)
+        assert (
+            [u.value for u in units]
+            == [pck_names.SIMULATION_MARKER]
+            == ["tdxsim SIMULATED - not issued by Intel"]
+        )
+        assert pck_names.is_simulated(cert.subject) and pck_names.is_simulated(cert.issuer)
+        assert "SIMULATED" in cert.subject.rfc4514_string()
+    # The root's key is tdxsim's own: Intel's root is a different certificate with a different key.
+    intel = x509.load_pem_x509_certificate(INTEL_SGX_ROOT_CA_PEM)
+    assert root.public_key() != intel.public_key()
+    assert not pck_names.is_simulated(intel.subject)
     leaf.verify_directly_issued_by(ca)
     ca.verify_directly_issued_by(root)
     signer.verify_directly_issued_by(root)
@@ -181,8 +196,8 @@ def test_pck_leaf_extension_carries_the_platform_identity(tmp_path: Path) -> Non
         assert ext.tcb_components == P.SGX_TCB_COMPONENTS
         assert ext.pce_svn == P.PCESVN
         assert ext.cpu_svn == P.CPUSVN
-        assert ext.sgx_type == 0
-        assert ext.platform_instance_id is None
+        assert ext.sgx_type == P.SGX_TYPE == 1  # Scalable, as every real TDX platform
+        assert ext.platform_instance_id is not None
         assert ext.ppid == pck.ppid
     assert exts[0].ppid != exts[1].ppid
     theirs = dcap_qvl.parse_pck_extension_from_pem(pki.platform(1).certificate.public_bytes(Encoding.PEM))
@@ -192,16 +207,56 @@ def test_pck_leaf_extension_carries_the_platform_identity(tmp_path: Path) -> Non
         P.PCESVN,
         P.CPUSVN,
         pki.platform(1).ppid,
-        0,
+        1,
     )
+    assert theirs.platform_instance_id == exts[1].platform_instance_id
 
 
-def test_scalable_sgx_type_adds_platform_instance_and_configuration(tmp_path: Path) -> None:
-    pki = init_pki(tmp_path, PkiOptions(now=NOW, sgx_type=1))
-    ext = pck_extension_of(pki.platform(0).certificate)
-    assert ext.sgx_type == 1
+@pytest.mark.parametrize("sgx_type", [1, 2])
+def test_scalable_sgx_types_are_issued_by_the_platform_ca_with_instance_and_configuration(
+    tmp_path: Path, sgx_type: int
+) -> None:
+    pki = init_pki(tmp_path, PkiOptions(now=NOW, sgx_type=sgx_type))
+    leaf = pki.platform(0).certificate
+    ext = pck_extension_of(leaf)
+    assert ext.sgx_type == sgx_type
     assert ext.platform_instance_id is not None and len(ext.platform_instance_id) == 16
     assert ext.configuration == PckConfiguration(dynamic_platform=True, cached_keys=True, smt_enabled=True)
+    assert pki.pck_ca_kind == "platform"
+    assert _cn(leaf.issuer) == "Intel SGX PCK Platform CA"
+    assert _crl_urls(leaf) == [
+        "https://api.tdxsim.invalid/sgx/certification/v4/pckcrl?ca=platform&encoding=der"
+    ]
+
+
+def test_standard_sgx_type_is_issued_by_the_processor_ca_without_platform_items(tmp_path: Path) -> None:
+    """Intel issues Standard (type 0) platforms' PCK leaves from the PCK Processor CA, whose leaves carry the
+    five items PPID, TCB, PCE-ID, FMSPC and SGX type only (QVL's ProcessorPckCertificate wants exactly
+    five)."""
+    pki = init_pki(tmp_path / "pki", PkiOptions(now=NOW, sgx_type=0))
+    leaf = pki.platform(0).certificate
+    ext = pck_extension_of(leaf)
+    assert (ext.sgx_type, ext.platform_instance_id, ext.configuration) == (0, None, None)
+    value = leaf.extensions.get_extension_for_oid(x509.ObjectIdentifier(SGX_EXTENSION_OID)).value
+    assert isinstance(value, x509.UnrecognizedExtension)
+    assert len(reader.oid_value_pairs(reader.read_one(value.value, reader.TAG_SEQUENCE))) == 5
+    assert pki.pck_ca_kind == "processor"
+    assert _cn(pki.pck_ca.certificate.subject) == _cn(leaf.issuer) == "Intel SGX PCK Processor CA"
+    assert _crl_urls(leaf) == [
+        "https://api.tdxsim.invalid/sgx/certification/v4/pckcrl?ca=processor&encoding=der"
+    ]
+    assert load_crl(pki.pck_crl, "pck").issuer == pki.pck_ca.certificate.subject
+    chain = x509.load_pem_x509_certificates(json.loads(pki.collateral_json)["pck_crl_issuer_chain"].encode())
+    assert [_cn(c.subject) for c in chain] == ["Intel SGX PCK Processor CA", "Intel SGX Root CA"]
+    loaded = load_pki(tmp_path / "pki")
+    assert loaded.pck_ca.certificate == pki.pck_ca.certificate and loaded.pck_crl == pki.pck_crl
+    assert (tmp_path / "pki" / "pck_processor_ca.pem").is_file()
+    assert dcap_qvl.parse_pck_extension_from_pem(pki.platform(0).chain_pem).sgx_type == 0
+
+
+def _crl_urls(cert: x509.Certificate) -> list[str]:
+    points = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    return [str(name.value) for point in points for name in point.full_name or ()]
 
 
 def test_tcb_info_and_qe_identity_are_intel_format_and_signed_over_exact_text(tmp_path: Path) -> None:
@@ -250,15 +305,15 @@ def test_collateral_json_has_dcap_qvl_fields_and_round_trips(tmp_path: Path) -> 
     assert ours.qe_identity_text == pki.qe_identity.text
     assert ours.pck_crl == pki.pck_crl
     chain = x509.load_pem_x509_certificates(doc["pck_crl_issuer_chain"].encode())
-    assert [c.subject for c in chain] == [pki.platform_ca.certificate.subject, pki.root.certificate.subject]
+    assert [c.subject for c in chain] == [pki.pck_ca.certificate.subject, pki.root.certificate.subject]
 
 
 def test_crls_are_signed_by_their_issuers_and_list_revoked_pcks(tmp_path: Path) -> None:
     pki = init_pki(tmp_path, PkiOptions(now=NOW, platforms=3, revoked_platforms=(1,)))
     root_crl, pck_crl = load_crl(pki.root_ca_crl, "root"), load_crl(pki.pck_crl, "pck")
     assert root_crl.issuer == pki.root.certificate.subject
-    assert pck_crl.issuer == pki.platform_ca.certificate.subject
-    root_key, ca_key = pki.root.certificate.public_key(), pki.platform_ca.certificate.public_key()
+    assert pck_crl.issuer == pki.pck_ca.certificate.subject
+    root_key, ca_key = pki.root.certificate.public_key(), pki.pck_ca.certificate.public_key()
     assert isinstance(root_key, ec.EllipticCurvePublicKey) and isinstance(ca_key, ec.EllipticCurvePublicKey)
     assert root_crl.is_signature_valid(root_key) and pck_crl.is_signature_valid(ca_key)
     assert len(root_crl) == 0

@@ -11,6 +11,7 @@ from pathlib import Path
 import dcap_qvl
 import pytest
 from attest_sim_evidence import MR_TD, NOW, REPORT_DATA, make_evidence
+from attest_vectors import expected_for, read_collateral, read_quote
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -48,12 +49,47 @@ def test_simulated_quote_is_up_to_date_in_dcap_qvl_and_attest_verify(
     assert ours.fmspc == P.FMSPC
 
 
-def test_simulated_quote_passes_dcap_qvl_strict_policy(tmp_path: Path) -> None:
-    ev = make_evidence(tmp_path)
-    coll = dcap_qvl.QuoteCollateralV3.from_json(ev.pki.collateral_json)
-    verifier = dcap_qvl.QuoteVerifier(ev.pki.root_der)
-    claims = verifier.verify_with_policy(ev.quote, coll, NOW, dcap_qvl.QuotePolicy.strict(NOW))
-    assert '"UpToDate"' in claims.to_json()
+def _dcap_qvl_policy_verdict(
+    quote: bytes, collateral_json: str, root_der: bytes | None, now: int
+) -> list[str]:
+    """dcap-qvl's verdicts under ``QuotePolicy.strict`` and under strict allowing dynamic platforms, cached
+    keys and SMT (the Configuration flags of Scalable platforms): "UpToDate" or the error's first line."""
+    coll = dcap_qvl.QuoteCollateralV3.from_json(collateral_json)
+    verifier = dcap_qvl.QuoteVerifier(root_der)
+    strict = dcap_qvl.QuotePolicy.strict(now)
+    relaxed = dcap_qvl.QuotePolicy.strict(now).allow_dynamic_platform(True).allow_cached_keys(True)
+    verdicts = []
+    for policy in (strict, relaxed.allow_smt(True)):
+        try:
+            claims = verifier.verify_with_policy(quote, coll, now, policy)
+        except ValueError as err:
+            verdicts.append(str(err).splitlines()[0])
+        else:
+            assert '"UpToDate"' in claims.to_json()
+            verdicts.append("UpToDate")
+    return verdicts
+
+
+DYNAMIC_PLATFORM_REFUSED = "Verification failed: Dynamic platform is not allowed by policy"
+
+
+def test_simulated_scalable_quote_meets_dcap_qvl_policies_as_real_tdx_quotes_do(tmp_path: Path) -> None:
+    ev = make_evidence(tmp_path)  # SGX type 1, as real TDX platforms
+    verdicts = _dcap_qvl_policy_verdict(ev.quote, ev.pki.collateral_json, ev.pki.root_der, NOW)
+    assert verdicts == [DYNAMIC_PLATFORM_REFUSED, "UpToDate"]
+
+
+def test_real_tdx_quote_meets_dcap_qvl_policies_as_simulated_ones_do() -> None:
+    name = "tdx_v5_quote.bin"
+    at = int(expected_for(name)["verify_at_unix"])
+    verdicts = _dcap_qvl_policy_verdict(read_quote(name), read_collateral(name), None, at)
+    assert verdicts == [DYNAMIC_PLATFORM_REFUSED, "UpToDate"]
+
+
+def test_simulated_standard_quote_passes_dcap_qvl_strict_policy(tmp_path: Path) -> None:
+    ev = make_evidence(tmp_path, PkiOptions(now=NOW, sgx_type=0))
+    verdicts = _dcap_qvl_policy_verdict(ev.quote, ev.pki.collateral_json, ev.pki.root_der, NOW)
+    assert verdicts == ["UpToDate", "UpToDate"]
 
 
 def test_dcap_qvl_parses_platform_identity_of_simulated_quote(tmp_path: Path) -> None:
@@ -101,7 +137,7 @@ def test_header_and_certification_data_follow_real_quotes(tmp_path: Path) -> Non
     pki = ev.pki
     assert [c.public_bytes(Encoding.DER) for c in chain] == [
         pki.platform(0).certificate.public_bytes(Encoding.DER),
-        pki.platform_ca.der,
+        pki.pck_ca.der,
         pki.root_der,
     ]
 
@@ -245,10 +281,12 @@ def test_wrong_issuer_collateral_fails_the_chain_in_both_verifiers(tmp_path: Pat
     assert err.value.step == "collateral"
 
 
-def test_scalable_platform_verifies_up_to_date(tmp_path: Path) -> None:
-    ev = make_evidence(tmp_path, PkiOptions(now=NOW, sgx_type=1))
+@pytest.mark.parametrize(("sgx_type", "ca"), [(0, "processor"), (1, "platform"), (2, "platform")])
+def test_every_sgx_type_verifies_up_to_date_under_its_pck_ca(tmp_path: Path, sgx_type: int, ca: str) -> None:
+    ev = make_evidence(tmp_path, PkiOptions(now=NOW, sgx_type=sgx_type))
     assert ev.dcap_qvl().status == "UpToDate"
-    assert ev.ours().pck.sgx_type == 1
+    assert dcap_qvl.parse_quote(ev.quote).ca() == ca
+    assert ev.ours().pck.sgx_type == sgx_type
 
 
 # --- tampering ----------------------------------------------------------------------------------------------
