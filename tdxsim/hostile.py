@@ -408,6 +408,8 @@ def _fill(
         container = getattr(msg, f.name)
         if is_message and depth < 3 and rnd.random() < 0.003:
             element = message(rnd, f.message_type._concrete_class, world, target, depth + 1)
+            if element.ByteSize() > 32:  # many small elements, never a request past the size limits
+                element = f.message_type._concrete_class()
             container.extend([element] * BATCH_OVER)
             return
         for _ in range(count):

@@ -1,4 +1,8 @@
-"""``tdxsim quote inspect|verify``: offline use of the quote codec and the DCAP verifier.
+"""``tdxsim quote inspect|verify``: offline use of the quote codec and the DCAP verifier (docs/cli.md).
+
+A quote file holds the binary quote or its hex text (``0x`` and line breaks allowed). Without ``--policy`` the
+verdict is dcap-qvl's: a DEBUG TD is rejected ("Debug mode is enabled"); with one, the policy decides
+(``allow_debug``). Both commands say when the PCK chain is a tdxsim simulation.
 
 Exit codes (as go-tdx-guest's ``check``): 0 accepted (or inspected), 1 rejected, 2 unusable input
 or arguments. Unusable input includes malformed collateral (any member that does not parse or has the wrong
@@ -18,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from attest.errors import AttestError
-from attest.formats.quote import decode_quote
+from attest.formats.quote import decode_quote, quote_bytes
 from attest.verifier import offline
 from attest.verifier.appraise import Evidence, PolicyError, appraise, policy_from_json
 from attest.verifier.dcap.roots import INTEL_SGX_ROOT_CA_PEM
@@ -29,7 +33,11 @@ EXIT_ACCEPTED, EXIT_REJECTED, EXIT_UNUSABLE = 0, 1, 2
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="quote_command", metavar="ACTION", required=True)
     inspect = sub.add_parser("inspect", help="decode a quote and print its fields (no verification)")
-    inspect.add_argument("file", type=Path, help="quote file (binary, as a TD's GetQuote returns it)")
+    inspect.add_argument(
+        "file",
+        type=Path,
+        help="quote file: binary, as a TD's GetQuote returns it, or hex (0x, newlines allowed)",
+    )
     inspect.add_argument("--json", action="store_true", help="print one JSON object")
     inspect.set_defaults(func=run_inspect)
     verify = sub.add_parser(
@@ -37,10 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="verify a quote with DCAP collateral",
         description="Verify a TDX DCAP quote in Intel's step order (header, collateral signatures and "
         "windows, CRLs, PCK chain to a trust anchor, QE report and identity, quote signature, TCB level). "
+        "Without --policy a DEBUG TD is rejected, as dcap-qvl does; a policy may allow it (allow_debug). "
         "Exit 0 accepted, 1 rejected (including collateral that fails its signature, chain or validity "
         "window), 2 unusable input (unreadable files, malformed quote, collateral or policy).",
     )
-    verify.add_argument("file", type=Path, help="quote file")
+    verify.add_argument("file", type=Path, help="quote file, binary or hex")
     verify.add_argument("--collateral", type=Path, required=True, help="dcap-qvl QuoteCollateralV3 JSON")
     verify.add_argument("--at", type=int, default=None, help="verification time, unix seconds (default: now)")
     verify.add_argument(
@@ -54,7 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--policy",
         type=Path,
         help="appraise the verified quote with a verifier policy JSON (reference values, DEBUG, TCB "
-        "statuses, minimum TEE_TCB_SVN); freshness cannot be checked offline and is skipped",
+        "statuses, minimum TEE_TCB_SVN), which then decides on DEBUG; freshness cannot be checked offline "
+        "and is skipped",
     )
     verify.add_argument("--json", action="store_true", help="print one JSON object")
     verify.set_defaults(func=run_verify)
@@ -89,6 +99,7 @@ def run_inspect(args: argparse.Namespace) -> int:
     lines += [f"  {name:<16} {value}" for name, value in report.items()]
     if result.get("pck"):
         lines.append(f"  fmspc            {result['pck']['fmspc']}")
+    lines.append(f"  pck chain root   {_root_line(result['pck_chain_root'])}")
     _emit(result, args.json, lines)
     return EXIT_ACCEPTED
 
@@ -99,13 +110,15 @@ def run_verify(args: argparse.Namespace) -> int:
         collateral = _read(args.collateral).decode()
         roots = [_read(p) for p in args.root] or [INTEL_SGX_ROOT_CA_PEM]
         at = args.at if args.at is not None else int(time.time())
-        result = offline.verify(quote, collateral, at, roots)
+        result = offline.verify(quote, collateral, at, roots, allow_debug=args.policy is not None)
         if args.policy is not None and result["verdict"] == "accepted":
             _appraise(result, quote, _read(args.policy).decode())
     except (_Unusable, AttestError, PolicyError, UnicodeDecodeError) as err:
         return _fail(args, str(err))
     accepted = result["verdict"] == "accepted"
     lines = [f"{result['verdict']}: TCB status {result['tcb_status']}"]
+    if result["simulated"]:
+        lines.append("  simulated evidence: the PCK chain is a tdxsim simulation, not Intel's")
     if result["advisory_ids"]:
         lines.append(f"  advisories: {', '.join(result['advisory_ids'])}")
     if not accepted:
@@ -115,13 +128,22 @@ def run_verify(args: argparse.Namespace) -> int:
     return EXIT_ACCEPTED if accepted else EXIT_REJECTED
 
 
+def _root_line(root: dict[str, Any]) -> str:
+    if root["root"] == "intel":
+        return "Intel SGX Root CA (Intel's)"
+    if root["simulated"]:
+        return "simulated: a tdxsim root, not Intel's (verifies only against that PKI's root_ca.pem)"
+    return f"unknown: {root['subject']}"
+
+
 def _appraise(result: dict[str, Any], quote: bytes, policy_text: str) -> None:
     """Apply a verifier policy to a verified quote, offline: every mismatch is listed."""
     policy = policy_from_json("offline", policy_text)
     if policy.reference_value_sets:
         raise _Unusable("named reference-value sets live in a verifier's database; inline the values")
     options = replace(policy.options, require_nonce=False)
-    evidence = Evidence(decode_quote(quote).body, result["tcb_status"], tuple(result["advisory_ids"]))
+    body = decode_quote(quote_bytes(quote)).body
+    evidence = Evidence(body, result["tcb_status"], tuple(result["advisory_ids"]))
     appraisal = appraise(evidence, options)
     result["appraisal"] = {"checked": list(appraisal.checked_fields), "mismatches": list(appraisal.reasons)}
     if not appraisal.ok:

@@ -18,6 +18,7 @@ from attest.formats.quote import (
     decode_quote,
     decode_td_report,
     encode_quote,
+    quote_bytes,
 )
 from attest.formats.tdreport import TdReportStruct, decode_tdreport
 
@@ -38,4 +39,5 @@ __all__ = [
     "decode_td_report",
     "decode_tdreport",
     "encode_quote",
+    "quote_bytes",
 ]

@@ -8,6 +8,9 @@ Byte-exactness: ``encode_quote(decode_quote(b)) == b`` for every accepted ``b``.
 re-derived on encode from the contents, so decoding demands that each declared length equals the length of the
 structure it frames; bytes after the signature data (real v4 quotes carry 70 zero bytes of buffer padding) are
 kept verbatim in ``Quote.trailing`` and ignored by verification, like every verifier of §14 does.
+
+Input: ``quote_bytes`` turns what people hand over (the binary quote, or its hex text, ``0x`` and line breaks
+allowed) into the binary quote ``decode_quote`` takes.
 """
 
 from __future__ import annotations
@@ -379,6 +382,31 @@ class Quote:
     @property
     def pck_chain(self) -> CertificationData:
         return self.signature_data.certification_data.certification_data
+
+
+_HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
+_ASCII_WHITESPACE = b" \t\n\r\v\f"
+
+
+def quote_bytes(data: bytes) -> bytes:
+    """The binary quote in ``data``, which holds it either as is (as GetQuote returns it) or as hex text:
+    optionally ``0x``-prefixed, any ASCII whitespace (line breaks included) anywhere, either case.
+
+    The two cannot be confused: a binary quote's second byte is the zero high byte of its version, and zero
+    is not a hex digit. Text that starts with ``0x`` but is not hex of whole bytes raises
+    ``QuoteFormatError``; anything else that is not hex is returned unchanged, for ``decode_quote`` to judge.
+    """
+    raw = bytes(data)
+    text = raw.translate(None, _ASCII_WHITESPACE)
+    prefixed = text[:2] in (b"0x", b"0X")
+    digits = text[2:] if prefixed else text
+    if not prefixed and (not digits or not _HEX_DIGITS.issuperset(digits)):
+        return raw
+    if not digits or not _HEX_DIGITS.issuperset(digits):
+        raise QuoteFormatError("quote text after 0x is not hex")
+    if len(digits) % 2:
+        raise QuoteFormatError(f"hex quote has an odd number of digits ({len(digits)})")
+    return bytes.fromhex(digits.decode("ascii"))
 
 
 def decode_quote(buf: bytes) -> Quote:

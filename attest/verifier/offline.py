@@ -1,27 +1,41 @@
 """JSON-ready library functions behind ``tdxsim quote inspect`` and ``tdxsim quote verify``.
 
 The CLI wiring (argument parsing, files, exit codes) lives in ``tdxsim/``; these functions take bytes and text
-and return plain dicts. Contract for exit codes: ``inspect``/``verify`` raise ``QuoteFormatError`` (quote does
-not decode), ``CollateralError`` (collateral JSON unusable) or ``CertificateChainError`` (a root does not
-parse) for unusable input -> exit 2; otherwise ``verify`` returns ``verdict`` ``accepted`` (exit 0) or
-``rejected`` with ``error`` = "<step>: <reason>" (exit 1). Steps are those of docs/attestation.md §7.
+and return plain dicts. A quote is given as bytes holding the binary quote or its hex text (``0x`` prefix and
+whitespace allowed, ``attest.formats.quote.quote_bytes``). Contract for exit codes: ``inspect``/``verify``
+raise ``QuoteFormatError`` (quote does not decode), ``CollateralError`` (collateral JSON unusable) or
+``CertificateChainError`` (a root does not parse) for unusable input -> exit 2; otherwise ``verify``
+returns ``verdict`` ``accepted`` (exit 0) or ``rejected`` with ``error`` = "<step>: <reason>" (exit 1). Steps
+are those of docs/attestation.md §7, and ``td_attributes``.
 
-Verification is not appraisal: a DEBUG TD is ``accepted`` here with ``report.td_debug`` true.
+Verdicts are dcap-qvl's (docs/attestation.md §14): a quote that passes every step of §7 is still rejected when
+its TD has the DEBUG attribute ("td_attributes: Debug mode is enabled", dcap-qvl's words and, like dcap-qvl,
+after every other check), unless the caller allows DEBUG because a policy decides instead (``allow_debug``).
+
+Both report whether the PCK chain ends at a tdxsim simulated root (``simulated``, from the names' simulation
+marker, ``attest.formats.pck_names``) or at Intel's.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from attest.errors import AttestError, CertificateChainError, TcbRevoked
 from attest.formats import layout as L
+from attest.formats import pck_names
 from attest.formats.collateral import parse_collateral
 from attest.formats.pck_extension import pck_extension_of
-from attest.formats.quote import Quote, TdReport10, TdReport15, decode_quote
+from attest.formats.quote import Quote, TdReport10, TdReport15, decode_quote, quote_bytes
 from attest.verifier.dcap.quote_verifier import Verifier, load_anchors
+from attest.verifier.dcap.roots import INTEL_SGX_ROOT_CA_PEM
+
+DEBUG_REJECTION = "td_attributes: Debug mode is enabled"
+"""The rejection of a DEBUG TD without a policy: dcap-qvl's message under this module's step naming."""
 
 
 def report_fields(body: TdReport10) -> dict[str, Any]:
@@ -45,9 +59,34 @@ def _header_fields(quote: Quote) -> dict[str, Any]:
     }
 
 
-def inspect(quote_bytes: bytes) -> dict[str, Any]:
-    """Decode a quote (no verification): header, body type, report fields, sizes, PCK platform identity."""
-    quote = decode_quote(quote_bytes)
+def pck_chain_root(quote: Quote) -> dict[str, Any]:
+    """Whose root the quote's PCK chain names, without verifying it: ``intel`` when the chain carries Intel's
+    SGX Root CA certificate, ``tdxsim`` when its names carry tdxsim's simulation marker, else ``unknown``;
+    with the top certificate's subject and SHA-256."""
+    try:
+        chain = [x509.load_pem_x509_certificate(pem) for pem in quote.pck_chain.pem_certificates()]
+        top = chain[-1]
+        ders = [c.public_bytes(Encoding.DER) for c in chain]
+        names = [n for c in chain for n in (c.subject, c.issuer)]
+        subject = top.subject.rfc4514_string()
+    except (AttestError, ValueError, TypeError, IndexError, x509.InvalidVersion):
+        return {"root": "unknown", "simulated": False, "subject": None, "sha256": None}
+    intel = x509.load_pem_x509_certificate(INTEL_SGX_ROOT_CA_PEM).public_bytes(Encoding.DER)
+    simulated = intel not in ders and any(pck_names.is_simulated(n) for n in names)
+    root = "intel" if intel in ders else "tdxsim" if simulated else "unknown"
+    return {
+        "root": root,
+        "simulated": simulated,
+        "subject": subject,
+        "sha256": hashlib.sha256(ders[-1]).hexdigest(),
+    }
+
+
+def inspect(quote_input: bytes) -> dict[str, Any]:
+    """Decode a quote (no verification): header, body type, report fields, sizes, PCK platform identity, and
+    whether its chain is a tdxsim simulation."""
+    quote = decode_quote(quote_bytes(quote_input))
+    chain_root = pck_chain_root(quote)
     sd = quote.signature_data
     out: dict[str, Any] = {
         "header": _header_fields(quote),
@@ -65,6 +104,8 @@ def inspect(quote_bytes: bytes) -> dict[str, Any]:
         },
         "qe_auth_data_size": len(sd.certification_data.qe_auth_data),
         "pck_certification_type": quote.pck_chain.cert_type,
+        "pck_chain_root": chain_root,
+        "simulated": chain_root["simulated"],
     }
     try:
         pem = quote.pck_chain.pem_certificates()[0]
@@ -84,19 +125,22 @@ def inspect(quote_bytes: bytes) -> dict[str, Any]:
 
 
 def verify(
-    quote_bytes: bytes,
+    quote_input: bytes,
     collateral_json_text: str,
     at_unix: int,
     roots: Sequence[bytes],
     *,
     verifier: Verifier | None = None,
+    allow_debug: bool = False,
 ) -> dict[str, Any]:
-    """Verify a quote against ``QuoteCollateralV3`` JSON at ``at_unix``; ``roots`` (PEM/DER) are the anchors.
+    """Verify a quote (binary or hex) against ``QuoteCollateralV3`` JSON at ``at_unix``; ``roots`` (PEM/DER)
+    are the anchors.
 
     ``verifier`` (optional) reuses a caching ``Verifier`` (its own anchors then apply and ``roots`` is
-    ignored).
+    ignored). ``allow_debug`` accepts a DEBUG TD that verifies (for a caller whose policy decides on DEBUG).
     """
-    quote = decode_quote(quote_bytes)
+    raw = quote_bytes(quote_input)
+    quote = decode_quote(raw)
     collateral = parse_collateral(collateral_json_text)
     if verifier is None:
         anchors = load_anchors(list(roots))
@@ -111,9 +155,10 @@ def verify(
         "header": _header_fields(quote),
         "body_type": quote.body_type,
         "report": report_fields(quote.body),
+        "simulated": pck_chain_root(quote)["simulated"],
     }
     try:
-        result = verifier.verify(quote_bytes, collateral, at_unix)
+        result = verifier.verify(raw, collateral, at_unix)
     except TcbRevoked as err:
         out.update(tcb_status="Revoked", advisory_ids=list(err.advisory_ids), error=f"{err.step}: {err}")
         out["error_type"] = type(err).__name__
@@ -137,4 +182,6 @@ def verify(
         collateral_valid_from=result.collateral_window[0],
         collateral_valid_until=result.collateral_window[1],
     )
+    if quote.body.is_debug and not allow_debug:
+        out.update(verdict="rejected", error=DEBUG_REJECTION, error_type="DebugTd")
     return out

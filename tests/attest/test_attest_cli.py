@@ -1,13 +1,19 @@
-"""JSON-ready ``inspect`` / ``verify`` behind ``tdxsim quote`` (issue 4 CLI contract)."""
+"""JSON-ready ``inspect`` / ``verify`` behind ``tdxsim quote``: the CLI contract, hex input, dcap-qvl's DEBUG
+verdict, and the simulation flag."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import dcap_qvl
 import pytest
+from attest_sim_evidence import NOW, make_evidence
 from attest_vectors import QUOTE_NAMES, VERIFIABLE, expected_for, intel_root_pem, read_collateral, read_quote
 
 from attest.errors import CollateralError, QuoteFormatError
+from attest.intel import QuotingEnclave, build_td_report
+from attest.intel.td_report_builder import DEBUG, SEPT_VE_DISABLE
 from attest.verifier import offline
 
 REPORT_KEYS = {
@@ -71,7 +77,7 @@ def test_verify_json_names_the_expired_step() -> None:
     )
 
 
-def test_verify_accepts_der_root_and_debug_is_only_reported() -> None:
+def test_verify_accepts_a_der_root() -> None:
     from cryptography import x509
     from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -89,3 +95,115 @@ def test_unusable_inputs_raise_for_exit_code_2() -> None:
         offline.inspect(read_quote(name)[:700])
     with pytest.raises(CollateralError):
         offline.verify(read_quote(name), "{not json", 0, [intel_root_pem()])
+
+
+def _hex_forms(quote: bytes) -> list[bytes]:
+    """The hex texts people hand over for a quote: plain, 0x-prefixed upper case, wrapped in lines."""
+    text = quote.hex()
+    lines = "\n".join(text[i : i + 64] for i in range(0, len(text), 64))
+    return [
+        text.encode(),
+        ("0x" + text.upper()).encode(),
+        ("0x" + lines + "\n").encode(),
+        f"  {lines}\r\n".encode(),
+    ]
+
+
+@pytest.mark.parametrize("name", VERIFIABLE)
+def test_hex_quotes_verify_and_inspect_like_their_binary_form(name: str) -> None:
+    raw, collateral, at = read_quote(name), read_collateral(name), expected_for(name)["verify_at_unix"]
+    binary = offline.verify(raw, collateral, at, [intel_root_pem()])
+    for text in _hex_forms(raw):
+        assert offline.verify(text, collateral, at, [intel_root_pem()]) == binary
+        assert offline.inspect(text) == offline.inspect(raw)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [(b"0x", "not hex"), (b"0x04zz", "not hex"), (b"0x040", "odd number"), (b"0400 020\n", "odd number")],
+)
+def test_malformed_hex_is_unusable_with_a_message_that_says_so(text: bytes, message: str) -> None:
+    with pytest.raises(QuoteFormatError, match=message):
+        offline.inspect(text)
+
+
+def test_hex_no_longer_reads_as_a_quote_version() -> None:
+    """Hex text of a quote used to decode as a binary quote of version 0x3430 ("04")."""
+    with pytest.raises(QuoteFormatError, match="truncated") as err:
+        offline.inspect(b"0400020081000000")
+    assert "version" not in str(err.value)
+
+
+def test_real_debug_quote_gets_dcap_qvls_verdict() -> None:
+    """No collateral exists for the DEBUG vector's platform (FMSPC 50806F000000): dcap-qvl, given any
+    collateral there is, rejects it at the FMSPC comparison, and so does this verifier (step 5), before DEBUG
+    matters."""
+    name, other = "tdx_v4_debug_td_quote.bin", "tdx_v4_quote.bin"
+    raw, collateral, at = read_quote(name), read_collateral(other), expected_for(other)["verify_at_unix"]
+    with pytest.raises(ValueError, match="Fmspc mismatch"):
+        dcap_qvl.verify(raw, dcap_qvl.QuoteCollateralV3.from_json(collateral), at)
+    out = offline.verify(raw, collateral, at, [intel_root_pem()])
+    assert (out["verdict"], out["error_type"], out["report"]["td_debug"]) == (
+        "rejected",
+        "CollateralError",
+        True,
+    )
+    assert out["error"].startswith("platform: fmspc mismatch")
+
+
+@pytest.fixture(scope="module")
+def debug_evidence(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, str, bytes]:
+    """A simulated quote of a DEBUG TD that passes every step of docs/attestation.md §7."""
+    ev = make_evidence(tmp_path_factory.mktemp("pki") / "pki")
+    pck = ev.pki.platform(0)
+    attributes = (SEPT_VE_DISABLE | DEBUG).to_bytes(8, "little")
+    quote = QuotingEnclave(pck.key, pck.chain_pem).quote(build_td_report(td_attributes=attributes))
+    return quote, ev.pki.collateral_json, ev.pki.root_der
+
+
+def test_debug_td_is_rejected_as_dcap_qvl_rejects_it(debug_evidence: tuple[bytes, str, bytes]) -> None:
+    quote, collateral, root = debug_evidence
+    with pytest.raises(ValueError, match="Verification failed: Debug mode is enabled"):
+        dcap_qvl.verify_with_root_ca(quote, dcap_qvl.QuoteCollateralV3.from_json(collateral), root, NOW)
+    out = offline.verify(quote, collateral, NOW, [root])
+    assert (out["verdict"], out["error"], out["error_type"]) == (
+        "rejected",
+        "td_attributes: Debug mode is enabled",
+        "DebugTd",
+    )
+    assert (out["tcb_status"], out["report"]["td_debug"]) == ("UpToDate", True)  # it verified, then DEBUG
+
+
+def test_debug_td_is_accepted_when_the_caller_allows_debug(debug_evidence: tuple[bytes, str, bytes]) -> None:
+    quote, collateral, root = debug_evidence
+    out = offline.verify(quote, collateral, NOW, [root], allow_debug=True)
+    assert (out["verdict"], out["tcb_status"], "error" in out) == ("accepted", "UpToDate", False)
+
+
+def test_debug_check_comes_after_verification_as_in_dcap_qvl(
+    debug_evidence: tuple[bytes, str, bytes],
+) -> None:
+    quote, collateral, root = debug_evidence
+    late = NOW + 40 * 86_400  # the collateral has expired: that failure is reported, not DEBUG
+    with pytest.raises(ValueError, match="TCBInfo expired"):
+        dcap_qvl.verify_with_root_ca(quote, dcap_qvl.QuoteCollateralV3.from_json(collateral), root, late)
+    assert offline.verify(quote, collateral, late, [root])["error"] == "collateral: tcbinfo expired"
+
+
+def test_simulated_chains_are_flagged_and_real_ones_are_not(tmp_path: Path) -> None:
+    ev = make_evidence(tmp_path / "pki")
+    inspected = offline.inspect(ev.quote)
+    assert inspected["simulated"] is True
+    assert inspected["pck_chain_root"]["root"] == "tdxsim"
+    assert "tdxsim SIMULATED" in inspected["pck_chain_root"]["subject"]
+    assert offline.verify(ev.quote, ev.pki.collateral_json, NOW, [ev.pki.root_der])["simulated"] is True
+    name = "tdx_v5_quote.bin"
+    real = offline.inspect(read_quote(name))
+    assert (real["simulated"], real["pck_chain_root"]["root"]) == (False, "intel")
+    e = expected_for(name)
+    assert (
+        offline.verify(read_quote(name), read_collateral(name), e["verify_at_unix"], [intel_root_pem()])[
+            "simulated"
+        ]
+        is False
+    )
