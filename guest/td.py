@@ -54,8 +54,21 @@ from typing import Any
 
 import grpc
 
-from attest.formats.eventlog import ALG_SHA384, Event, SpecIdEvent, encode_event_log, replay
-from attest.formats.eventlog.ccel import EV_EVENT_TAG, EventLog
+from attest.formats.eventlog import (
+    ALG_SHA384,
+    Event,
+    SpecIdEvent,
+    TaggedEvent,
+    encode_event_log,
+    replay,
+    tagged_event,
+)
+from attest.formats.eventlog.ccel import (
+    EV_EVENT_TAG,
+    TDXSIM_EXTEND_EVENT_ID,
+    TDXSIM_MEASURE_EVENT_ID,
+    EventLog,
+)
 from guest import tdcall
 from guest.connection import open_channel, td_channel
 from guest.errors import (
@@ -632,14 +645,18 @@ class Td:
         return results[len(prefix) :]
 
     def rtmr_extend(
-        self, index: int, digest: bytes, *, event_type: int = EV_EVENT_TAG, event_data: bytes = b""
+        self, index: int, digest: bytes, *, event_type: int = EV_EVENT_TAG, event_data: bytes | None = None
     ) -> bytes:
         """TDG.MR.RTMR.EXTEND of ``digest`` (48 bytes, written to the private scratch page in the same
-        request) into RTMR[index], logged as a CC event (CCMR index + 1). Returns the new RTMR value."""
+        request) into RTMR[index], logged as a CC event (CCMR index + 1) of ``event_type`` with ``event_data``
+        verbatim. Without ``event_data`` an ``EV_EVENT_TAG`` event carries an empty tagged event with ID
+        ``TDXSIM_EXTEND_EVENT_ID`` (a digest whose data the log does not hold). Returns the new RTMR value."""
         if not 0 <= index <= 3:
             raise BadRequest(f"RTMR index {index} is not 0..3", "BAD_RTMR_INDEX")
         if len(digest) != abi.MR_SIZE:
             raise BadRequest(f"an RTMR extend takes 48 bytes, got {len(digest)}", "BAD_DIGEST_SIZE")
+        if event_data is None:
+            event_data = TaggedEvent(TDXSIM_EXTEND_EVENT_ID).encode() if event_type == EV_EVENT_TAG else b""
         with self._lock:
             scratch, prefix = self._scratch_page()
             data_gpa = scratch + SCRATCH_RTMR_DATA
@@ -652,9 +669,14 @@ class Td:
             self.rtmrs[index] = hashlib.sha384(self.rtmrs[index] + digest).digest()
             return self.rtmrs[index]
 
-    def measure(self, index: int, data: bytes, *, event_type: int = EV_EVENT_TAG) -> bytes:
-        """Extend RTMR[index] with SHA-384(``data``); ``data`` is logged as the event a verifier hashes."""
-        return self.rtmr_extend(index, hashlib.sha384(data).digest(), event_type=event_type, event_data=data)
+    def measure(self, index: int, data: bytes, *, event_id: int = TDXSIM_MEASURE_EVENT_ID) -> bytes:
+        """Extend RTMR[index] with SHA-384(``data``), logged as an ``EV_EVENT_TAG`` event whose
+        ``TCG_PCClientTaggedEvent`` holds ``event_id`` and ``data`` (the tagged data a verifier hashes to
+        check the digest; docs/attestation.md §12)."""
+        event = tagged_event(index + 1, bytes(data), event_id)
+        digest = event.digest(ALG_SHA384)
+        assert digest is not None
+        return self.rtmr_extend(index, digest, event_type=EV_EVENT_TAG, event_data=event.data)
 
     def event_log(self) -> bytes:
         """This guest's RTMR extends as a TCG crypto-agile CC event log, SHA-384 (docs/attestation.md §12)."""

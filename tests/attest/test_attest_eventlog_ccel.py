@@ -18,14 +18,24 @@ from attest.formats.eventlog import (
     EventLog,
     EventLogError,
     SpecIdEvent,
+    TaggedEvent,
     compare_rtmrs,
     decode_ccel_table,
     decode_event_log,
+    decode_tagged_event,
     encode_event_log,
     measure,
     replay,
+    tagged_event,
 )
-from attest.formats.eventlog.ccel import EV_EFI_ACTION, EV_NO_ACTION, EV_SEPARATOR
+from attest.formats.eventlog.ccel import (
+    EV_EFI_ACTION,
+    EV_EVENT_TAG,
+    EV_NO_ACTION,
+    EV_SEPARATOR,
+    TDXSIM_EXTEND_EVENT_ID,
+    TDXSIM_MEASURE_EVENT_ID,
+)
 
 
 def eventlog(name: str) -> bytes:
@@ -169,3 +179,60 @@ def test_ccmr_above_four_makes_replay_fail() -> None:
     log = EventLog(SpecIdEvent(), (measure(5, EV_EFI_ACTION, b"x"),))
     with pytest.raises(EventLogError, match="ccmr 5"):
         replay(log)
+
+
+# --- EV_EVENT_TAG: TCG_PCClientTaggedEvent ------------------------------------------------------------------
+
+
+def test_tagged_event_is_id_size_data_little_endian_and_round_trips() -> None:
+    tagged = TaggedEvent(TDXSIM_MEASURE_EVENT_ID, b"app v1")
+    raw = tagged.encode()
+    assert raw == b"TDXM" + (6).to_bytes(4, "little") + b"app v1"
+    assert TDXSIM_MEASURE_EVENT_ID == 0x4D584454 and TDXSIM_EXTEND_EVENT_ID == 0x45584454
+    assert decode_tagged_event(raw) == tagged
+    assert decode_tagged_event(raw).encode() == raw
+    assert decode_tagged_event(TaggedEvent(7).encode()) == TaggedEvent(7, b"")
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"TDXM\x06\x00\x00", "shorter than its 8-byte header"),
+        (b"TDXM\x07\x00\x00\x00app v1", "declares 7 bytes of data, has 6"),
+        (b"TDXM\x05\x00\x00\x00app v1", "declares 5 bytes of data, has 6"),
+        (b"TDXM\xff\xff\xff\xff", "declares 4294967295"),
+    ],
+)
+def test_malformed_tagged_events_are_refused(raw: bytes, message: str) -> None:
+    with pytest.raises(EventLogError, match=message):
+        decode_tagged_event(raw)
+
+
+def test_tagged_event_id_must_be_a_u32() -> None:
+    with pytest.raises(EventLogError, match="u32"):
+        TaggedEvent(1 << 32)
+
+
+def test_tagged_measure_event_digests_the_tagged_data_and_replays_like_the_raw_one() -> None:
+    """The digest (what the RTMR is extended with) is the hash of the measured bytes, as before the data was
+    framed: a log of tagged events replays to the same RTMRs as one carrying the bytes raw."""
+    ev = tagged_event(3, b"kernel cmdline", algorithms=(ALG_SHA256, ALG_SHA384))
+    assert (ev.mr_index, ev.event_type) == (3, EV_EVENT_TAG)
+    assert decode_tagged_event(ev.data) == TaggedEvent(TDXSIM_MEASURE_EVENT_ID, b"kernel cmdline")
+    assert ev.digest(ALG_SHA384) == hashlib.sha384(b"kernel cmdline").digest()
+    assert ev.digest(ALG_SHA256) == hashlib.sha256(b"kernel cmdline").digest()
+    spec = SpecIdEvent(algorithms=((ALG_SHA256, 32), (ALG_SHA384, 48)))
+    tagged_log = EventLog(
+        spec, (ev, tagged_event(4, b"app", event_id=0x1234, algorithms=(ALG_SHA256, ALG_SHA384)))
+    )
+    raw_log = EventLog(
+        spec,
+        (
+            measure(3, EV_EVENT_TAG, b"kernel cmdline", (ALG_SHA256, ALG_SHA384)),
+            measure(4, EV_EVENT_TAG, b"app", (ALG_SHA256, ALG_SHA384)),
+        ),
+    )
+    assert replay(tagged_log) == replay(raw_log)
+    decoded = decode_event_log(encode_event_log(tagged_log))
+    assert decoded.events == tagged_log.events
+    assert [decode_tagged_event(e.data).event_id for e in decoded.events] == [TDXSIM_MEASURE_EVENT_ID, 0x1234]

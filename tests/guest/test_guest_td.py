@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from guest_helpers import KERNEL, MIB, PAGE, image, independent_mrtd, launch
 
-from attest.formats.eventlog import decode_event_log, replay
+from attest.formats.eventlog import TaggedEvent, decode_event_log, decode_tagged_event, replay
+from attest.formats.eventlog.ccel import EV_EVENT_TAG, TDXSIM_EXTEND_EVENT_ID, TDXSIM_MEASURE_EVENT_ID
 from attest.formats.tdreport import decode_tdreport
 from guest.errors import AccessDenied, GuestFault, QuoteFailed, TdGone, TdxStatusError
 from guest.td import Td
@@ -153,7 +154,12 @@ def test_mrtd_and_rtmrs_match_an_independent_recomputation_and_the_event_log_rep
         assert body.rtmr3 == hashlib.sha384(bytes(48) + digest).digest()
         assert (body.rtmr0, body.rtmr1) == (bytes(48), bytes(48))
         log = decode_event_log(td.event_log())
-        assert [(e.mr_index, e.data) for e in log.events] == [(3, b"app v1"), (4, b"")]
+        assert [(e.mr_index, e.event_type) for e in log.events] == [(3, EV_EVENT_TAG), (4, EV_EVENT_TAG)]
+        measured, extended = (decode_tagged_event(e.data) for e in log.events)
+        assert measured == TaggedEvent(TDXSIM_MEASURE_EVENT_ID, b"app v1")
+        assert log.events[0].data == b"TDXM\x06\x00\x00\x00app v1"  # taggedEventID, size, data
+        assert log.events[0].digest() == hashlib.sha384(measured.data).digest()  # the tagged data's digest
+        assert extended == TaggedEvent(TDXSIM_EXTEND_EVENT_ID, b"") and log.events[1].digest() == digest
         assert replay(log) == (body.rtmr0, body.rtmr1, body.rtmr2, body.rtmr3)
     changed = [(MIB, KERNEL[:-1] + bytes([KERNEL[-1] ^ 1]), True), payload[1]]
     with launch(host, image(payload=changed)) as other:

@@ -8,10 +8,13 @@ from attest.formats.eventlog.ccel import (
     EventLog,
     EventLogError,
     SpecIdEvent,
+    TaggedEvent,
     decode_ccel_table,
     decode_event_log,
+    decode_tagged_event,
     encode_event_log,
     measure,
+    tagged_event,
 )
 from attest.formats.eventlog.replay import ReplayResult, compare_rtmrs, extend, replay
 
@@ -24,11 +27,14 @@ __all__ = [
     "EventLogError",
     "ReplayResult",
     "SpecIdEvent",
+    "TaggedEvent",
     "compare_rtmrs",
     "decode_ccel_table",
     "decode_event_log",
+    "decode_tagged_event",
     "encode_event_log",
     "extend",
     "measure",
     "replay",
+    "tagged_event",
 ]

@@ -16,10 +16,19 @@ Integers are little-endian.
   end of the buffer or at an event header whose ``PCRIndex`` and ``EventType`` are all 0xFF (erased
   flash-style fill) or all zero.
 
+- ``EV_EVENT_TAG`` events carry a ``TCG_PCClientTaggedEvent`` (PFP "Event Types"): ``taggedEventID u32,
+  taggedEventDataSize u32, taggedEventData[taggedEventDataSize]`` (``TaggedEvent``). The guest library logs
+  its measurements so (``tagged_event``): ID ``TDXSIM_MEASURE_EVENT_ID``, the measured bytes as the tagged
+  data, and as digest the hash of those bytes, the value extended into the RTMR (an extend of a bare digest:
+  ID ``TDXSIM_EXTEND_EVENT_ID``, no data). As UEFI's
+  ``HashLogExtendEvent`` does for the events it logs, the digest covers the measured data, not the framing,
+  so a verifier checks such an event by hashing its ``taggedEventData``.
+
 ``decode_event_log`` checks bounds everywhere (a declared size that overruns the buffer raises
 ``EventLogError``, never ``IndexError``); ``encode_event_log`` writes the same format, so
-``encode_event_log(decode_event_log(raw)) == raw[:consumed]`` byte for byte. The guest library builds its logs
-with ``measure`` + ``encode_event_log``.
+``encode_event_log(decode_event_log(raw)) == raw[:consumed]`` byte for byte; ``decode_tagged_event`` and
+``TaggedEvent.encode`` likewise for the tagged-event structure. The guest library builds its logs with
+``tagged_event`` + ``encode_event_log``.
 """
 
 from __future__ import annotations
@@ -55,6 +64,15 @@ EV_EFI_ACTION: Final = 0x80000007
 EV_EFI_PLATFORM_FIRMWARE_BLOB2: Final = 0x8000000A
 EV_EFI_HANDOFF_TABLES2: Final = 0x8000000B
 EV_EFI_VARIABLE_AUTHORITY: Final = 0x800000E0
+
+TDXSIM_MEASURE_EVENT_ID: Final = int.from_bytes(b"TDXM", "little")
+"""``taggedEventID`` of the guest library's measurements (0x4D584454): the bytes read "TDXM" (tdxsim
+measurement) in a dump of the log. The PFP leaves tagged-event IDs to whoever defines the event; this one is
+tdxsim's."""
+TDXSIM_EXTEND_EVENT_ID: Final = int.from_bytes(b"TDXE", "little")
+"""``taggedEventID`` (0x45584454, "TDXE") of an RTMR extend whose measured data the guest did not log: the
+tagged data is empty and the digest is the one the caller extended."""
+TAGGED_EVENT_HEADER_SIZE: Final = 8
 
 SPEC_ID_SIGNATURE: Final = b"Spec ID Event03\x00"
 LEGACY_DIGEST_SIZE: Final = 20
@@ -125,6 +143,34 @@ class Event:
         out = struct.pack("<III", self.mr_index, self.event_type, len(self.digests))
         out += b"".join(struct.pack("<H", alg) + digest for alg, digest in self.digests)
         return out + struct.pack("<I", len(self.data)) + self.data
+
+
+@dataclass(frozen=True)
+class TaggedEvent:
+    """``TCG_PCClientTaggedEvent``, the event data of an ``EV_EVENT_TAG`` event: an ID and the tagged data."""
+
+    event_id: int
+    data: bytes = b""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.event_id <= 0xFFFFFFFF:
+            raise EventLogError(f"tagged event id {self.event_id} is not a u32")
+
+    def encode(self) -> bytes:
+        return struct.pack("<II", self.event_id, len(self.data)) + self.data
+
+
+def decode_tagged_event(raw: bytes) -> TaggedEvent:
+    """Decode a ``TCG_PCClientTaggedEvent``; its ``taggedEventDataSize`` must frame exactly the rest of
+    ``raw``."""
+    if len(raw) < TAGGED_EVENT_HEADER_SIZE:
+        raise EventLogError(f"tagged event is {len(raw)} bytes, shorter than its 8-byte header")
+    event_id, size = struct.unpack_from("<II", raw)
+    if size != len(raw) - TAGGED_EVENT_HEADER_SIZE:
+        raise EventLogError(
+            f"tagged event declares {size} bytes of data, has {len(raw) - TAGGED_EVENT_HEADER_SIZE}"
+        )
+    return TaggedEvent(event_id, bytes(raw[TAGGED_EVENT_HEADER_SIZE:]))
 
 
 @dataclass(frozen=True)
@@ -256,6 +302,18 @@ def measure(
             raise EventLogError(f"cannot hash with algorithm {alg:#06x}")
         digests.append((alg, hashlib.new(name, data).digest()))
     return Event(mr_index, event_type, tuple(digests), data)
+
+
+def tagged_event(
+    mr_index: int,
+    data: bytes,
+    event_id: int = TDXSIM_MEASURE_EVENT_ID,
+    algorithms: tuple[int, ...] = (ALG_SHA384,),
+) -> Event:
+    """An ``EV_EVENT_TAG`` event measuring ``data``: the event data is ``TaggedEvent(event_id, data)``, the
+    digests are the hashes of ``data`` (the tagged data, not the framing): what the RTMR is extended with."""
+    hashed = measure(mr_index, EV_EVENT_TAG, data, algorithms)
+    return Event(mr_index, EV_EVENT_TAG, hashed.digests, TaggedEvent(event_id, data).encode())
 
 
 def decode_ccel_table(raw: bytes) -> CcelTable:
