@@ -24,6 +24,8 @@ import hmac
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from attest.formats import x509_input
+
 DOMAIN = b"tdxsim-attest-v1"
 NONCE_SIZE = 32
 REPORT_DATA_SIZE = 64
@@ -45,11 +47,11 @@ def spki_der(public_key: ec.EllipticCurvePublicKey) -> bytes:
 
 
 def load_tee_public_key(der: bytes) -> ec.EllipticCurvePublicKey:
-    """Parse the TD's ephemeral key: SPKI DER of a P-256 public key, nothing else."""
-    try:
-        key = serialization.load_der_public_key(der)
-    except ValueError:
-        raise BindingError("tee public key is not spki der", "BAD_TEE_PUBLIC_KEY") from None
+    """Parse the TD's ephemeral key: SPKI DER of a P-256 public key, nothing else. Every refusal, a key of
+    a type or curve ``cryptography`` does not support included, is a ``BindingError``."""
+    key = x509_input.public_key_der(
+        der, lambda why: BindingError(f"tee public key is not usable spki der: {why}", "BAD_TEE_PUBLIC_KEY")
+    )
     if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
         raise BindingError("tee public key must be ecdsa p-256", "BAD_TEE_PUBLIC_KEY")
     if spki_der(key) != der:

@@ -19,9 +19,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from cryptography import x509
-
 from attest.errors import CollateralError
+from attest.formats import x509_input
 from attest.jsonutil import loads_json
 
 COLLATERAL_FIELDS = (
@@ -135,22 +134,27 @@ def _hex(doc: dict[str, Any], key: str, size: int | None = None) -> bytes:
 
 def _pem_chain(doc: dict[str, Any], key: str) -> str:
     value = doc[key]
-    if not isinstance(value, str):
-        raise CollateralError(f"{key} must be a pem string")
-    try:
-        x509.load_pem_x509_certificates(value.encode())
-    except ValueError as exc:
-        raise CollateralError(f"{key} is not a pem certificate chain: {exc}") from None
+    what = f"{key} is not a pem certificate chain"
+    if not isinstance(value, str) or x509_input.PEM_CERTIFICATE.decode() not in value:
+        raise CollateralError(what)
+    x509_input.certificates(value, lambda why: CollateralError(f"{what}: {why}"))
     return value
 
 
 def _der_crl(doc: dict[str, Any], key: str) -> bytes:
     der = _hex(doc, key)
-    try:
-        x509.load_der_x509_crl(der)
-    except ValueError:
-        raise CollateralError(f"{key} is not a der crl") from None
+    x509_input.crl(der, lambda why: CollateralError(f"{key} is {why}"))
     return der
+
+
+def _utf8(text: str, what: str) -> str:
+    """``text`` when it encodes as UTF-8 (the signed bytes are its encoding); a lone surrogate from a JSON
+    escape such as ``"\\ud800"`` cannot be signed or checked."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise CollateralError(f"{what} is not valid unicode text") from None
+    return text
 
 
 def parse_collateral(text: str) -> Collateral:
@@ -168,7 +172,7 @@ def parse_collateral(text: str) -> Collateral:
     signed: dict[str, str] = {}
     for key in ("tcb_info", "qe_identity"):
         value = doc[key]
-        signed[key] = value if isinstance(value, str) else slice_json_member(text, key)
+        signed[key] = _utf8(value if isinstance(value, str) else slice_json_member(text, key), key)
     parse_tcb_info(signed["tcb_info"])
     parse_qe_identity(signed["qe_identity"])
     return Collateral(

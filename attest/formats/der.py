@@ -65,8 +65,11 @@ def read_one(buf: bytes, tag: int) -> bytes:
     return tlvs[0].value
 
 
+MAX_OID_OCTETS = 64  # the extension's longest OID takes 11 octets; a huge arc would not even print
+
+
 def decode_oid(value: bytes) -> str:
-    if not value or value[-1] & 0x80:
+    if not value or value[-1] & 0x80 or len(value) > MAX_OID_OCTETS:
         raise _fail("bad oid")
     arcs: list[int] = []
     acc = 0

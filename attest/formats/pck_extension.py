@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from cryptography import x509
 
 from attest.errors import CertificateChainError
-from attest.formats import der
+from attest.formats import der, x509_input
 
 SGX_EXTENSION_OID = "1.2.840.113741.1.13.1"
 OID_PPID = SGX_EXTENSION_OID + ".1"
@@ -152,7 +152,7 @@ def pck_extension_of(cert: x509.Certificate) -> PckExtension:
         ext = cert.extensions.get_extension_for_oid(x509.ObjectIdentifier(SGX_EXTENSION_OID))
     except x509.ExtensionNotFound:
         raise CertificateChainError("pck certificate has no sgx extension") from None
-    except ValueError as exc:
+    except x509_input.MALFORMED as exc:
         raise CertificateChainError(f"malformed pck certificate extensions: {exc}") from None
     value = ext.value
     if not isinstance(value, x509.UnrecognizedExtension):

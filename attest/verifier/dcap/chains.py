@@ -27,6 +27,7 @@ from attest.errors import (
     CollateralNotYetValid,
     SignatureError,
 )
+from attest.formats import x509_input
 
 Window = tuple[int, int]
 ALWAYS: Window = (-(2**63), 2**63)
@@ -38,25 +39,14 @@ def intersect(*windows: Window) -> Window:
 
 
 def load_certificates(data: bytes | str, what: str) -> list[x509.Certificate]:
-    """PEM (one or more blocks; a trailing NUL is tolerated) or a single DER certificate."""
-    raw = data.encode() if isinstance(data, str) else bytes(data)
-    try:
-        if b"-----BEGIN CERTIFICATE-----" in raw:
-            certs = x509.load_pem_x509_certificates(raw.rstrip(b"\x00\r\n \t"))
-        else:
-            certs = [x509.load_der_x509_certificate(raw)]
-    except ValueError as exc:
-        raise CertificateChainError(f"{what}: unparsable certificate: {exc}") from None
-    if not certs:
-        raise CertificateChainError(f"{what}: no certificate")
-    return certs
+    """PEM (one or more blocks; a trailing NUL is tolerated) or a single DER certificate, every part parsed
+    up front (``attest.formats.x509_input``): anything unusable is a ``CertificateChainError``."""
+    return x509_input.certificates(data, lambda why: CertificateChainError(f"{what}: {why}"))
 
 
 def load_crl(der: bytes, what: str) -> x509.CertificateRevocationList:
-    try:
-        return x509.load_der_x509_crl(der)
-    except ValueError:
-        raise CollateralError(f"{what} is not a der crl") from None
+    """A DER CRL, every entry parsed up front; anything unusable is a ``CollateralError``."""
+    return x509_input.crl(der, lambda why: CollateralError(f"{what} is {why}"))
 
 
 def p256_public_key(raw_xy: bytes) -> ec.EllipticCurvePublicKey:
@@ -95,9 +85,11 @@ def _cn(cert: x509.Certificate) -> str:
 
 
 def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """True when ``issuer`` signed ``cert``; an issuer key or signature algorithm ``cryptography`` cannot use
+    (``UnsupportedAlgorithm`` among them) is a link that does not hold."""
     try:
         cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
+    except x509_input.MALFORMED_OR_INVALID:
         return False
     return True
 
@@ -178,7 +170,9 @@ def verify_crl(
     """The CRL is issued by ``issuer`` (name and signature) and current at ``now``."""
     if crl.issuer != issuer.subject:
         raise CertificateChainError(f"{what} issuer is not '{_cn(issuer)}'")
-    if not crl.is_signature_valid(ec_key_of(issuer, what)):
+    with x509_input.malformed_as(lambda why: SignatureError(f"{what} signature cannot be checked: {why}")):
+        valid = crl.is_signature_valid(ec_key_of(issuer, what))
+    if not valid:
         raise SignatureError(f"{what} signature is invalid")
     this_update = int(crl.last_update_utc.timestamp())
     next_update = crl.next_update_utc

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,8 @@ ALG = "ES256"
 COORD_SIZE = 32
 DEFAULT_LEEWAY = 5  # seconds of clock skew tolerated on exp / nbf / iat
 MAX_TOKEN_SIZE = 64 << 10
+BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
+COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 
 
 class TokenError(ValueError):
@@ -45,12 +48,11 @@ def b64url(data: bytes) -> str:
 
 
 def b64url_decode(text: str) -> bytes:
-    if not isinstance(text, str) or any(c in text for c in "=+/ \n"):
+    """Unpadded base64url (RFC 7515 §2) only: any other character, padding or a length of 4k+1 is a
+    ``TokenError`` (``base64`` itself would skip characters outside the alphabet)."""
+    if not isinstance(text, str) or not BASE64URL.fullmatch(text) or len(text) % 4 == 1:
         raise TokenError("not base64url")
-    try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (ValueError, TypeError):
-        raise TokenError("not base64url") from None
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def _canonical(obj: Any) -> bytes:
@@ -131,11 +133,11 @@ def verify(
     leeway: int = DEFAULT_LEEWAY,
 ) -> VerifiedToken:
     """Check ``token`` against a JWK Set at unix time ``now``; returns header and claims or raises."""
-    if not token or len(token) > MAX_TOKEN_SIZE:
+    if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_SIZE:
         raise TokenError("token is empty or too large")
+    if not COMPACT_JWS.fullmatch(token):
+        raise TokenError("token is not a compact jws of three base64url parts")
     parts = token.split(".")
-    if len(parts) != 3:
-        raise TokenError("token is not a compact jws")
     header = _json_object(parts[0], "header")
     if header.get("alg") != ALG:
         raise TokenError(f"token alg must be {ALG}")
