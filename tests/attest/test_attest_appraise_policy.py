@@ -23,6 +23,7 @@ from attest.verifier.appraise import (
     policy_to_json,
     require_ok,
 )
+from attest.verifier.appraise.options import MAX_POLICY_SIZE, PolicyTooLarge
 
 
 def debug_body() -> TdReport10:
@@ -140,14 +141,26 @@ def test_event_log_required_and_replay_mismatches_are_reported() -> None:
     [
         ('{"allow_debug": "yes"}', "true or false"),
         ('{"accepted_tcb_statuses": ["Revoked"]}', "never"),
-        ('{"accepted_tcb_statuses": ["Fine"]}', "unknown tcb status"),
-        ('{"accepted_tcb_statuses": []}', "must not be empty"),
+        ('{"accepted_tcb_statuses": ["Fine"]}', r"accepted_tcb_statuses\[0\]: must be one of"),
+        ('{"accepted_tcb_statuses": []}', "accepted_tcb_statuses: must hold 1..256 values"),
+        ('{"accepted_tcb_statuses": [["UpToDate"]]}', r"accepted_tcb_statuses\[0\]: must be a string"),
+        ('{"accepted_tcb_statuses": "UpToDate"}', "accepted_tcb_statuses: must be a list"),
         ('{"reference_values": {"mr_td": ["00"]}}', "48 bytes"),
-        ('{"reference_values": {"mrtd": []}}', "unknown reference value field"),
-        ('{"min_tee_tcb_svn": "zz"}', "not hex"),
-        ('{"token_ttl_seconds": 0}', "token_ttl_seconds"),
-        ('{"allow_debugging": true}', "unknown policy member"),
-        ('{"version": 2}', "version"),
+        ('{"reference_values": {"mr_td": [" ' + "ab" * 47 + ' "]}}', "96 hex digits"),
+        ('{"reference_values": {"mrtd": []}}', "unknown member reference_values.'mrtd'"),
+        ('{"reference_values": []}', "reference_values: must be a json object"),
+        ('{"min_tee_tcb_svn": "zz"}', "min_tee_tcb_svn: must be 32 hex digits"),
+        ('{"token_ttl_seconds": 0}', "token_ttl_seconds: must be 1..86400"),
+        ('{"token_ttl_seconds": true}', "token_ttl_seconds: must be an integer"),
+        ('{"token_ttl_seconds": 1e400}', "token_ttl_seconds: must be an integer"),
+        ('{"rejected_advisory_ids": [{}]}', r"rejected_advisory_ids\[0\]: must be a string"),
+        ('{"rejected_advisory_ids": ["INTEL SA"]}', "must match"),
+        ('{"reference_value_sets": ["a/b"]}', "must match"),
+        ('{"reference_value_sets": [' + ", ".join(['"s"'] * 17) + "]}", "0..16 values"),
+        ('{"allow_debugging": true}', "unknown member 'allow_debugging'"),
+        ('{"version": 2}', "version: must be 1"),
+        ('{"version": true}', "version: must be 1"),
+        ('{"version": 1.0}', "version: must be 1"),
         ("[1]", "json object"),
     ],
 )
@@ -171,3 +184,19 @@ DEEP = "[" * 2000  # json.loads raises RecursionError, not ValueError
 def test_deeply_nested_policy_is_a_policy_error() -> None:
     with pytest.raises(PolicyError, match=r"^policy is not json: nested too deeply$"):
         policy_from_json("p", DEEP)
+
+
+def test_a_policy_over_64_kib_is_too_large_before_it_is_decoded() -> None:
+    at_limit = '{"rejected_advisory_ids": ["A"]}'.ljust(MAX_POLICY_SIZE)
+    assert policy_from_json("p", at_limit).options.rejected_advisory_ids == {"A"}
+    with pytest.raises(PolicyTooLarge) as err:
+        policy_from_json("p", at_limit + " ")
+    assert err.value.reason == "POLICY_TOO_LARGE"
+    with pytest.raises(PolicyTooLarge):
+        policy_from_json("p", "[" * (28 << 20))  # the 28 MiB document a client once stored
+
+
+@pytest.mark.parametrize("name", ["", "a" * 129, "a/b", "é", "٣", "a b"])
+def test_policy_names_are_ascii(name: str) -> None:
+    with pytest.raises(PolicyError, match="policy name"):
+        policy_from_json(name, "{}")

@@ -59,7 +59,7 @@ def test_resource_policy_matches_claims_case_insensitively_and_lists_denials() -
     assert parse_resource_policy('{"attestation_policies": ["dev"]}').denials(_claims()) == [
         "appraisal policy 'policy:prod' not accepted"
     ]
-    assert parse_resource_policy('{"claims": {"rtmr3": ["00"]}}').denials(_claims()) == [
+    assert parse_resource_policy('{"claims": {"rtmr3": ["' + "00" * 48 + '"]}}').denials(_claims()) == [
         "claim rtmr3 does not match"
     ]
 
@@ -72,7 +72,21 @@ def test_resource_policy_matches_claims_case_insensitively_and_lists_denials() -
         '{"claim": {}}',
         '{"ear_statuses": []}',
         '{"ear_statuses": ["great"]}',
+        '{"ear_statuses": [[]]}',
+        '{"ear_statuses": [{}]}',
+        '{"ear_statuses": "affirming"}',
         '{"claims": {"a": []}}',
+        '{"claims": {"mr_td": []}}',
+        '{"claims": {"mr_td": [[]]}}',
+        '{"claims": {"mr_td": ["00"]}}',
+        '{"claims": {"debug": ["false"]}}',
+        '{"claims": {"advisory_ids": [["INTEL-SA-00837"]]}}',
+        '{"claims": {"quote_version": [true]}}',
+        '{"claims": {"tcb_status": ["Great"]}}',
+        '{"attestation_policies": [1]}',
+        '{"attestation_policies": ["a/b"]}',
+        '{"version": true}',
+        '{"version": "1"}',
     ],
 )
 def test_bad_resource_policies_are_refused(text: str) -> None:
@@ -86,3 +100,10 @@ DEEP = "[" * 2000  # json.loads raises RecursionError, not ValueError
 def test_deeply_nested_resource_policy_is_a_resource_policy_error() -> None:
     with pytest.raises(ResourcePolicyError, match=r"^resource policy is not json: nested too deeply$"):
         parse_resource_policy(DEEP)
+
+
+def test_a_resource_policy_over_64_kib_is_resource_too_large() -> None:
+    with pytest.raises(ResourcePolicyError) as err:
+        parse_resource_policy("{}".ljust((64 << 10) + 1))
+    assert err.value.reason == "RESOURCE_TOO_LARGE"
+    assert parse_resource_policy("{}".ljust(64 << 10)).ear_statuses == {"affirming"}

@@ -24,6 +24,13 @@ Policy document schema (JSON object; every member optional; unknown members are 
       "reference_value_sets": ["prod-image"]     # names stored with SetReferenceValues, merged in
     }
 
+The document is checked by ``POLICY_SCHEMA`` (``attest.schema``) before any of it is used: at most
+``MAX_POLICY_SIZE`` (64 KiB) of UTF-8 text (else ``POLICY_TOO_LARGE``), every member of its type and range
+(``version`` the integer 1; statuses from Intel's list; advisory IDs 1..64 characters of ``[A-Za-z0-9._-]``;
+hex of exactly the field's size; set names as policy names), at most 256 statuses or advisory IDs, 1024
+values per reference field and 16 reference-value sets. Policy and set names are 1..128 ASCII characters of
+``[A-Za-z0-9._-]``.
+
 A field is checked when the policy or any named reference-value set gives at least one value for it; the
 accepted values are the union of all of them. A named set that does not exist at ``Attest`` time is an error
 (NOT_FOUND, reason ``REFERENCE_VALUES_NOT_FOUND``): a policy never silently checks less than it says.
@@ -32,13 +39,14 @@ accepted values are the union of all of them. A named set that does not exist at
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from attest import schema
 from attest.formats import layout as L
 from attest.formats.collateral import TCB_STATUSES
-from attest.jsonutil import loads_json
 
 POLICY_VERSION = 1
 DEFAULT_POLICY_NAME = "default"
@@ -59,20 +67,10 @@ REFERENCE_FIELDS: tuple[str, ...] = (
     "td_attributes",
 )
 MAX_VALUES_PER_FIELD = 1024
-POLICY_KEYS = frozenset(
-    {
-        "version",
-        "allow_debug",
-        "accepted_tcb_statuses",
-        "rejected_advisory_ids",
-        "min_tee_tcb_svn",
-        "require_nonce",
-        "require_event_log",
-        "token_ttl_seconds",
-        "reference_values",
-        "reference_value_sets",
-    }
-)
+MAX_POLICY_SIZE = 64 << 10  # bytes of policy JSON (docs/conventions.md §6)
+MAX_LIST = 256  # accepted statuses, rejected advisory IDs
+MAX_REFERENCE_VALUE_SETS = 16
+ADVISORY_ID = re.compile(r"[A-Za-z0-9._-]+")  # "INTEL-SA-00837"
 
 
 class PolicyError(ValueError):
@@ -165,46 +163,44 @@ class Policy:
         return replace(self.options, reference_values=values)
 
 
-def _hex(value: object, size: int, what: str) -> bytes:
-    if not isinstance(value, str):
-        raise PolicyError(f"{what} must be a hex string")
-    try:
-        out = bytes.fromhex(value)
-    except ValueError:
-        raise PolicyError(f"{what} is not hex") from None
-    if len(out) != size:
-        raise PolicyError(f"{what} must be {size} bytes, got {len(out)}")
-    return out
+REFERENCE_VALUES_SCHEMA = schema.Object(
+    {name: schema.Array(schema.Hex(L.FIELD_SIZES[name]), MAX_VALUES_PER_FIELD) for name in REFERENCE_FIELDS}
+)
+POLICY_SCHEMA = schema.Object(
+    {
+        "version": schema.Const(POLICY_VERSION),
+        "allow_debug": schema.Bool(),
+        "accepted_tcb_statuses": schema.Array(
+            schema.Str(choices=frozenset(TCB_STATUSES)), MAX_LIST, min_items=1
+        ),
+        "rejected_advisory_ids": schema.Array(schema.Str(64, ADVISORY_ID), MAX_LIST),
+        "min_tee_tcb_svn": schema.Hex(16),
+        "require_nonce": schema.Bool(),
+        "require_event_log": schema.Bool(),
+        "token_ttl_seconds": schema.Int(1, MAX_TOKEN_TTL),
+        "reference_values": REFERENCE_VALUES_SCHEMA,
+        "reference_value_sets": schema.Array(schema.Str(128, schema.NAME), MAX_REFERENCE_VALUE_SETS),
+    }
+)
 
 
-def _bool(doc: Mapping[str, Any], key: str, default: bool) -> bool:
-    value = doc.get(key, default)
-    if not isinstance(value, bool):
-        raise PolicyError(f"{key} must be true or false")
-    return value
+class PolicyTooLarge(PolicyError, schema.TooLarge):
+    """A policy document over ``MAX_POLICY_SIZE`` bytes (RESOURCE_EXHAUSTED, docs/conventions.md §6, §7)."""
+
+    reason = "POLICY_TOO_LARGE"
 
 
-def _strings(doc: Mapping[str, Any], key: str) -> list[str] | None:
-    value = doc.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise PolicyError(f"{key} must be a list of non-empty strings")
-    return value
+def check_name(name: str, error: type[ValueError] = PolicyError, what: str = "policy name") -> str:
+    """A policy or reference-value set name: 1..128 characters of ``[A-Za-z0-9._-]`` (ASCII only)."""
+    if not isinstance(name, str) or not schema.NAME.fullmatch(name):
+        raise error(f"{what} must be 1..128 characters of [A-Za-z0-9._-]")
+    return name
 
 
 def parse_reference_values(doc: object, what: str = "reference_values") -> dict[str, list[bytes]]:
     """``{field: [hex, …]}`` -> ``{field: [bytes, …]}``, fields and lengths checked."""
-    if not isinstance(doc, dict):
-        raise PolicyError(f"{what} must be an object")
-    out: dict[str, list[bytes]] = {}
-    for name, values in doc.items():
-        if name not in REFERENCE_FIELDS:
-            raise PolicyError(f"unknown reference value field {name!r}")
-        if not isinstance(values, list) or len(values) > MAX_VALUES_PER_FIELD:
-            raise PolicyError(f"{what}.{name} must be a list of at most {MAX_VALUES_PER_FIELD} values")
-        out[name] = [_hex(v, L.FIELD_SIZES[name], f"{what}.{name}") for v in values]
-    return out
+    checked = REFERENCE_VALUES_SCHEMA.check(doc, what, PolicyError)
+    return {name: [bytes.fromhex(v) for v in values] for name, values in checked.items()}
 
 
 def check_reference_value_bytes(values: Mapping[str, Sequence[bytes]]) -> None:
@@ -220,35 +216,26 @@ def check_reference_value_bytes(values: Mapping[str, Sequence[bytes]]) -> None:
 
 
 def policy_from_json(name: str, text: str) -> Policy:
-    """Parse and check a policy document (schema in the module docstring)."""
-    if not name or len(name) > 128 or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
-        raise PolicyError("policy name must be 1..128 characters of [A-Za-z0-9._-]")
-    doc = loads_json(text, "policy", PolicyError) if text.strip() else {}
-    if not isinstance(doc, dict):
-        raise PolicyError("policy must be a json object")
-    unknown = sorted(set(doc) - POLICY_KEYS)
-    if unknown:
-        raise PolicyError(f"unknown policy member {unknown[0]!r}")
-    if doc.get("version", POLICY_VERSION) != POLICY_VERSION:
-        raise PolicyError(f"policy version must be {POLICY_VERSION}")
+    """Parse and check a policy document (schema in the module docstring): at most ``MAX_POLICY_SIZE`` bytes
+    (``PolicyTooLarge``), then every member against ``POLICY_SCHEMA`` (``PolicyError``)."""
+    check_name(name)
+    doc = schema.load(
+        text, "policy", POLICY_SCHEMA, PolicyError, max_size=MAX_POLICY_SIZE, too_large=PolicyTooLarge
+    )
     ref = parse_reference_values(doc.get("reference_values", {}))
-    statuses = _strings(doc, "accepted_tcb_statuses")
-    ttl = doc.get("token_ttl_seconds")
-    if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool)):
-        raise PolicyError("token_ttl_seconds must be an integer")
+    statuses = doc.get("accepted_tcb_statuses")
     svn = doc.get("min_tee_tcb_svn")
     options = AppraisalOptions(
         reference_values=ReferenceValues().merged(ref),
-        allow_debug=_bool(doc, "allow_debug", False),
+        allow_debug=doc.get("allow_debug", False),
         accepted_tcb_statuses=frozenset(statuses) if statuses is not None else frozenset({"UpToDate"}),
-        rejected_advisory_ids=frozenset(_strings(doc, "rejected_advisory_ids") or ()),
-        min_tee_tcb_svn=None if svn is None else _hex(svn, 16, "min_tee_tcb_svn"),
-        require_nonce=_bool(doc, "require_nonce", True),
-        require_event_log=_bool(doc, "require_event_log", False),
-        token_ttl_seconds=ttl,
+        rejected_advisory_ids=frozenset(doc.get("rejected_advisory_ids", ())),
+        min_tee_tcb_svn=None if svn is None else bytes.fromhex(svn),
+        require_nonce=doc.get("require_nonce", True),
+        require_event_log=doc.get("require_event_log", False),
+        token_ttl_seconds=doc.get("token_ttl_seconds"),
     )
-    sets = tuple(_strings(doc, "reference_value_sets") or ())
-    return Policy(name, options, sets)
+    return Policy(name, options, tuple(doc.get("reference_value_sets", ())))
 
 
 def default_policy() -> Policy:

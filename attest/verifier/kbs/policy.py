@@ -11,6 +11,12 @@ A resource policy is a JSON object (every member optional; unknown members refus
       }
     }
 
+Every member and value is checked by ``RESOURCE_POLICY_SCHEMA`` (``attest.schema``) when the resource is
+stored: at most 64 KiB of UTF-8 (``RESOURCE_TOO_LARGE``); ``ear_statuses`` a non-empty subset of the four
+EAR statuses; ``attestation_policies`` up to 256 policy names; ``claims`` only the token's scalar TDX claims
+(``CLAIM_VALUES``: the TD report fields as hex of their exact size, ``tcb_status``, ``debug``, ``fmspc``,
+``quote_version``, ``event_log``), each a non-empty list of at most 1024 values of that claim's type.
+
 Hex claim values compare case-insensitively; booleans and numbers compare exactly. A claim the token lacks
 never matches. Every release also requires the token to carry a key attestation (the TD's ephemeral key):
 the secret is only ever sent sealed to it (``attest.formats.sealed_secret``).
@@ -22,15 +28,45 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from attest.jsonutil import loads_json
+from attest import schema
+from attest.formats import layout as L
+from attest.formats.collateral import TCB_STATUSES
 from attest.verifier.token.ear import appraisal_of, tdx_claims
 
-POLICY_KEYS = frozenset({"version", "ear_statuses", "attestation_policies", "claims"})
 EAR_STATUSES = frozenset({"affirming", "warning", "contraindicated", "none"})
+MAX_RESOURCE_POLICY_SIZE = 64 << 10  # bytes of resource-policy JSON (docs/conventions.md §6)
+MAX_POLICY_NAMES = 256
+MAX_CLAIM_VALUES = 1024
+#: The scalar TDX claims of a token (``attest.verifier.service.core``) a resource policy may require, and
+#: the schema of each accepted value.
+CLAIM_VALUES: dict[str, schema.Schema] = {
+    **{name: schema.Hex(size) for name, size in L.TD_REPORT15_FIELDS},
+    "tcb_status": schema.Str(choices=frozenset(TCB_STATUSES)),
+    "debug": schema.Bool(),
+    "fmspc": schema.Hex(6),
+    "quote_version": schema.Int(4, 5),
+    "event_log": schema.Str(choices=frozenset({"verified", "absent"})),
+}
+RESOURCE_POLICY_SCHEMA = schema.Object(
+    {
+        "version": schema.Const(1),
+        "ear_statuses": schema.Array(schema.Str(choices=EAR_STATUSES), len(EAR_STATUSES), min_items=1),
+        "attestation_policies": schema.Array(schema.Str(128, schema.NAME), MAX_POLICY_NAMES),
+        "claims": schema.Object(
+            {name: schema.Array(value, MAX_CLAIM_VALUES, min_items=1) for name, value in CLAIM_VALUES.items()}
+        ),
+    }
+)
 
 
 class ResourcePolicyError(ValueError):
     reason = "RESOURCE_POLICY_INVALID"
+
+
+class ResourcePolicyTooLarge(ResourcePolicyError, schema.TooLarge):
+    """A resource policy over ``MAX_RESOURCE_POLICY_SIZE`` bytes (docs/conventions.md §6, §7)."""
+
+    reason = "RESOURCE_TOO_LARGE"
 
 
 @dataclass(frozen=True)
@@ -64,32 +100,20 @@ def _equal(have: Any, want: Any) -> bool:
 
 
 def parse_resource_policy(text: str) -> ResourcePolicy:
-    doc = loads_json(text, "resource policy", ResourcePolicyError) if text.strip() else {}
-    if not isinstance(doc, dict):
-        raise ResourcePolicyError("resource policy must be a json object")
-    unknown = sorted(set(doc) - POLICY_KEYS)
-    if unknown:
-        raise ResourcePolicyError(f"unknown resource policy member {unknown[0]!r}")
-    if doc.get("version", 1) != 1:
-        raise ResourcePolicyError("resource policy version must be 1")
-    statuses = doc.get("ear_statuses", ["affirming"])
-    if not isinstance(statuses, list) or not statuses or not set(statuses) <= EAR_STATUSES:
-        raise ResourcePolicyError(f"ear_statuses must be a non-empty subset of {sorted(EAR_STATUSES)}")
+    """Check a resource policy against ``RESOURCE_POLICY_SCHEMA`` (at most 64 KiB, every member known and
+    of its type) and build it; any problem is a ``ResourcePolicyError``."""
+    doc = schema.load(
+        text,
+        "resource policy",
+        RESOURCE_POLICY_SCHEMA,
+        ResourcePolicyError,
+        max_size=MAX_RESOURCE_POLICY_SIZE,
+        too_large=ResourcePolicyTooLarge,
+    )
     policies = doc.get("attestation_policies")
-    if policies is not None and (
-        not isinstance(policies, list) or not all(isinstance(p, str) for p in policies)
-    ):
-        raise ResourcePolicyError("attestation_policies must be a list of policy names")
-    claims = doc.get("claims", {})
-    if not isinstance(claims, dict):
-        raise ResourcePolicyError("claims must be an object")
-    parsed: list[tuple[str, tuple[Any, ...]]] = []
-    for name, values in sorted(claims.items()):
-        if not isinstance(values, list) or not values:
-            raise ResourcePolicyError(f"claims.{name} must be a non-empty list")
-        if not all(isinstance(v, str | bool | int) for v in values):
-            raise ResourcePolicyError(f"claims.{name} values must be strings, booleans or integers")
-        parsed.append((name, tuple(values)))
+    claims = tuple((name, tuple(values)) for name, values in sorted(doc.get("claims", {}).items()))
     return ResourcePolicy(
-        frozenset(statuses), None if policies is None else frozenset(policies), tuple(parsed)
+        frozenset(doc.get("ear_statuses", ["affirming"])),
+        None if policies is None else frozenset(policies),
+        claims,
     )

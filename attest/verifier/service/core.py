@@ -39,6 +39,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from attest import schema
 from attest.errors import AttestError, CertificateChainError
 from attest.formats import binding
 from attest.formats import layout as L
@@ -66,9 +67,11 @@ from attest.verifier.kbs import SealedSecret, parse_resource_policy, seal
 from attest.verifier.service.errors import (
     BadRequest,
     NotFound,
+    OverLimit,
     PreconditionFailed,
     Refused,
     Unauthenticated,
+    clip,
     status_of,
 )
 from attest.verifier.store import AuditRecord, NonceState, Store
@@ -81,7 +84,7 @@ MAX_QUOTE_SIZE = 64 << 10
 MAX_EVENT_LOG_SIZE = 16 << 20
 MAX_SECRET_SIZE = 64 << 10
 MAX_AUDIT_PAGE = 1000
-RESOURCE_PATH = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+){0,7}$")
+RESOURCE_PATH = re.compile(r"[A-Za-z0-9._-]{1,128}(/[A-Za-z0-9._-]{1,128}){0,7}")
 
 
 @dataclass(frozen=True)
@@ -233,7 +236,7 @@ class VerifierCore:
             outcome, reason = "REFUSED", status[1] if status else "INTERNAL"
             if isinstance(err, AppraisalRefused):
                 detail["mismatches"] = list(err.appraisal.reasons)
-        self.store.audit(int(self.clock() * 1000), action, outcome, reason, subject, detail)
+        self.store.audit(int(self.clock() * 1000), action, outcome, reason, clip(subject), detail)
 
     def require_admin(self, presented: str) -> None:
         """Admin RPCs need the operator's credential: none is UNAUTHENTICATED, an attestation token (a TD's
@@ -263,8 +266,16 @@ class VerifierCore:
 
     # --- policies -----------------------------------------------------------------------------------------
 
-    def load_policy(self, name: str) -> Policy:
+    @staticmethod
+    def _policy_name(name: str) -> str:
+        """The name to look up; one no policy can have (``schema.NAME``) is NOT_FOUND without a lookup."""
         name = name or DEFAULT_POLICY_NAME
+        if not schema.NAME.fullmatch(name):
+            raise NotFound("POLICY_NOT_FOUND", f"no policy named {clip(name)!r}", policy=clip(name))
+        return name
+
+    def load_policy(self, name: str) -> Policy:
+        name = self._policy_name(name)
         stored = self.store.get_policy(name)
         if stored is not None:
             return policy_from_json(name, stored.document)
@@ -284,7 +295,7 @@ class VerifierCore:
 
     def get_policy(self, name: str) -> tuple[str, str, int, bool]:
         """``(name, json, updated_at, built_in)``."""
-        name = name or DEFAULT_POLICY_NAME
+        name = self._policy_name(name)
         stored = self.store.get_policy(name)
         if stored is not None:
             return name, stored.document, stored.updated_at, False
@@ -294,8 +305,11 @@ class VerifierCore:
 
     def set_reference_values(self, name: str, values: Mapping[str, Sequence[bytes]]) -> int:
         try:
-            if not name:
-                raise BadRequest("REFERENCE_VALUES_INVALID", "reference value set needs a name")
+            if not schema.NAME.fullmatch(name):
+                raise BadRequest(
+                    "REFERENCE_VALUES_INVALID",
+                    "reference value set names are 1..128 characters of [A-Za-z0-9._-]",
+                )
             check_reference_value_bytes(values)
             self.store.put_reference_values(name, values, int(self.clock()))
         except Exception as err:
@@ -427,10 +441,20 @@ class VerifierCore:
 
     def put_resource(self, path: str, secret: bytes, policy_text: str) -> None:
         try:
-            if not RESOURCE_PATH.match(path) or ".." in path.split("/"):
-                raise BadRequest("RESOURCE_PATH_INVALID", "path must be 1..8 segments of [A-Za-z0-9._-]")
-            if not secret or len(secret) > MAX_SECRET_SIZE:
+            if not RESOURCE_PATH.fullmatch(path) or ".." in path.split("/"):
+                raise BadRequest(
+                    "RESOURCE_PATH_INVALID",
+                    "path must be 1..8 segments of 1..128 characters of [A-Za-z0-9._-]",
+                )
+            if not secret:
                 raise BadRequest("RESOURCE_SECRET_INVALID", f"secret must be 1..{MAX_SECRET_SIZE} bytes")
+            if len(secret) > MAX_SECRET_SIZE:
+                raise OverLimit(
+                    "RESOURCE_TOO_LARGE",
+                    f"secret is {len(secret)} bytes, at most {MAX_SECRET_SIZE}",
+                    limit=str(MAX_SECRET_SIZE),
+                    size=str(len(secret)),
+                )
             parse_resource_policy(policy_text)
             self.store.put_resource(path, secret, policy_text, int(self.clock()))
         except Exception as err:
@@ -453,7 +477,7 @@ class VerifierCore:
             jti = str(claims.get("jti", ""))
             resource = self.store.get_resource(path)
             if resource is None:
-                raise NotFound("RESOURCE_NOT_FOUND", f"no resource at {path!r}", path=path)
+                raise NotFound("RESOURCE_NOT_FOUND", f"no resource at {clip(path)!r}", path=clip(path))
             denials = parse_resource_policy(resource.policy).denials(claims)
             if denials:
                 raise Refused("RESOURCE_POLICY_DENIED", "; ".join(denials), denials=" | ".join(denials))

@@ -13,6 +13,11 @@ Verification failures become INVALID_ARGUMENT with reason ``VERIFY_<STEP>`` (the
 reason, except a stale one (``StaleEvidence``: NONCE_REPLAYED, NONCE_EXPIRED), which is FAILED_PRECONDITION
 like every freshness failure. Nothing caused by input ever maps to INTERNAL.
 
+A document or secret over its documented size (docs/conventions.md §6) is RESOURCE_EXHAUSTED with reason
+``POLICY_TOO_LARGE`` or ``RESOURCE_TOO_LARGE`` and metadata ``limit`` and ``size``, like gRPC's own answer to
+a message over the channel's limit; a document of the wrong shape is INVALID_ARGUMENT. Every metadata value is
+clipped (``clip``), so what a refusal repeats of the caller's input stays small.
+
 The database failing under a running server (``sqlite3.Error``: disk I/O error, read-only or locked file;
 ``StoreError``) is UNAVAILABLE with reason ``STORE_UNAVAILABLE``: the one retryable code (docs/conventions.md
 §7), and never UNKNOWN, which a client could not tell from a bug. ``SERVER_FAULTS`` are the codes the servicer
@@ -27,6 +32,7 @@ from collections.abc import Mapping
 from attest.errors import AttestError, TcbRevoked
 from attest.formats.binding import BindingError
 from attest.formats.eventlog import EventLogError
+from attest.schema import TooLarge
 from attest.verifier.appraise import AppraisalRefused, PolicyError, StaleEvidence
 from attest.verifier.kbs import ResourcePolicyError
 from attest.verifier.store import StoreError
@@ -64,11 +70,18 @@ class PreconditionFailed(ServiceError):
     code = "FAILED_PRECONDITION"
 
 
+class OverLimit(ServiceError):
+    """A request field over its documented size (``RESOURCE_TOO_LARGE``, metadata ``limit``, ``size``)."""
+
+    code = "RESOURCE_EXHAUSTED"
+
+
 STATUS_TABLE: tuple[tuple[type[Exception], str], ...] = (
     (StaleEvidence, "FAILED_PRECONDITION"),
     (TcbRevoked, "PERMISSION_DENIED"),
     (AttestError, "INVALID_ARGUMENT"),
     (AppraisalRefused, "PERMISSION_DENIED"),
+    (TooLarge, "RESOURCE_EXHAUSTED"),
     (EventLogError, "INVALID_ARGUMENT"),
     (BindingError, "INVALID_ARGUMENT"),
     (PolicyError, "INVALID_ARGUMENT"),
@@ -79,6 +92,13 @@ STATUS_TABLE: tuple[tuple[type[Exception], str], ...] = (
 )
 HANDLED: tuple[type[Exception], ...] = (ServiceError, *(cls for cls, _ in STATUS_TABLE))
 SERVER_FAULTS = frozenset({"UNAVAILABLE"})
+MAX_ECHO = 256  # characters of a caller's string echoed in a message, metadata value or audit subject
+
+
+def clip(text: str, limit: int = MAX_ECHO) -> str:
+    """``text`` cut to ``limit`` characters (with "…" when cut): what a refusal or the audit log repeats of
+    a caller's input stays small, whatever the caller sent (gRPC trailers are limited to a few KiB)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _reason(err: Exception) -> str:
@@ -101,14 +121,18 @@ def _metadata(err: Exception) -> dict[str, str]:
         return {"step": err.step or "", "error": type(err).__name__}
     if isinstance(err, AppraisalRefused):
         return {"mismatches": ",".join(err.appraisal.reasons), "policy": err.policy_name}
+    if isinstance(err, TooLarge):
+        return dict(err.metadata)
     return {}
 
 
 def status_of(err: Exception) -> tuple[str, str, Mapping[str, str]] | None:
-    """``(grpc code name, ErrorInfo reason, metadata)`` for a handled failure, ``None`` for a bug."""
+    """``(grpc code name, ErrorInfo reason, metadata)`` for a handled failure, ``None`` for a bug; metadata
+    values are clipped to ``MAX_ECHO`` characters."""
     if isinstance(err, ServiceError):
-        return err.code, err.reason, _metadata(err)
-    for cls, code in STATUS_TABLE:
-        if isinstance(err, cls):
-            return code, _reason(err), _metadata(err)
-    return None
+        code = err.code
+    else:
+        code = next((code for cls, code in STATUS_TABLE if isinstance(err, cls)), "")
+        if not code:
+            return None
+    return code, _reason(err), {k: clip(v) for k, v in _metadata(err).items()}

@@ -17,13 +17,14 @@ from typing import Any, TypeVar
 import grpc
 
 from attest.verifier.service.core import VerifierCore
-from attest.verifier.service.errors import HANDLED, SERVER_FAULTS, status_of
+from attest.verifier.service.errors import HANDLED, SERVER_FAULTS, clip, status_of
 from wire.credentials import bearer
 from wire.rpc_status import abort, guard
 from wire.v1 import attestation_pb2 as pb
 from wire.v1 import attestation_pb2_grpc
 
 F = TypeVar("F", bound=Callable[..., Any])
+MAX_MESSAGE = 1024  # characters of a status message: trailers must stay well under gRPC's 8 KiB default
 
 
 def _refuse(servicer: Any, context: grpc.ServicerContext, err: Exception) -> bool:
@@ -35,12 +36,13 @@ def _refuse(servicer: Any, context: grpc.ServicerContext, err: Exception) -> boo
     if code in SERVER_FAULTS:
         line = f"tdxsim verifier: {code} {reason}: {err}"
         print(line.replace("\n", " "), file=sys.stderr, flush=True)
-    abort(context, grpc.StatusCode[code], str(err), reason, metadata)
+    abort(context, grpc.StatusCode[code], clip(str(err), MAX_MESSAGE), reason, metadata)
 
 
 translate: Callable[[F], F] = guard("tdxsim verifier", _refuse)
 """Servicer decorator: handled failures abort with their status and ErrorInfo; anything else is a fault of
-the verifier (INTERNAL, logged on stderr)."""
+the verifier (INTERNAL, logged on stderr). Messages and metadata are clipped, so no refusal's trailers can
+outgrow what a client accepts."""
 
 
 def _metadata(context: grpc.ServicerContext, key: str) -> str | None:
