@@ -396,3 +396,46 @@ def test_real_v5_quotes_give_the_vector_verdicts(tmp_path: Path, clock: Clock) -
     with pytest.raises(Exception) as err:
         v5.attest(read_quote("tdx_v5_outdated_quote.bin"), b"", b"", b"", "real")
     assert _reason(err.value) == ("INVALID_ARGUMENT", "VERIFY_TCB_LEVEL")
+
+
+def test_nonce_table_stays_bounded_under_many_get_nonce_calls_with_a_short_ttl(
+    tmp_path: Path, pki: Pki, clock: Clock
+) -> None:
+    store = Store(tmp_path / "v.db")
+    config = ServiceConfig(verify_at=V4_AT, nonce_retention=2)
+    core = VerifierCore(store, _anchors(pki.root_pem), CollateralIndex([pki.collateral_json]), config, clock)
+    td = new_td()
+    nonce = core.get_nonce(ttl_seconds=1).nonce
+    quote = sim_quote(pki, binding.report_data(nonce, td.spki))
+    core.attest(quote, b"", nonce, td.spki, "")
+    sizes = []
+    for _ in range(1500):  # 100 calls a second for 15 s, each nonce living 1 s and kept 2 s more
+        core.get_nonce(ttl_seconds=1)
+        clock.now += 0.01
+        sizes.append(store.nonce_count())
+    assert max(sizes) <= 300 + 2 + 1  # what the last 3 s issued, plus one being added
+    with pytest.raises(Exception) as err:  # the used nonce is gone: a replay is still refused
+        core.attest(quote, b"", nonce, td.spki, "")
+    assert _reason(err.value) == ("NOT_FOUND", "NONCE_NOT_FOUND")
+    store.close()
+
+
+def test_a_replay_within_the_retention_window_is_still_named_and_restart_purges(
+    tmp_path: Path, pki: Pki, clock: Clock
+) -> None:
+    store = Store(tmp_path / "v.db")
+    config = ServiceConfig(verify_at=V4_AT, nonce_retention=600)
+    core = VerifierCore(store, _anchors(pki.root_pem), CollateralIndex([pki.collateral_json]), config, clock)
+    td = new_td()
+    nonce, quote = _attest(core, pki, td)
+    core.attest(quote, b"", nonce, td.spki, "")
+    for _ in range(50):
+        core.get_nonce(ttl_seconds=1)
+    clock.now += 300 + 599  # expired, inside the retention window
+    with pytest.raises(StaleEvidence) as err:
+        core.attest(quote, b"", nonce, td.spki, "")
+    assert _reason(err.value) == ("FAILED_PRECONDITION", "NONCE_REPLAYED")
+    clock.now += 2
+    VerifierCore(store, _anchors(pki.root_pem), CollateralIndex([pki.collateral_json]), config, clock)
+    assert store.nonce_count() == 0  # a restart purges everything past retention at once
+    store.close()

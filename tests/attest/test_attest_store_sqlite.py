@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 from attest.verifier.store import NonceState, Store
+from attest.verifier.store.db import NONCE_PURGE_BATCH
 
 
 def test_nonce_is_consumed_once_then_replayed(tmp_path: Path) -> None:
@@ -64,3 +65,25 @@ def test_everything_survives_reopening(tmp_path: Path) -> None:
 def test_database_file_is_private(tmp_path: Path) -> None:
     Store(tmp_path / "v.db").close()
     assert stat.S_IMODE((tmp_path / "v.db").stat().st_mode) == 0o600
+
+
+def test_purge_deletes_only_nonces_expired_before_the_cutoff_oldest_first(tmp_path: Path) -> None:
+    store = Store(tmp_path / "v.db")
+    for i in range(10):
+        store.add_nonce(bytes([i]) * 32, 0.0, 100.0 + i)
+    store.consume_nonce(bytes([0]) * 32, 50.0)  # used ones go too once expired
+    assert store.purge_nonces(105.0, limit=3) == 3  # expiring at 100, 101, 102
+    assert store.consume_nonce(bytes([0]) * 32, 50.0) is NonceState.UNKNOWN
+    assert store.consume_nonce(bytes([3]) * 32, 50.0) is NonceState.CONSUMED
+    assert store.purge_nonces(105.0) == 2  # 103, 104: expires_at 105 is not before the cutoff
+    assert store.nonce_count() == 5
+
+
+def test_each_insert_purges_a_bounded_batch(tmp_path: Path) -> None:
+    store = Store(tmp_path / "v.db")
+    for i in range(NONCE_PURGE_BATCH * 2):
+        store.add_nonce(i.to_bytes(32, "big"), 0.0, 1.0)
+    assert store.add_nonce(b"n" * 32, 10.0, 20.0, purge_before=5.0) == NONCE_PURGE_BATCH
+    assert store.nonce_count() == NONCE_PURGE_BATCH + 1
+    assert store.add_nonce(b"m" * 32, 10.0, 20.0, purge_before=5.0) == NONCE_PURGE_BATCH
+    assert store.nonce_count() == 2

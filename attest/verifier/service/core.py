@@ -93,6 +93,9 @@ class ServiceConfig:
 
     nonce_ttl: int = 300  # seconds, GetNonce default (docs/attestation.md §11: expiry; 5 min)
     nonce_ttl_max: int = 3600  # seconds, cap on a requested ttl
+    #: Seconds an expired (or used and expired) nonce is kept, so a late Attest still hears NONCE_EXPIRED or
+    #: NONCE_REPLAYED; after that it is purged and would be NONCE_NOT_FOUND (refused all the same).
+    nonce_retention: int = 600
     token_ttl: int = 300  # seconds, unless the policy says otherwise
     verify_at: int | None = None  # fixed DCAP verification time (unix); None = now
     issuer: str = ISSUER
@@ -218,6 +221,7 @@ class VerifierCore:
         self.clock = clock
         self.keys = SigningKeys.load_or_create(store, int(clock()))
         self._local = threading.local()
+        store.purge_nonces(clock() - config.nonce_retention)  # once, whole: what piled up while stopped
 
     # --- helpers ------------------------------------------------------------------------------------------
 
@@ -261,7 +265,7 @@ class VerifierCore:
         ttl = min(ttl_seconds or self.config.nonce_ttl, self.config.nonce_ttl_max)
         now = self.clock()
         nonce = os.urandom(binding.NONCE_SIZE)
-        self.store.add_nonce(nonce, now, now + ttl)
+        self.store.add_nonce(nonce, now, now + ttl, purge_before=now - self.config.nonce_retention)
         return NonceGrant(nonce, int(now), int(now + ttl))
 
     # --- policies -----------------------------------------------------------------------------------------

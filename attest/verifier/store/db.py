@@ -7,6 +7,10 @@ A restart loses nothing and a used nonce stays used (docs/conventions.md §9). D
   marked used is on disk before ``consume_nonce`` returns (a crash right after cannot make it usable again);
 - nonce consumption is one conditional ``UPDATE … WHERE used_at IS NULL AND expires_at >= now``: two
   concurrent ``Attest`` calls with one nonce cannot both win;
+- the nonce table does not grow without bound: every ``add_nonce`` may delete up to ``NONCE_PURGE_BATCH``
+  nonces, used or not, that expired before the caller's cutoff (oldest first, through an index on
+  ``expires_at``), so each insert does bounded work and removes far more than it adds whenever anything is
+  stale; the table holds the nonces of the last TTL plus the caller's retention window, nothing older;
 - the database file is created with mode 0600 (it holds key-broker secrets and the token signing key);
 - the schema version is ``PRAGMA user_version``; an unknown newer version is refused rather than misread.
 
@@ -27,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 1
+NONCE_PURGE_BATCH = 64  # expired nonces deleted per insert: many more than the one inserted, bounded work
 SQLITE_INT_MAX = 2**63 - 1  # SQLite INTEGER is signed 64-bit; a larger Python int cannot be bound
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS nonces (
@@ -35,6 +40,7 @@ CREATE TABLE IF NOT EXISTS nonces (
     expires_at REAL NOT NULL,
     used_at REAL
 );
+CREATE INDEX IF NOT EXISTS nonces_by_expiry ON nonces(expires_at);
 CREATE TABLE IF NOT EXISTS policies (
     name TEXT PRIMARY KEY,
     document TEXT NOT NULL,
@@ -142,11 +148,49 @@ class Store:
 
     # --- nonces -------------------------------------------------------------------------------------------
 
-    def add_nonce(self, nonce: bytes, issued_at: float, expires_at: float) -> None:
-        self._write(
+    def add_nonce(
+        self, nonce: bytes, issued_at: float, expires_at: float, *, purge_before: float | None = None
+    ) -> int:
+        """Insert a nonce; with ``purge_before``, in the same transaction (one sync to disk), delete at most
+        ``NONCE_PURGE_BATCH`` nonces (used or not) that expired before it. Returns how many were deleted."""
+        with self._lock:
+            if purge_before is None:
+                self._insert_nonce(nonce, issued_at, expires_at)
+                return 0
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._insert_nonce(nonce, issued_at, expires_at)
+                purged = self._purge_nonces(purge_before, NONCE_PURGE_BATCH)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        return purged
+
+    def _insert_nonce(self, nonce: bytes, issued_at: float, expires_at: float) -> None:
+        self._db.execute(
             "INSERT INTO nonces(nonce, issued_at, expires_at, used_at) VALUES (?, ?, ?, NULL)",
             (nonce, issued_at, expires_at),
         )
+
+    def _purge_nonces(self, expired_before: float, limit: int | None) -> int:
+        cur = self._db.execute(
+            "DELETE FROM nonces WHERE rowid IN "
+            "(SELECT rowid FROM nonces WHERE expires_at < ? ORDER BY expires_at LIMIT ?)",
+            (expired_before, -1 if limit is None else limit),
+        )
+        return int(cur.rowcount)
+
+    def purge_nonces(self, expired_before: float, limit: int | None = None) -> int:
+        """Delete nonces whose ``expires_at`` is before ``expired_before``, oldest first, at most ``limit``
+        (None: all). The index on ``expires_at`` makes a bounded purge cost O(limit · log n)."""
+        with self._lock:
+            return self._purge_nonces(expired_before, limit)
+
+    def nonce_count(self) -> int:
+        """Rows in the nonce table (issued and not yet purged)."""
+        row = self._one("SELECT COUNT(*) FROM nonces", ())
+        return int(row[0]) if row is not None else 0
 
     def consume_nonce(self, nonce: bytes, now: float) -> NonceState:
         """Mark ``nonce`` used if it is known, unused and not expired at ``now``; say why not otherwise."""
