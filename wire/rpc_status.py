@@ -6,6 +6,7 @@ and ``ErrorInfo(reason, domain, metadata)`` (grpcio-status ``rpc_status.to_statu
 assert on ``reason``, never on message text. ``guard`` is the one servicer decorator of every server: the
 server's own refusals become their statuses, and anything else is a fault of the server itself — INTERNAL,
 written once to stderr with its traceback — never mistaken for bad input (docs/conventions.md §7).
+``abort_async`` is ``abort`` for the coroutines of an asyncio server (``wire.rpc_server``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,23 @@ INTERNAL_REASON = "INTERNAL"
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def rich_status(
+    code: grpc.StatusCode,
+    message: str,
+    reason: str,
+    metadata: Mapping[str, str] | None = None,
+    *,
+    domain: str = DOMAIN,
+) -> grpc.Status:
+    """The status ``code`` with ``message`` and one ``ErrorInfo(reason, domain, metadata)`` detail, as gRPC
+    sends it (the ``google.rpc.Status`` travels in the trailing metadata)."""
+    info = error_details_pb2.ErrorInfo(reason=reason, domain=domain, metadata=dict(metadata or {}))
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    status = status_pb2.Status(code=code.value[0], message=message, details=[detail])
+    return rpc_status.to_status(status)
+
+
 def abort(
     context: grpc.ServicerContext,
     code: grpc.StatusCode,
@@ -36,12 +54,23 @@ def abort(
     domain: str = DOMAIN,
 ) -> NoReturn:
     """Abort the RPC with ``code`` and an ``ErrorInfo`` detail; never returns."""
-    info = error_details_pb2.ErrorInfo(reason=reason, domain=domain, metadata=dict(metadata or {}))
-    detail = any_pb2.Any()
-    detail.Pack(info)
-    status = status_pb2.Status(code=code.value[0], message=message, details=[detail])
-    context.abort_with_status(rpc_status.to_status(status))
+    context.abort_with_status(rich_status(code, message, reason, metadata, domain=domain))
     raise AssertionError("abort_with_status returned")  # pragma: no cover
+
+
+async def abort_async(
+    context: Any,
+    code: grpc.StatusCode,
+    message: str,
+    reason: str,
+    metadata: Mapping[str, str] | None = None,
+    *,
+    domain: str = DOMAIN,
+) -> NoReturn:
+    """:func:`abort` for a ``grpc.aio.ServicerContext``: the status goes out from the event loop."""
+    status = rich_status(code, message, reason, metadata, domain=domain)
+    await context.abort(status.code, status.details, status.trailing_metadata)
+    raise AssertionError("abort returned")  # pragma: no cover
 
 
 def error_info(err: grpc.RpcError) -> error_details_pb2.ErrorInfo | None:

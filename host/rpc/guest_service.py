@@ -6,8 +6,9 @@ metadata ``authorization: Bearer <hex>`` and the VMM decides whether it speaks f
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import grpc
 
@@ -28,12 +29,15 @@ from host.rpc.errors import translate
 from host.vmm.errors import Refusal, VmmError
 from host.vmm.vmm import Vmm
 from wire.credentials import bearer
+from wire.rpc_server import run_sync
 from wire.v1 import guest_pb2, guest_pb2_grpc
 
 #: Bytes one request may move (the channels allow 64 MiB messages).
 MAX_BATCH_BYTES = 32 << 20
 #: Instructions one request may carry: bounds how long one request holds the vCPU (and the VMM).
 MAX_BATCH_INSTRUCTIONS = 65536
+#: How often a lifeline looks whether its TD was destroyed under it (the guest's going is noticed at once).
+LIFELINE_POLL_SECONDS = 1.0
 
 
 def instruction_op(ins: guest_pb2.Instruction) -> GuestOp:
@@ -154,27 +158,23 @@ class GuestServicer(guest_pb2_grpc.TdGuestServiceServicer):
         results = self._run(context, request.td_id, [instruction_op(i) for i in request.instructions])
         return guest_pb2.RunResponse(results=[result_message(r) for r in results])
 
-    def Attach(
-        self, request: guest_pb2.AttachRequest, context: grpc.ServicerContext
-    ) -> Iterator[guest_pb2.AttachEvent]:
-        yield from self._attach(request, context)
+    async def Attach(
+        self, request: guest_pb2.AttachRequest, context: Any
+    ) -> AsyncIterator[guest_pb2.AttachEvent]:
+        """The TD's lifeline: a coroutine holding no thread while it lasts (docs/conventions.md §3). The
+        server cancels it the moment the guest's stream ends; it ends by itself once the TD is gone."""
+        await run_sync(context, self._attach_check, request, undo=lambda _: self._vmm.detach(request.td_id))
+        try:  # however the stream ends (even closed at the first yield), the lifeline is let go
+            yield guest_pb2.AttachEvent(detail=f"attached to TD {request.td_id}")
+            while self._vmm.exists(request.td_id):
+                await asyncio.sleep(LIFELINE_POLL_SECONDS)
+        finally:
+            detach = asyncio.get_running_loop().run_in_executor(None, self._vmm.detach, request.td_id)
+            await asyncio.shield(detach)  # a second cancellation (the server stopping) must not skip it
 
     @translate
     def _attach_check(self, request: guest_pb2.AttachRequest, context: grpc.ServicerContext) -> None:
         self._vmm.attach(request.td_id, bearer(context))
-
-    def _attach(
-        self, request: guest_pb2.AttachRequest, context: grpc.ServicerContext
-    ) -> Iterator[guest_pb2.AttachEvent]:
-        self._attach_check(request, context)
-        gone = threading.Event()
-        context.add_callback(gone.set)
-        try:  # however the stream ends (even closed at the first yield), the lifeline is let go
-            yield guest_pb2.AttachEvent(detail=f"attached to TD {request.td_id}")
-            while not gone.wait(1.0) and self._vmm.exists(request.td_id):
-                pass
-        finally:
-            self._vmm.detach(request.td_id)
 
     def Echo(self, request: guest_pb2.EchoRequest, context: grpc.ServicerContext) -> guest_pb2.EchoResponse:
         return guest_pb2.EchoResponse(payload=request.payload)

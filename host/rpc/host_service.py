@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import queue
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import grpc
 
 from host.kvm.uapi import TdParams
-from host.rpc.errors import InvalidRequest, abort_for, translate
-from host.vmm.errors import VmmError
+from host.rpc.errors import InvalidRequest, translate
 from host.vmm.events import Event as VmmEvent
 from host.vmm.vmm import Vmm
+from wire.rpc_server import run_sync
 from wire.tdx_abi import MR_SIZE
 from wire.v1 import host_pb2, host_pb2_grpc
 
 MAX_HOST_ACCESS = 16 << 20
+#: How often an idle event feed looks at its queue (the VMM's threads fill it; the feed holds no thread).
+EVENT_POLL_SECONDS = 0.05
 
 
 def _mr(value: bytes, name: str) -> bytes:
@@ -182,21 +186,20 @@ class HostServicer(host_pb2_grpc.HostServiceServicer):
     ) -> host_pb2.GetStatsResponse:
         return host_pb2.GetStatsResponse(**dataclasses.asdict(self._vmm.stats()))
 
-    def WatchEvents(
-        self, request: host_pb2.WatchEventsRequest, context: grpc.ServicerContext
-    ) -> Iterator[host_pb2.Event]:
+    async def WatchEvents(
+        self, request: host_pb2.WatchEventsRequest, context: Any
+    ) -> AsyncIterator[host_pb2.Event]:
+        """An event feed: a coroutine holding no thread while it lasts (docs/conventions.md §3); the server
+        cancels it the moment the watcher's stream ends."""
         events = self._vmm.events
-        try:
-            q = events.watch()
-        except VmmError as err:
-            abort_for(context, err)
-        context.add_callback(lambda: q.put(None))
+        q = await run_sync(context, self._watch, request, undo=events.unwatch)
         try:  # the slot is given back however the stream ends, even closed at the first yield
             yield host_pb2.Event(kind=host_pb2.Event.KIND_WATCH_STARTED, td_id=request.td_id)
-            while context.is_active():
+            while True:
                 try:
-                    event = q.get(timeout=1.0)
+                    event = q.get_nowait()
                 except queue.Empty:
+                    await asyncio.sleep(EVENT_POLL_SECONDS)
                     continue
                 if event is None:
                     return
@@ -204,6 +207,12 @@ class HostServicer(host_pb2_grpc.HostServiceServicer):
                     yield _event_message(event)
         finally:
             events.unwatch(q)
+
+    @translate
+    def _watch(
+        self, request: host_pb2.WatchEventsRequest, context: grpc.ServicerContext
+    ) -> queue.Queue[VmmEvent | None]:
+        return self._vmm.events.watch()
 
 
 def _event_message(event: VmmEvent) -> host_pb2.Event:
