@@ -1,6 +1,7 @@
-"""Hostile clients against real host and verifier processes (docs/conventions.md §3, §6, §7): calls that
-never send their message starve nobody, bytes that do not decode are INVALID_ARGUMENT on every method of every
-service, and oversized messages are refused before they cost the host memory. Loopback only."""
+"""Hostile clients against real host and verifier processes (docs/conventions.md §3, §4, §6, §7): calls that
+never send their message starve nobody, a second server on a used address exits 2, bytes that do not decode
+are INVALID_ARGUMENT on every method of every service, and oversized messages are refused before they cost
+the host memory. Loopback only."""
 
 from __future__ import annotations
 
@@ -189,6 +190,25 @@ def test_calls_that_never_send_their_message_starve_nobody(start: Callable[[str]
     for call in stalled:
         call.cancel()
     assert server.healthy(server.channel())
+
+
+# ---- a second server on a used address ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["host", "verifier"])
+def test_a_second_server_on_a_used_address_exits_2_with_one_line(
+    start: Callable[[str], Server], kind: str, tmp_path: Path
+) -> None:
+    first = start(kind)
+    second = subprocess.run(
+        _command(kind, first.address, tmp_path), cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert second.returncode == 2
+    assert second.stdout == ""
+    assert second.stderr.splitlines() == [
+        f"tdxsim {kind}: cannot listen on {first.address}: address already in use"
+    ]
+    assert first.healthy(first.channel())
 
 
 # ---- bytes that do not decode ------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -16,6 +17,7 @@ import pytest
 
 from wire.rpc_server import Limits, RpcServer, SyncContext, peer_key, start_server
 from wire.rpc_status import error_info
+from wire.serving import address_in_use
 from wire.v1 import guest_pb2, guest_pb2_grpc
 
 SERVICE = "tdxsim.v1.TdGuestService"
@@ -269,3 +271,40 @@ def test_limits_must_be_positive() -> None:
     assert LIMITS.request_limit(f"/{SERVICE}/Run") == 4096
     assert LIMITS.request_limit("/grpc.health.v1.Health/Check") == 64 << 10
     assert LIMITS.largest_request == 64 << 10
+
+
+def _toy_server(address: str) -> RpcServer:
+    return start_server(
+        address,
+        name="test server",
+        services=[SERVICE],
+        add_servicers=lambda s: guest_pb2_grpc.add_TdGuestServiceServicer_to_server(Servicer(), s),
+        limits=LIMITS,
+        max_workers=1,
+    )
+
+
+def test_grpc_itself_refuses_to_bind_an_address_a_server_listens_on() -> None:
+    first = _toy_server("127.0.0.1:0")
+    try:
+        with pytest.raises(RuntimeError):  # with SO_REUSEPORT it would bind and share the connections
+            _toy_server(f"127.0.0.1:{first.port}")
+    finally:
+        assert first.stop(None).wait(10)
+
+
+def test_an_address_in_use_is_found_before_binding(tmp_path: Path) -> None:
+    server = _toy_server("127.0.0.1:0")
+    socket_path = tmp_path / "s.sock"
+    unix = _toy_server(f"unix:{socket_path}")
+    try:
+        assert address_in_use(f"127.0.0.1:{server.port}")
+        assert address_in_use(f"localhost:{server.port}")
+        assert address_in_use(f"unix:{socket_path}")
+        assert not address_in_use("127.0.0.1:0")
+        assert not address_in_use(f"unix:{tmp_path / 'none.sock'}")
+    finally:
+        assert server.stop(None).wait(10)
+        assert unix.stop(None).wait(10)
+    assert not address_in_use(f"127.0.0.1:{server.port}")
+    assert not address_in_use(f"unix:{socket_path}")  # a stale socket file nobody answers on

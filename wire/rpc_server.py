@@ -108,10 +108,12 @@ class Limits:
 
 
 def server_options(limits: Limits) -> list[tuple[str, int]]:
-    """The channel arguments of every server: gRPC's message limits."""
+    """The channel arguments of every server: gRPC's message limits, and no ``SO_REUSEPORT``, so that binding
+    an address another server listens on fails instead of sharing its connections."""
     return [
         ("grpc.max_receive_message_length", limits.largest_request),
         ("grpc.max_send_message_length", limits.response_bytes),
+        ("grpc.so_reuseport", 0),
     ]
 
 
