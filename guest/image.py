@@ -93,6 +93,14 @@ def _hex48(value: object, what: str) -> bytes:
     return raw
 
 
+def _utf8(value: str, what: str) -> bytes:
+    """``value`` as UTF-8; a lone surrogate (a JSON escape such as ``"\\ud800"``) is no text."""
+    try:
+        return value.encode()
+    except UnicodeEncodeError:
+        raise ImageError(f"{what}: not valid unicode text") from None
+
+
 def _attributes(value: object) -> int:
     if isinstance(value, dict):
         unknown = set(value) - {"debug", "sept_ve_disable"}
@@ -122,8 +130,10 @@ def _payload_data(entry: dict[str, Any], index: int, base: Path) -> bytes:
             data = path.read_bytes()
         except OSError as err:
             raise ImageError(f"payload[{index}].file: cannot read {path}: {err.strerror}") from None
+        except ValueError:  # a NUL in the name
+            raise ImageError(f"payload[{index}].file: not a usable file name") from None
     elif kind == "text":
-        data = value.encode()
+        data = _utf8(value, f"payload[{index}].text")
     else:
         try:
             data = bytes.fromhex(value)
@@ -158,9 +168,10 @@ def parse_image(doc: object, base: Path = Path(".")) -> Image:
     if "xfam" in doc:
         image.xfam = parse_number(doc["xfam"], "xfam")
     if "gpaw" in doc:
-        image.gpaw = parse_number(doc["gpaw"], "gpaw")
-        if image.gpaw not in (48, 52):
+        gpaw = parse_number(doc["gpaw"], "gpaw")
+        if gpaw not in (48, 52):  # checked before the uint32 field would refuse it with a ValueError
             raise ImageError("gpaw: 48 or 52")
+        image.gpaw = gpaw
     for field in ("mrconfigid", "mrowner", "mrownerconfig"):
         if field in doc:
             setattr(image, field, _hex48(doc[field], field))
@@ -184,6 +195,7 @@ def parse_image(doc: object, base: Path = Path(".")) -> Image:
     name = doc.get("name", "")
     if not isinstance(name, str):
         raise ImageError("name: expected a string")
+    _utf8(name, "name")
     return Image(name, image)
 
 

@@ -88,6 +88,8 @@ class Data:
                 return self.path.read_bytes()
             except OSError as err:
                 raise WorkloadError(f"line {line}: cannot read {self.path}: {err.strerror}") from None
+            except ValueError:  # a NUL in the name
+                raise WorkloadError(f"line {line}: {str(self.path)!r} is not a usable file name") from None
         return self.literal
 
 
@@ -213,7 +215,10 @@ def parse_spec(spec: str, base: Path = Path("."), line: int = 0) -> Data:
     if not sep:
         raise WorkloadError(f"line {line}: data {spec!r} needs a kind: text:, hex:, fill: or file:")
     if kind == "text":
-        literal = value.encode()
+        try:
+            literal = value.encode()
+        except UnicodeEncodeError:
+            raise WorkloadError(f"line {line}: text is not valid unicode") from None
         return Data(spec, kind, len(literal), literal=literal)
     if kind == "hex":
         try:
@@ -239,6 +244,8 @@ def parse_spec(spec: str, base: Path = Path("."), line: int = 0) -> Data:
                 size = handle.seek(0, 2)
         except OSError as err:
             raise WorkloadError(f"line {line}: cannot read {value}: {err.strerror}") from None
+        except ValueError:  # a NUL in the name
+            raise WorkloadError(f"line {line}: {value!r} is not a usable file name") from None
         return Data(spec, kind, size, path=path)
     raise WorkloadError(f"line {line}: unknown data kind {kind!r}")
 

@@ -77,6 +77,13 @@ def _read(path: Path) -> bytes:
         raise _Unusable(f"cannot read {path}: {err.strerror}") from err
 
 
+def _read_text(path: Path) -> str:
+    try:
+        return _read(path).decode()
+    except UnicodeDecodeError:
+        raise _Unusable(f"{path}: not UTF-8 text") from None
+
+
 class _Unusable(Exception):
     pass
 
@@ -107,13 +114,13 @@ def run_inspect(args: argparse.Namespace) -> int:
 def run_verify(args: argparse.Namespace) -> int:
     try:
         quote = _read(args.file)
-        collateral = _read(args.collateral).decode()
+        collateral = _read_text(args.collateral)
         roots = [_read(p) for p in args.root] or [INTEL_SGX_ROOT_CA_PEM]
         at = args.at if args.at is not None else int(time.time())
         result = offline.verify(quote, collateral, at, roots, allow_debug=args.policy is not None)
         if args.policy is not None and result["verdict"] == "accepted":
-            _appraise(result, quote, _read(args.policy).decode())
-    except (_Unusable, AttestError, PolicyError, UnicodeDecodeError) as err:
+            _appraise(result, quote, _read_text(args.policy))
+    except (_Unusable, AttestError, PolicyError) as err:
         return _fail(args, str(err))
     accepted = result["verdict"] == "accepted"
     lines = [f"{result['verdict']}: TCB status {result['tcb_status']}"]

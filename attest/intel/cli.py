@@ -2,7 +2,8 @@
 (the files of docs/attestation.md §9, laid out by ``attest.intel.pcs_directory``).
 
 Wiring: ``pki = sub.add_parser("pki", …); attest.intel.cli.add_arguments(pki)``; the chosen action is
-``args.func(args) -> exit code`` (0 created, 2 unusable arguments or an existing PKI).
+``args.func(args) -> exit code`` (0 created; 2, with one line on stderr, for unusable arguments, an existing
+PKI or a directory that cannot be created or written).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +72,7 @@ def run_init(args: argparse.Namespace) -> int:
     try:
         pki = init_pki(args.directory, options_from_args(args))
     except PkiError as err:
-        print(f"tdxsim pki init: {err}")
+        print(f"tdxsim pki init: {err}", file=sys.stderr)
         return EXIT_UNUSABLE
     out = summary(pki)
     if args.json:

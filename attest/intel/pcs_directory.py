@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from attest.errors import AttestError
-from attest.formats import pck_names
+from attest.formats import pck_names, x509_input
 from attest.formats.collateral import TCB_STATUSES
 from attest.formats.pck_extension import SCALABLE_CONFIGURATION, PckExtension
 from attest.intel import certificates as ca
@@ -233,11 +233,17 @@ def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
 
 
 def init_pki(directory: str | os.PathLike[str], options: PkiOptions | None = None) -> Pki:
-    """Create the simulated PCS in ``directory`` (created if missing; refused if it already holds a PKI)."""
+    """Create the simulated PCS in ``directory`` (created if missing; refused if it already holds a PKI).
+    A directory that cannot be created or written (a file, a path under a file, no permission) is a
+    ``PkiError`` naming the path."""
     opts = options or PkiOptions()
     root_dir = Path(directory)
     if (root_dir / MANIFEST).exists():
         raise PkiError(f"{root_dir} already holds a pki")
+    try:
+        root_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise PkiError(f"cannot create {root_dir}: {err.strerror or err}") from None
     now = int(time.time()) if opts.now is None else int(opts.now)
     src = KeySource(opts.seed)
     cert_start = now - CERT_BACKDATE
@@ -382,7 +388,10 @@ def init_pki(directory: str | os.PathLike[str], options: PkiOptions | None = Non
         collateral_json=collateral,
         platforms=tuple(platforms),
     )
-    _save(pki)
+    try:
+        _save(pki)
+    except OSError as err:
+        raise PkiError(f"cannot write {err.filename or root_dir}: {err.strerror or err}") from None
     return pki
 
 
@@ -440,6 +449,18 @@ def _issued(d: Path, stem: str) -> ca.Issued:
     return ca.Issued(cert, load_private_key_pem((d / f"{stem}.key").read_bytes()))
 
 
+_UNLOADABLE: tuple[type[Exception], ...] = (
+    OSError,
+    KeyError,
+    AttributeError,
+    RecursionError,
+    *x509_input.MALFORMED,
+)
+"""What a damaged PKI directory raises while loading: AttributeError for a manifest that is no JSON object,
+RecursionError for one nested too deeply, and cryptography's whole family (``UnsupportedAlgorithm`` for a key
+of another type included)."""
+
+
 def load_pki(directory: str | os.PathLike[str]) -> Pki:
     """Load a PKI written by ``init_pki``; every file is read back, nothing is regenerated."""
     d = Path(directory)
@@ -470,7 +491,7 @@ def load_pki(directory: str | os.PathLike[str]) -> Pki:
             collateral_json=(d / "collateral.json").read_text(),
             platforms=tuple(platforms),
         )
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except _UNLOADABLE as exc:
         raise PkiError(f"cannot load pki from {d}: {exc}") from None
 
 

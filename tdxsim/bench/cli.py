@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 Row = dict[str, object]
 
@@ -72,7 +74,25 @@ def format_rows(rows: list[Row]) -> str:
     )
 
 
+def _unwritable(path: str) -> str | None:
+    """Why ``--json PATH`` cannot be written, checked before a benchmark runs for minutes; None if it can."""
+    target = Path(path)
+    if target.is_dir():
+        return f"{path}: is a directory"
+    parent = target.parent
+    if not parent.is_dir():
+        return f"{path}: {parent} is not a directory"
+    if not os.access(parent, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        return f"{path}: not writable"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
+    """Exit 0 when every target is met, 1 when one is missed, 2 (one stderr line) for an unusable --json."""
+    problem = _unwritable(args.json) if args.json and args.json != "-" else None
+    if problem:
+        print(f"tdxsim bench: --json {problem}", file=sys.stderr)
+        return 2
     rows = SUITES[args.suite]()
     print(format_rows(rows))
     if args.json:
@@ -80,6 +100,10 @@ def run(args: argparse.Namespace) -> int:
         if args.json == "-":
             print(text)
         else:
-            with open(args.json, "w", encoding="utf-8") as out:
-                out.write(text + "\n")
+            try:
+                with open(args.json, "w", encoding="utf-8") as out:
+                    out.write(text + "\n")
+            except OSError as err:
+                print(f"tdxsim bench: cannot write {args.json}: {err.strerror}", file=sys.stderr)
+                return 2
     return 0 if all(row.get("met") is not False for row in rows) else 1

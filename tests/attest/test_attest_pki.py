@@ -427,4 +427,4 @@ def test_pki_init_cli_creates_and_summarises_then_refuses_to_overwrite(
     assert loaded.options.revoked_platforms == (1,)
     args = parser.parse_args(argv)
     assert args.func(args) == 2
-    assert "already holds a pki" in capsys.readouterr().out
+    assert "already holds a pki" in capsys.readouterr().err
