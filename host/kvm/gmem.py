@@ -4,6 +4,12 @@
 A guest_memfd is bound to its VM, cannot be read, written, mapped or resized by host
 userspace, and supports fallocate ALLOCATE and PUNCH_HOLE. Its pages are physical frames the
 host never maps; a punched page's contents are gone and the next use gets a zeroed page.
+
+Both fallocate modes cost what they touch, never the length asked for: the pages are a
+:class:`~host.kvm.pagemap.PageMap`, so a hole punch visits only allocated pages, and an allocation
+counts what is missing before it takes anything, refuses at once what free memory cannot hold, and
+then allocates folio by folio (:data:`~host.kvm.pagealloc.CHUNK` pages at a time), stopping with
+EINTR when a signal is pending, as ``kvm_gmem_allocate`` does.
 """
 
 from __future__ import annotations
@@ -12,7 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from host.kvm.errors import KvmError
-from host.kvm.pagealloc import PAGE, PageAllocator
+from host.kvm.pagealloc import CHUNK, PAGE, PageAllocator
+from host.kvm.pagemap import PageMap
 
 FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
@@ -28,7 +35,7 @@ class GuestMemfd:
     vm_id: int
     size: int
     flags: int
-    pages: dict[int, int] = field(default_factory=dict)  # page index → pa
+    pages: PageMap = field(default_factory=PageMap)  # page index → pa
     #: (first index, end index, slot id) of the memslots bound to this file.
     bindings: list[tuple[int, int, int]] = field(default_factory=list)
     closed: bool = False
@@ -65,8 +72,15 @@ class GuestMemfd:
         length: int,
         pages: PageAllocator,
         punch: Callable[[list[int]], None],
+        signal_pending: Callable[[], bool] = lambda: False,
     ) -> None:
-        """fallocate(2). ``punch`` gets the page indices to zap from every binding and free."""
+        """fallocate(2). ``punch`` gets the page indices to zap from every binding and free.
+
+        ALLOCATE (``kvm_gmem_allocate``): the pages already there are counted first, and a request for
+        more than the free memory fails with ENOMEM before anything is allocated (Linux finds out folio
+        by folio and fails with the same errno, after taking what there was); otherwise the missing
+        pages are allocated in chunks, each chunk kept, and a pending signal between chunks ends the
+        call with EINTR (the pages allocated so far stay, as in Linux)."""
         if not mode & FALLOC_FL_KEEP_SIZE or mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE):
             raise KvmError("EOPNOTSUPP", f"fallocate mode 0x{mode:x} is not supported (need KEEP_SIZE)")
         if length <= 0 or offset < 0 or offset % PAGE or length % PAGE:
@@ -74,18 +88,26 @@ class GuestMemfd:
         first, count = offset // PAGE, length // PAGE
         if mode & FALLOC_FL_PUNCH_HOLE:
             # Always succeeds, even beyond i_size: only allocated pages are touched.
-            if count > len(self.pages):
-                indices = sorted(i for i in self.pages if first <= i < first + count)
-            else:
-                indices = [i for i in range(first, first + count) if i in self.pages]
+            indices = self.pages.keys_in(first, first + count)
             if indices:
                 punch(indices)
             return
         if offset + length > self.size:
             raise KvmError("EINVAL", f"allocation beyond the file size ({offset + length} > {self.size})")
-        missing = [i for i in range(first, first + count) if i not in self.pages]
-        for index, pa in zip(missing, pages.alloc_many(len(missing)), strict=True):
-            self.pages[index] = pa
+        missing = count - self.pages.count_in(first, first + count)
+        free = pages.free_pages
+        if missing > free:
+            raise KvmError("ENOMEM", f"fallocate needs {missing} more pages, {free} are free")
+        index, end = first, first + count
+        while missing and index < end:
+            if signal_pending():
+                raise KvmError("EINTR", f"fallocate interrupted at offset {index * PAGE}")
+            stop = min(end, index + CHUNK)
+            holes = [i for i in range(index, stop) if i not in self.pages]
+            for hole, pa in zip(holes, pages.alloc_many(len(holes)), strict=True):
+                self.pages[hole] = pa
+            missing -= len(holes)
+            index = stop
 
     def is_bound(self, first: int, end: int) -> bool:
         return any(first < b_end and b_first < end for b_first, b_end, _ in self.bindings)

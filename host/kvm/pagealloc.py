@@ -3,7 +3,8 @@
 Frames are handed out from a free list, lowest address first when the pool is fresh, so
 consecutive allocations are physically contiguous (as a buddy allocator behaves on an idle
 machine); that keeps guest_memfd-backed runs contiguous for the memory controller's batch
-path. Freed frames are reused last-in first-out.
+path. Freed frames are reused last-in first-out. A large allocation is made by its caller in bounded
+chunks (:data:`CHUNK` pages), never in one call (docs/memory-model.md §1.3).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 from host.kvm.errors import KvmError
 
 PAGE = 4096
+#: Pages one allocation or free call handles at most (one 2 MiB folio's worth).
+CHUNK = 512
 
 
 class PageAllocator:
@@ -34,9 +37,13 @@ class PageAllocator:
         return pa
 
     def alloc_many(self, count: int) -> list[int]:
+        """``count`` frames, all or none (ENOMEM when fewer are free)."""
         if count > self.free_pages:
             raise KvmError("ENOMEM", f"out of physical memory ({count} pages asked, {self.free_pages} free)")
         return [self.alloc() for _ in range(count)]
 
     def free(self, pa: int) -> None:
         self._free.append(pa)
+
+    def free_many(self, pas: list[int]) -> None:
+        self._free.extend(pas)

@@ -4,6 +4,9 @@ Each mapping is a range of host virtual addresses whose pages get a physical fra
 touch (demand paging) and lose it on MADV_DONTNEED (reads as zeros afterwards). All accesses
 go through the KeyID-0 host bus: this is how host userspace touches memory. In legacy memory
 mode the TD's private memory is such a mapping too, which is exactly what the 2021 RFC removed.
+
+Frames are a :class:`~host.kvm.pagemap.PageMap`, so MADV_DONTNEED of a large range costs the frames it
+finds, not the range's length.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from dataclasses import dataclass, field
 
 from host.kvm.errors import KvmError
 from host.kvm.pagealloc import PAGE, PageAllocator
+from host.kvm.pagemap import PageMap
 from host.tdx.hostbus import HostMemoryBus
 
 USER_BASE = 0x7F00_0000_0000
@@ -21,7 +25,7 @@ USER_BASE = 0x7F00_0000_0000
 class Mapping:
     start: int
     size: int
-    frames: dict[int, int] = field(default_factory=dict)  # page index → pa
+    frames: PageMap = field(default_factory=PageMap)  # page index → pa
 
 
 class AddressSpace:
@@ -98,17 +102,12 @@ class AddressSpace:
         """Drop the frames of [hva, hva + length); returns how many were freed."""
         mapping = self._find(hva, length)
         first = (hva - mapping.start) // PAGE
-        count = length // PAGE
-        if count > len(mapping.frames):
-            indices = [i for i in mapping.frames if first <= i < first + count]
-        else:
-            indices = [i for i in range(first, first + count) if i in mapping.frames]
+        indices = mapping.frames.keys_in(first, first + length // PAGE)
         self._release(mapping, indices)
         return len(indices)
 
     def _release(self, mapping: Mapping, indices: list[int]) -> None:
-        for index in indices:
-            self._pages.free(mapping.frames.pop(index))
+        self._pages.free_many([mapping.frames.pop(index) for index in indices])
 
     @property
     def resident_pages(self) -> int:

@@ -5,6 +5,10 @@ Every TDX-module interaction is a SEAMCALL leaf on :class:`~host.tdx.module.TdxM
 KVM keeps its own mirror of what it mapped (``private_map``/``shared_ept``) as the TDP MMU
 does, and never sees a TD key or TD plaintext: a :class:`~host.tdx.vcpu.VcpuRun` is passed to
 TDH.VP.ENTER without being read.
+
+Costs follow what exists, not the size of a range: the mirrors and a guest_memfd's pages are
+:class:`~host.kvm.pagemap.PageMap` s, attributes are ranges (host/kvm/attributes.py), so a conversion,
+zap or hole punch over terabytes visits only the populated pages (docs/memory-model.md §1.3, §1.5).
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from host.kvm.memslots import (
     Memslot,
     MemslotTable,
 )
-from host.kvm.pagealloc import PAGE, PageAllocator
+from host.kvm.pagealloc import CHUNK, PAGE, PageAllocator
+from host.kvm.pagemap import PageMap
 from host.kvm.usermem import AddressSpace
 from host.tdx.hostbus import HostMemoryBus
 from host.tdx.module import TdxModule
@@ -78,6 +83,10 @@ class _MapGpaProgress:
     ret: int | None = None
 
 
+def _no_signal() -> bool:
+    return False
+
+
 class KvmVm:
     """One TDX VM. Callers (the VMM) hold the host lock."""
 
@@ -114,9 +123,9 @@ class KvmVm:
         self.attributes = AttributeMap()
         self.gmems: dict[int, GuestMemfd] = {}
         #: KVM's mirror of the S-EPT leaves it installed: gfn → pa.
-        self.private_map: dict[int, int] = {}
+        self.private_map = PageMap()
         #: The shared EPT: gfn (shared bit stripped) → host pa.
-        self.shared_ept: dict[int, int] = {}
+        self.shared_ept = PageMap()
         self._map_gpa: _MapGpaProgress | None = None
         #: GetQuote exit handed to userspace, waiting for its ``ret``.
         self._get_quote_pending = False
@@ -264,7 +273,17 @@ class KvmVm:
         return True
 
     # ---- fallocate on a guest_memfd -----------------------------------------------------
-    def fallocate(self, gmem: GuestMemfd, mode: int, offset: int, length: int) -> None:
+    def fallocate(
+        self,
+        gmem: GuestMemfd,
+        mode: int,
+        offset: int,
+        length: int,
+        signal_pending: Callable[[], bool] = _no_signal,
+    ) -> None:
+        """fallocate(2) on a guest_memfd of this VM (docs/memory-model.md §1.3): ALLOCATE refuses what free
+        memory cannot hold at once and stops with EINTR between chunks; PUNCH_HOLE zaps and frees only
+        the pages the file has."""
         self._own(gmem)
 
         def punch(indices: list[int]) -> None:
@@ -274,19 +293,15 @@ class KvmVm:
                 self._zap_private_gfns(hit)
             self._free_gmem_pages(gmem, indices)
 
-        gmem.fallocate(mode, offset, length, self._pages, punch)
+        gmem.fallocate(mode, offset, length, self._pages, punch, signal_pending)
 
     def _free_gmem_pages(self, gmem: GuestMemfd, indices: list[int]) -> None:
-        for index in indices:
-            self._pages.free(gmem.pages.pop(index))
+        for i in range(0, len(indices), CHUNK):
+            self._pages.free_many([gmem.pages.pop(index) for index in indices[i : i + CHUNK]])
 
     # ---- zap: BLOCK → TRACK → REMOVE (docs/memory-model.md §6.4) -----------------------------
     def _zap_private(self, start: int, end: int) -> None:
-        if end - start > len(self.private_map):
-            gfns = [g for g in self.private_map if start <= g < end]
-        else:
-            gfns = [g for g in range(start, end) if g in self.private_map]
-        self._zap_private_gfns(gfns)
+        self._zap_private_gfns(self.private_map.keys_in(start, end))
 
     def _zap_private_gfns(self, gfns: list[int]) -> None:
         gfns = [g for g in gfns if g in self.private_map]
@@ -310,11 +325,7 @@ class KvmVm:
         del self.private_map[gfn]
 
     def _zap_shared(self, start: int, end: int) -> None:
-        if end - start > len(self.shared_ept):
-            gfns = [g for g in self.shared_ept if start <= g < end]
-        else:
-            gfns = [g for g in range(start, end) if g in self.shared_ept]
-        for gfn in gfns:
+        for gfn in self.shared_ept.keys_in(start, end):
             del self.shared_ept[gfn]
 
     # ---- KVM_TDX_INIT_MEM_REGION / KVM_TDX_FINALIZE_VM ----------------------------------

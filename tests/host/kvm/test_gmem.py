@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import time
+import tracemalloc
+
 import pytest
 
 from host.kvm.errors import KvmError
@@ -185,3 +188,63 @@ def test_create_with_a_size_negative_as_loff_t_is_einval() -> None:
     with pytest.raises(KvmError) as err:
         GuestMemfd.check_create(1 << 63, 0)
     assert err.value.errno == "EINVAL"
+
+
+def test_allocate_more_than_free_memory_is_enomem_at_once_and_takes_nothing(
+    platform: Platform, vm: KvmVm
+) -> None:
+    pages = platform.vmm.kvm.pages
+    free = pages.free_pages
+    big = vm.create_guest_memfd(4, 64 << 40, 0)  # 64 TiB: legal, the size is only a number
+    tracemalloc.start()
+    try:
+        started = time.perf_counter()
+        with pytest.raises(KvmError) as err:
+            vm.fallocate(big, ALLOCATE, 0, 64 << 40)
+        elapsed = time.perf_counter() - started
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert err.value.errno == "ENOMEM"
+    assert elapsed < 1.0
+    assert peak < 16 << 20  # nothing was built page by page
+    assert big.pages == {} and pages.free_pages == free
+    # Just too much by one page: refused as well, before anything is allocated.
+    small = vm.create_guest_memfd(5, (free + 1) * PAGE, 0)
+    with pytest.raises(KvmError) as err:
+        vm.fallocate(small, ALLOCATE, 0, (free + 1) * PAGE)
+    assert err.value.errno == "ENOMEM"
+    assert small.pages == {} and pages.free_pages == free
+
+
+def test_allocate_counts_pages_already_there_against_free_memory(platform: Platform, vm: KvmVm) -> None:
+    pages = platform.vmm.kvm.pages
+    gmem = vm.create_guest_memfd(4, 1 << 30, 0)
+    vm.fallocate(gmem, ALLOCATE, 0, 8 << 20)
+    free = pages.free_pages
+    vm.fallocate(gmem, ALLOCATE, 0, (8 << 20) + free * PAGE)  # exactly what is left
+    assert pages.free_pages == 0
+    assert len(gmem.pages) == 2048 + free
+    vm.fallocate(gmem, PUNCH, 0, 1 << 40)
+    assert gmem.pages == {} and pages.free_pages == free + 2048
+
+
+def test_allocate_interrupted_by_a_signal_keeps_what_it_allocated(platform: Platform, vm: KvmVm) -> None:
+    gmem = vm.create_guest_memfd(4, 16 << 20, 0)
+    checks = iter([False, False, True])
+    with pytest.raises(KvmError) as err:
+        vm.fallocate(gmem, ALLOCATE, 0, 16 << 20, lambda: next(checks))
+    assert err.value.errno == "EINTR"
+    assert sorted(gmem.pages) == list(range(2 * 512))  # two chunks done, then the signal
+    vm.fallocate(gmem, ALLOCATE, 0, 16 << 20)  # the next call completes it
+    assert len(gmem.pages) == 4096
+
+
+def test_punch_hole_over_terabytes_costs_the_allocated_pages(platform: Platform, vm: KvmVm) -> None:
+    gmem = vm.create_guest_memfd(4, 64 << 40, 0)
+    for offset in (0, 1 << 40, 40 << 40):
+        vm.fallocate(gmem, ALLOCATE, offset, 4 * PAGE)
+    started = time.perf_counter()
+    vm.fallocate(gmem, PUNCH, PAGE, 64 << 40)
+    assert time.perf_counter() - started < 1.0
+    assert sorted(gmem.pages) == [0]
