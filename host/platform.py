@@ -65,7 +65,8 @@ def build_platform(config: PlatformConfig | None = None, signer: QuoteSigner | N
     # The module reports the simulated platform's SEAM identity, which the simulated PCS signs.
     seam = SeamIdentity(**seam_identity_fields())
     module = TdxModule(mc, keyid_first=config.keyid_first, keyid_count=config.keyid_count, seam=seam)
-    bus = HostMemoryBus(mc)
+    # One memory controller, one lock: the module's private accesses and the host's KeyID-0 ones share it.
+    bus = HostMemoryBus(mc, module.memory_lock)
     pages = PageAllocator(config.phys_bytes)
     mm = AddressSpace(bus, pages)
     legacy = config.memory_mode == "legacy"

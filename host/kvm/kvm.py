@@ -3,9 +3,14 @@
 KVM allocates a TD's HKID from the module's private KeyID range (an IDA in Linux; exhausted
 → ENOSPC, the misc cgroup capacity is the number of TDX KeyIDs) and frees it after
 TDH.MNG.KEY.FREEID.
+
+The HKID pool and the VM numbering are shared by every VM and have their own lock, held for the
+list operation only; everything else a VM does is its own (host/kvm/vm.py).
 """
 
 from __future__ import annotations
+
+import threading
 
 from host.kvm.errors import KvmError, einval
 from host.kvm.pagealloc import PageAllocator
@@ -38,10 +43,12 @@ class Kvm:
         self.keyids_total = info.keyid_count
         self._free_hkids = list(range(info.keyid_first + info.keyid_count - 1, info.keyid_first - 1, -1))
         self._next_vm = 1
+        self._lock = threading.Lock()
 
     @property
     def keyids_free(self) -> int:
-        return len(self._free_hkids)
+        with self._lock:
+            return len(self._free_hkids)
 
     def poisoned_lines(self) -> int:
         """Lines the memory controller reports poisoned (machine-check records, as the kernel logs them)."""
@@ -50,8 +57,11 @@ class Kvm:
     def create_vm(self, vm_type: int) -> KvmVm:
         if vm_type != KVM_X86_TDX_VM:
             raise einval(f"VM type {vm_type} is not KVM_X86_TDX_VM ({KVM_X86_TDX_VM})")
-        vm = KvmVm(
-            self._next_vm,
+        with self._lock:
+            vm_id = self._next_vm
+            self._next_vm += 1
+        return KvmVm(
+            vm_id,
             self._module,
             self.pages,
             self._mm,
@@ -60,19 +70,19 @@ class Kvm:
             legacy=self.legacy,
             map_gpa_retry_every=self.map_gpa_retry_every,
         )
-        self._next_vm += 1
-        return vm
 
     def tdx_init_vm(self, vm: KvmVm, params: TdParams) -> None:
         """KVM_TDX_INIT_VM: allocate an HKID, then MNG.CREATE / KEY.CONFIG / ADDCX / MNG.INIT."""
-        if not self._free_hkids:
-            raise KvmError("ENOSPC", f"all {self.keyids_total} TDX KeyIDs are in use")
-        hkid = self._free_hkids.pop()
+        with self._lock:
+            if not self._free_hkids:
+                raise KvmError("ENOSPC", f"all {self.keyids_total} TDX KeyIDs are in use")
+            hkid = self._free_hkids.pop()
         try:
             vm.tdx_init_vm(params, hkid)
         except BaseException:
-            self._free_hkids.append(hkid)
+            self._release_hkid(hkid)
             raise
 
     def _release_hkid(self, hkid: int) -> None:
-        self._free_hkids.append(hkid)
+        with self._lock:
+            self._free_hkids.append(hkid)

@@ -3,11 +3,16 @@
 Frames are handed out from a free list, lowest address first when the pool is fresh, so
 consecutive allocations are physically contiguous (as a buddy allocator behaves on an idle
 machine); that keeps guest_memfd-backed runs contiguous for the memory controller's batch
-path. Freed frames are reused last-in first-out. A large allocation is made by its caller in bounded
-chunks (:data:`CHUNK` pages), never in one call (docs/memory-model.md §1.3).
+path. Freed frames are reused last-in first-out.
+
+Shared by every VM, so it has its own lock, held only for the list operations of one call: a large
+allocation is made by its caller in bounded chunks (:data:`CHUNK` pages), never in one call, so no
+request keeps the others waiting in proportion to its size (docs/memory-model.md §1.3).
 """
 
 from __future__ import annotations
+
+import threading
 
 from host.kvm.errors import KvmError
 
@@ -22,12 +27,17 @@ class PageAllocator:
         self._next = reserved_bytes  # never-used frames start here
         self._end = phys_bytes
         self._free: list[int] = []
+        self._lock = threading.Lock()
 
     @property
     def free_pages(self) -> int:
+        with self._lock:
+            return self._free_pages()
+
+    def _free_pages(self) -> int:
         return len(self._free) + (self._end - self._next) // PAGE
 
-    def alloc(self) -> int:
+    def _take(self) -> int:
         if self._free:
             return self._free.pop()
         if self._next >= self._end:
@@ -36,14 +46,22 @@ class PageAllocator:
         self._next += PAGE
         return pa
 
+    def alloc(self) -> int:
+        with self._lock:
+            return self._take()
+
     def alloc_many(self, count: int) -> list[int]:
         """``count`` frames, all or none (ENOMEM when fewer are free)."""
-        if count > self.free_pages:
-            raise KvmError("ENOMEM", f"out of physical memory ({count} pages asked, {self.free_pages} free)")
-        return [self.alloc() for _ in range(count)]
+        with self._lock:
+            free = self._free_pages()
+            if count > free:
+                raise KvmError("ENOMEM", f"out of physical memory ({count} pages asked, {free} free)")
+            return [self._take() for _ in range(count)]
 
     def free(self, pa: int) -> None:
-        self._free.append(pa)
+        with self._lock:
+            self._free.append(pa)
 
     def free_many(self, pas: list[int]) -> None:
-        self._free.extend(pas)
+        with self._lock:
+            self._free.extend(pas)

@@ -5,12 +5,15 @@ touch (demand paging) and lose it on MADV_DONTNEED (reads as zeros afterwards). 
 go through the KeyID-0 host bus: this is how host userspace touches memory. In legacy memory
 mode the TD's private memory is such a mapping too, which is exactly what the 2021 RFC removed.
 
-Frames are a :class:`~host.kvm.pagemap.PageMap`, so MADV_DONTNEED of a large range costs the frames it
-finds, not the range's length.
+The mapping table is shared by every TD's memslots and has its own lock (held for a lookup or a
+change of the table only); the frames of one mapping belong to the memslot that made it and are
+changed only under that TD's lock. Frames are a :class:`~host.kvm.pagemap.PageMap`, so MADV_DONTNEED
+of a large range costs the frames it finds, not the range's length.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 from host.kvm.errors import KvmError
@@ -34,25 +37,29 @@ class AddressSpace:
         self._pages = pages
         self._maps: dict[int, Mapping] = {}
         self._next = USER_BASE
+        self._lock = threading.Lock()
 
     def mmap(self, size: int) -> int:
         if size <= 0 or size % PAGE:
             raise KvmError("EINVAL", "mmap length must be a positive multiple of the page size")
-        start = self._next
-        self._next += size + (2 << 20)  # a guard gap between mappings
-        self._maps[start] = Mapping(start, size)
+        with self._lock:
+            start = self._next
+            self._next += size + (2 << 20)  # a guard gap between mappings
+            self._maps[start] = Mapping(start, size)
         return start
 
     def munmap(self, start: int) -> None:
-        mapping = self._maps.pop(start, None)
+        with self._lock:
+            mapping = self._maps.pop(start, None)
         if mapping is None:
             raise KvmError("EINVAL", f"no mapping at 0x{start:x}")
         self._release(mapping, list(mapping.frames))
 
     def _find(self, hva: int, length: int) -> Mapping:
-        for mapping in self._maps.values():
-            if mapping.start <= hva and hva + length <= mapping.start + mapping.size:
-                return mapping
+        with self._lock:
+            for mapping in self._maps.values():
+                if mapping.start <= hva and hva + length <= mapping.start + mapping.size:
+                    return mapping
         raise KvmError("EFAULT", f"0x{hva:x}+{length} is not mapped in host userspace")
 
     def contains(self, hva: int, length: int) -> bool:
@@ -111,4 +118,6 @@ class AddressSpace:
 
     @property
     def resident_pages(self) -> int:
-        return sum(len(m.frames) for m in self._maps.values())
+        with self._lock:
+            maps = list(self._maps.values())
+        return sum(len(m.frames) for m in maps)

@@ -88,7 +88,8 @@ def _no_signal() -> bool:
 
 
 class KvmVm:
-    """One TDX VM. Callers (the VMM) hold the host lock."""
+    """One TDX VM. Its callers serialise the calls for one VM (the VMM's per-TD lock); what VMs share
+    (the page allocator, the HKID pool, the module's tables, the host address space) locks itself."""
 
     def __init__(
         self,

@@ -88,8 +88,7 @@ class GuestServicer(guest_pb2_grpc.TdGuestServiceServicer):
         self.on_host_crash = on_host_crash
 
     def _run(self, context: grpc.ServicerContext, td_id: int, ops: list[GuestOp]) -> list[object]:
-        with self._vmm.locked():
-            self._vmm.authenticate(td_id, bearer(context))
+        self._vmm.authenticate(td_id, bearer(context))
         if len(ops) > MAX_BATCH_INSTRUCTIONS:
             raise VmmError(
                 Refusal.INVALID_ARGUMENT,
@@ -106,15 +105,14 @@ class GuestServicer(guest_pb2_grpc.TdGuestServiceServicer):
     def VpInfo(
         self, request: guest_pb2.VpInfoRequest, context: grpc.ServicerContext
     ) -> guest_pb2.VpInfoResponse:
-        with self._vmm.locked():
-            self._vmm.authenticate(request.td_id, bearer(context))
-            vm = self._vmm.td(request.td_id).vm
-            return guest_pb2.VpInfoResponse(
-                gpa_width=vm.params.gpaw,
-                attributes=vm.params.attributes,
-                num_vcpus=1,
-                shared_bit=vm.shared_bit,
-            )
+        self._vmm.authenticate(request.td_id, bearer(context))
+        vm = self._vmm.td(request.td_id).vm
+        return guest_pb2.VpInfoResponse(
+            gpa_width=vm.params.gpaw,
+            attributes=vm.params.attributes,
+            num_vcpus=1,
+            shared_bit=vm.shared_bit,
+        )
 
     @translate
     def ReadMemory(

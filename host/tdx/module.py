@@ -9,7 +9,13 @@ the memory controller, until the host must act. A leaf that fails raises
 :class:`~host.tdx.status.TdxError` with the real status; a warning is returned.
 
 TDs are addressed, as on the real module, by the physical address of their TDR page.
-Callers hold the host lock.
+
+Concurrency: KVM calls the module for different TDs at once, as CPUs do. A TD's own state (its
+:class:`~host.tdx.tdcs.Td`: Secure-EPT, measurements, OP_STATE) changes only through the calls KVM makes for
+that TD, which KVM's caller serialises per TD. What TDs share has its own small locks, never held while
+taking another: the TD table, the PAMT and the KeyID Ownership Table under one metadata lock, and the memory
+controller under the memory lock (shared with the KeyID-0 host bus), taken per batch of at most
+:data:`MEMORY_BATCH` bytes (docs/memory-model.md §6.4, §7).
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-from collections.abc import Mapping
+import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from attest.formats.quote import TdReport15
@@ -47,6 +54,8 @@ from wire.tdx_abi import MR_SIZE, OperandId, TdVmCall, TdxStatus
 PAGE_SHIFT = 12
 MAX_FAULT_RUN = 512  # pages reported by one EPT-violation exit (2 MiB)
 RTMR_COUNT = 4
+#: Bytes the memory controller processes per hold of the memory lock.
+MEMORY_BATCH = 4 << 20
 
 
 class PamtType:
@@ -77,8 +86,13 @@ class TdxModule:
         keyid_first: int = 16,
         keyid_count: int = 48,
         seam: SeamIdentity | None = None,
+        memory_lock: threading.Lock | None = None,
     ) -> None:
         self._mc = mc
+        #: Held around every memory-controller call; the host bus of the same machine shares it.
+        self.memory_lock = memory_lock or threading.Lock()
+        #: The TD table, the PAMT and the KOT.
+        self._lock = threading.Lock()
         self._seam = seam or SeamIdentity()
         #: The platform-bound key that MACs TDREPORTs; only this CPU (and the QE via
         #: EVERIFYREPORT2, :meth:`verify_report`) can check it.
@@ -110,9 +124,30 @@ class TdxModule:
     def _claim_page(self, pa: int, page_type: int, owner: int, operand: OperandId, gfn: int = -1) -> None:
         if pa % PAGE or not 0 <= pa < len(self._mc.phys):
             raise TdxError(TdxStatus.OPERAND_ADDR_RANGE_ERROR | operand, f"page 0x{pa:x} is not a valid page")
-        if pa in self._pamt:
-            raise TdxError(TdxStatus.PAGE_METADATA_INCORRECT | operand, f"page 0x{pa:x} is not PT_NDA")
-        self._pamt[pa] = (page_type, owner, gfn)
+        with self._lock:
+            if pa in self._pamt:
+                raise TdxError(TdxStatus.PAGE_METADATA_INCORRECT | operand, f"page 0x{pa:x} is not PT_NDA")
+            self._pamt[pa] = (page_type, owner, gfn)
+            if page_type != PamtType.PT_TDR:
+                self._tds[owner].pages.add(pa)
+
+    def _release_page(self, td: Td, pa: int) -> None:
+        """The page goes back to PT_NDA."""
+        with self._lock:
+            del self._pamt[pa]
+            td.pages.discard(pa)
+
+    def _mc_read(self, keyid: int, runs: Sequence[tuple[int, int]]) -> list[bytes]:
+        with self.memory_lock:
+            return self._mc.read(keyid, runs)
+
+    def _mc_write(self, keyid: int, runs: Sequence[tuple[int, bytes | memoryview]]) -> None:
+        with self.memory_lock:
+            self._mc.write(keyid, runs)
+
+    def _mc_zero(self, keyid: int, runs: Sequence[tuple[int, int]]) -> None:
+        with self.memory_lock:
+            self._mc.zero(keyid, runs)
 
     def _private_gfn(self, td: Td, gpa: int) -> int:
         if gpa % PAGE or gpa & td.params.shared_bit or gpa >= (1 << td.params.gpaw):
@@ -123,14 +158,17 @@ class TdxModule:
 
     # ---- TD build ------------------------------------------------------------------------
     def tdh_mng_create(self, tdr_pa: int, hkid: int) -> None:
-        self._kot.assign(hkid)
+        with self._lock:
+            self._kot.assign(hkid)
         try:
             self._claim_page(tdr_pa, PamtType.PT_TDR, tdr_pa, OperandId.RCX)
         except TdxError:
-            self._kot.flush(hkid)
-            self._kot.free(hkid)
+            with self._lock:
+                self._kot.flush(hkid)
+                self._kot.free(hkid)
             raise
-        self._tds[tdr_pa] = Td(tdr_pa=tdr_pa, hkid=hkid)
+        with self._lock:
+            self._tds[tdr_pa] = Td(tdr_pa=tdr_pa, hkid=hkid)
 
     def tdh_mng_key_config(self, tdr_pa: int) -> None:
         """Program the TD's random ephemeral key (PCONFIG SET_KEY_RANDOM) on every package."""
@@ -138,7 +176,8 @@ class TdxModule:
         if td.lifecycle is TdLifecycle.TD_KEYS_CONFIGURED:
             raise TdxError(TdxStatus.KEY_CONFIGURED, "keys already configured")
         td.require_lifecycle("TDH.MNG.KEY.CONFIG", TdLifecycle.TD_HKID_ASSIGNED)
-        self._mc.program_key(td.hkid)
+        with self.memory_lock:
+            self._mc.program_key(td.hkid)
         td.lifecycle = TdLifecycle.TD_KEYS_CONFIGURED
 
     def tdh_mng_addcx(self, tdr_pa: int, page_pa: int) -> None:
@@ -173,7 +212,7 @@ class TdxModule:
             raise TdxError(TdxStatus.EPT_ENTRY_NOT_FREE | OperandId.RCX, f"gpa 0x{gpa:x} is already mapped")
         self._claim_page(page_pa, PamtType.PT_REG, tdr_pa, OperandId.R8, gfn)
         td.sept.transition(Leaf.PAGE_ADD, gfn, page_pa)
-        self._mc.write(td.hkid, [(page_pa, source)])
+        self._mc_write(td.hkid, [(page_pa, source)])
         td.mrtd.page_add(gpa)
 
     def tdh_mr_extend(self, tdr_pa: int, gpa: int) -> None:
@@ -187,7 +226,7 @@ class TdxModule:
         entry = td.sept.get(gpa >> PAGE_SHIFT)
         if entry is None or entry.state is not SeptState.MAPPED:
             raise TdxError(TdxStatus.EPT_ENTRY_NOT_PRESENT | OperandId.RCX, f"gpa 0x{gpa:x} is not MAPPED")
-        (chunk,) = self._mc.read(td.hkid, [(entry.pa + gpa % PAGE, MR_EXTEND_CHUNK)])
+        (chunk,) = self._mc_read(td.hkid, [(entry.pa + gpa % PAGE, MR_EXTEND_CHUNK)])
         td.mrtd.extend(gpa, chunk)
 
     def tdh_mr_finalize(self, tdr_pa: int) -> bytes:
@@ -236,13 +275,15 @@ class TdxModule:
             if entry.block_epoch >= td.epoch:
                 raise TdxError(TdxStatus.TLB_TRACKING_NOT_DONE | OperandId.TD_EPOCH, "TDH.MEM.TRACK not done")
         td.sept.transition(Leaf.PAGE_REMOVE, gfn)
-        del self._pamt[entry.pa]
+        self._release_page(td, entry.pa)
         return entry.pa
 
     def tdh_phymem_page_wbinvd(self, page_pa: int) -> None:
         """Write back and invalidate the cache lines of a page with its private KeyID (no-op here:
         the simulated memory controller has no cache)."""
-        if page_pa in self._pamt:
+        with self._lock:
+            in_use = page_pa in self._pamt
+        if in_use:
             raise TdxError(TdxStatus.PAGE_METADATA_INCORRECT | OperandId.RCX, f"page 0x{page_pa:x} is in use")
 
     # ---- teardown ------------------------------------------------------------------------
@@ -256,37 +297,47 @@ class TdxModule:
     def tdh_phymem_cache_wb(self, tdr_pa: int) -> int:
         td = self._td(tdr_pa)
         td.require_lifecycle("TDH.PHYMEM.CACHE.WB", TdLifecycle.TD_BLOCKED)
-        self._kot.flush(td.hkid)
+        with self._lock:
+            self._kot.flush(td.hkid)
         return int(TdxStatus.SUCCESS)
 
     def tdh_mng_key_freeid(self, tdr_pa: int) -> None:
         td = self._td(tdr_pa)
         td.require_lifecycle("TDH.MNG.KEY.FREEID", TdLifecycle.TD_BLOCKED)
-        self._kot.free(td.hkid)
-        self._mc.clear_key(td.hkid)
+        with self._lock:
+            self._kot.free(td.hkid)
+        with self.memory_lock:
+            self._mc.clear_key(td.hkid)
         td.lifecycle = TdLifecycle.TD_TEARDOWN
 
     def tdh_phymem_page_reclaim(self, page_pa: int) -> None:
         """Return a page of a torn-down TD to the host (PT_NDA). The TDR page goes last."""
-        owner = self._pamt.get(page_pa)
+        with self._lock:
+            owner = self._pamt.get(page_pa)
         if owner is None:
             raise TdxError(TdxStatus.PAGE_METADATA_INCORRECT | OperandId.RCX, f"page 0x{page_pa:x} is PT_NDA")
         page_type, tdr_pa, gfn = owner
         td = self._td(tdr_pa)
         td.require_lifecycle("TDH.PHYMEM.PAGE.RECLAIM", TdLifecycle.TD_TEARDOWN)
         if page_type == PamtType.PT_TDR:
-            if any(o == tdr_pa for pa, (_, o, _) in self._pamt.items() if pa != page_pa):
-                raise TdxError(
-                    TdxStatus.OPERAND_BUSY | OperandId.TDR, "TDR reclaimed before the TD's other pages"
-                )
-            del self._tds[tdr_pa]
-        elif page_type == PamtType.PT_REG and td.sept.get(gfn) is not None:
+            with self._lock:
+                if td.pages:
+                    raise TdxError(
+                        TdxStatus.OPERAND_BUSY | OperandId.TDR, "TDR reclaimed before the TD's other pages"
+                    )
+                del self._tds[tdr_pa]
+                del self._pamt[page_pa]
+            return
+        if page_type == PamtType.PT_REG and td.sept.get(gfn) is not None:
             td.sept.transition(Leaf.PAGE_REMOVE, gfn)
-        del self._pamt[page_pa]
+        self._release_page(td, page_pa)
 
     def td_pages(self, tdr_pa: int) -> list[int]:
-        """Every page a TD still owns (TDR last), for the host's reclaim loop."""
-        pages = [pa for pa, (_, owner, _) in self._pamt.items() if owner == tdr_pa and pa != tdr_pa]
+        """Every page a TD still owns, ascending, TDR last, for the host's reclaim loop (the TD's own
+        list: the cost is the TD's pages, never the machine's)."""
+        td = self._td(tdr_pa)
+        with self._lock:
+            pages = sorted(td.pages)
         return [*pages, tdr_pa]
 
     # ---- TD execution --------------------------------------------------------------------
@@ -397,12 +448,13 @@ class TdxModule:
             else:
                 runs.append((pa, pos, chunk))
             pos += chunk
-        if runs:
-            if isinstance(op, MemWrite):
-                data = memoryview(op.data)
-                self._mc.write(keyid, [(pa, data[off : off + n]) for pa, off, n in runs])
-            else:
-                for piece in self._mc.read(keyid, [(pa, n) for pa, _, n in runs]):
+        if isinstance(op, MemWrite):
+            data = memoryview(op.data)
+            for batch in _batches(runs):
+                self._mc_write(keyid, [(pa, data[off : off + n]) for pa, off, n in batch])
+        else:
+            for batch in _batches(runs):
+                for piece in self._mc_read(keyid, [(pa, n) for pa, _, n in batch]):
                     run.buffer += piece
         run.offset = pos
         if stop is None:
@@ -457,7 +509,7 @@ class TdxModule:
                     to_zero.append((entry.pa, PAGE))
             pos += 1
         if to_zero:
-            self._mc.zero(td.hkid, to_zero)
+            self._mc_zero(td.hkid, to_zero)
         run.offset = pos
         return stop
 
@@ -492,7 +544,7 @@ class TdxModule:
         pa = self._private_page(td, op.gpa)
         if isinstance(pa, TdExit):
             return pa
-        (data,) = self._mc.read(td.hkid, [(pa, MR_SIZE)])
+        (data,) = self._mc_read(td.hkid, [(pa, MR_SIZE)])
         td.rtmr[op.index] = rtmr_extend(td.rtmr[op.index], data)
         run.results[run.index] = TdCallResult()
         return None
@@ -514,9 +566,9 @@ class TdxModule:
         report_pa = self._private_page(td, op.report_gpa)
         if isinstance(report_pa, TdExit):
             return report_pa
-        (report_data,) = self._mc.read(td.hkid, [(data_pa, 64)])
+        (report_data,) = self._mc_read(td.hkid, [(data_pa, 64)])
         raw = self.build_tdreport(td, report_data)
-        self._mc.write(td.hkid, [(report_pa, raw)])
+        self._mc_write(td.hkid, [(report_pa, raw)])
         run.results[run.index] = TdCallResult()
         return None
 
@@ -554,3 +606,25 @@ class TdxModule:
             return False
         expected = hmac.new(self._report_key, tdreport_mac_input(raw), hashlib.sha256).digest()
         return hmac.compare_digest(expected, raw[224:256])
+
+
+def _batches(runs: list[tuple[int, int, int]]) -> list[list[tuple[int, int, int]]]:
+    """``(pa, offset, length)`` runs in batches of at most :data:`MEMORY_BATCH` bytes, in order; a longer run
+    is cut at page boundaries (so whole lines stay whole)."""
+    batches: list[list[tuple[int, int, int]]] = []
+    batch: list[tuple[int, int, int]] = []
+    size = 0
+    for pa, off, n in runs:
+        while n:
+            room = MEMORY_BATCH - size
+            take = n if n <= room else room - (pa + room) % PAGE
+            if take <= 0:
+                batches.append(batch)
+                batch, size = [], 0
+                continue
+            batch.append((pa, off, take))
+            size += take
+            pa, off, n = pa + take, off + take, n - take
+    if batch:
+        batches.append(batch)
+    return batches

@@ -92,6 +92,8 @@ class Td:
     vcpus: int = 0
     #: Control pages (TDCS, TDVPR) owned by this TD, reclaimed at teardown.
     control_pages: list[int] = field(default_factory=list)
+    #: Every page the PAMT gives to this TD besides its TDR (control pages and guest pages).
+    pages: set[int] = field(default_factory=set)
 
     def require_op_state(self, leaf: str, *allowed: OpState) -> None:
         if self.op_state not in allowed:

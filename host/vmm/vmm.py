@@ -70,7 +70,8 @@ class TdHandle:
     td_id: int
     name: str
     vm: KvmVm
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    #: Held by every request on this TD, for its whole length (one vCPU, one VMM thread for it).
+    lock: threading.RLock = field(default_factory=threading.RLock)
     #: guest_memfd fd numbers the VMM opened for this TD.
     fds: dict[int, GuestMemfd] = field(default_factory=dict)
     #: host userspace mappings the VMM made for memslots (slot → hva).
@@ -80,9 +81,23 @@ class TdHandle:
     credential: str = field(default_factory=lambda: secrets.token_hex(32))
     #: A guest holds this TD's lifeline (Attach): when it lets go, the TD is destroyed.
     attached: bool = False
+    #: Torn down and out of the registry: a request that was waiting for the lock finds it gone.
+    gone: bool = False
 
 
 class Vmm:
+    """The VMM. Locks, in the order they may be taken (never the reverse, never two TD locks at once):
+
+    1. a TD's own lock (:attr:`TdHandle.lock`): every request on that TD holds it for its whole length,
+       so a TD's requests run one at a time while other TDs' run beside them;
+    2. the registry lock: the TD table, the id and fd counters, the host-crash flag and the conversion
+       counter; held for a lookup or an update, never while waiting or working;
+    3. the small locks of what TDs share below (KVM's HKID pool and page allocator, the host address
+       space, the event bus, the module's tables, the memory controller), each held for one operation.
+
+    Statistics and listings read each TD without its lock, so they answer while a TD works
+    (docs/conventions.md §3)."""
+
     def __init__(
         self,
         kvm: Kvm,
@@ -97,7 +112,7 @@ class Vmm:
         self._mm = mm
         self.events = events
         self.legacy = legacy
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()
         self._tds: dict[int, TdHandle] = {}
         self._next_td = 1
         self._next_fd = 10
@@ -105,68 +120,90 @@ class Vmm:
         self.conversions = 0
 
     # ---- registry ------------------------------------------------------------------------
-    @contextmanager
-    def locked(self) -> Iterator[None]:
-        with self._lock:
-            if self.crashed:
-                raise HostCrashed(self.crashed)
-            yield
+    def _check_alive(self) -> None:
+        if self.crashed:
+            raise HostCrashed(self.crashed)
 
     def td(self, td_id: int) -> TdHandle:
-        handle = self._tds.get(td_id)
+        with self._lock:
+            handle = self._tds.get(td_id)
         if handle is None:
             raise VmmError(Refusal.NOT_FOUND, "TD_NOT_FOUND", f"no TD with id {td_id}")
         return handle
 
     def tds(self) -> list[TdHandle]:
-        return list(self._tds.values())
+        with self._lock:
+            return list(self._tds.values())
+
+    @contextmanager
+    def locked_td(self, td_id: int) -> Iterator[TdHandle]:
+        """TD ``td_id`` with its lock held."""
+        handle = self.td(td_id)
+        with self._holding(handle):
+            yield handle
+
+    @contextmanager
+    def _holding(self, handle: TdHandle) -> Iterator[None]:
+        self._check_alive()
+        handle.lock.acquire()
+        try:
+            if handle.gone:
+                raise VmmError(Refusal.NOT_FOUND, "TD_NOT_FOUND", f"TD {handle.td_id} was destroyed")
+            self._check_alive()
+            yield
+        finally:
+            handle.lock.release()
 
     def td_statuses(self) -> list[TdStatus]:
-        with self.locked():
-            out = []
-            for handle in self._tds.values():
-                vm = handle.vm
+        self._check_alive()
+        out = []
+        for handle in self.tds():
+            vm = handle.vm
+            try:
                 lifecycle, op_state = vm.td_state()
-                out.append(
-                    TdStatus(
-                        handle.td_id,
-                        handle.name,
-                        vm.hkid,
-                        lifecycle,
-                        op_state,
-                        vm.dead,
-                        len(vm.private_map),
-                        vm.params.attributes,
-                    )
+            except TdxError:  # torn down between the snapshot and this read
+                lifecycle, op_state = "", ""
+            out.append(
+                TdStatus(
+                    handle.td_id,
+                    handle.name,
+                    vm.hkid,
+                    lifecycle,
+                    op_state,
+                    vm.dead,
+                    len(vm.private_map),
+                    vm.params.attributes,
                 )
-            return out
+            )
+        return out
 
     def stats(self) -> HostStats:
-        with self.locked():
-            kvm, tds = self._kvm, list(self._tds.values())
-            return HostStats(
-                memory_mode="legacy" if self.legacy else "gmem",
-                integrity=kvm.integrity,
-                tds=len(tds),
-                keyids_total=kvm.keyids_total,
-                keyids_free=kvm.keyids_free,
-                phys_pages_total=kvm.pages.total,
-                phys_pages_free=kvm.pages.free_pages,
-                private_pages=sum(len(h.vm.private_map) for h in tds),
-                poisoned_lines=kvm.poisoned_lines(),
-                exits=sum(h.vm.exits for h in tds),
-                conversions=self.conversions,
-            )
+        self._check_alive()
+        kvm, tds = self._kvm, self.tds()
+        return HostStats(
+            memory_mode="legacy" if self.legacy else "gmem",
+            integrity=kvm.integrity,
+            tds=len(tds),
+            keyids_total=kvm.keyids_total,
+            keyids_free=kvm.keyids_free,
+            phys_pages_total=kvm.pages.total,
+            phys_pages_free=kvm.pages.free_pages,
+            private_pages=sum(len(h.vm.private_map) for h in tds),
+            poisoned_lines=kvm.poisoned_lines(),
+            exits=sum(h.vm.exits for h in tds),
+            conversions=self.conversions,
+        )
 
     def td_of_credential(self, credential: str) -> int | None:
         """The live TD a credential is bound to, or None."""
         if not credential:
             return None
-        owner = next((h for h in self._tds.values() if hmac.compare_digest(h.credential, credential)), None)
+        owner = next((h for h in self.tds() if hmac.compare_digest(h.credential, credential)), None)
         return None if owner is None else owner.td_id
 
     def authenticate(self, td_id: int, credential: str) -> None:
         """The caller speaks for TD ``td_id`` only with that TD's credential."""
+        self._check_alive()
         if not credential:
             raise VmmError(
                 Refusal.UNAUTHENTICATED, "MISSING_CREDENTIAL", "no TD credential (authorization: Bearer …)"
@@ -189,70 +226,84 @@ class Vmm:
 
     # ---- TD lifecycle ----------------------------------------------------------------------
     def create_td(self, params: TdParams, memory_bytes: int = 0, name: str = "") -> TdHandle:
-        with self.locked():
-            if memory_bytes % PAGE or memory_bytes < 0:
-                raise VmmError(
-                    Refusal.INVALID_ARGUMENT, "UNALIGNED", "memory_bytes must be a multiple of 4096"
-                )
-            if memory_bytes > (1 << (params.gpaw - 1)):
-                raise VmmError(
-                    Refusal.OUT_OF_RANGE, "BEYOND_GPAW", "memory_bytes exceeds the private GPA space"
-                )
-            vm = self._kvm.create_vm(KVM_X86_TDX_VM)
-            self._kvm.tdx_init_vm(vm, params)
-            handle = TdHandle(self._next_td, name or f"td{self._next_td}", vm)
+        handle = self._build_td(params, memory_bytes, name)
+        self._register(handle)
+        return handle
+
+    def _build_td(self, params: TdParams, memory_bytes: int, name: str) -> TdHandle:
+        """A new TD with its memory set up, not yet in the registry (nobody else can reach it)."""
+        self._check_alive()
+        if memory_bytes % PAGE or memory_bytes < 0:
+            raise VmmError(Refusal.INVALID_ARGUMENT, "UNALIGNED", "memory_bytes must be a multiple of 4096")
+        if memory_bytes > (1 << (params.gpaw - 1)):
+            raise VmmError(Refusal.OUT_OF_RANGE, "BEYOND_GPAW", "memory_bytes exceeds the private GPA space")
+        vm = self._kvm.create_vm(KVM_X86_TDX_VM)
+        self._kvm.tdx_init_vm(vm, params)
+        with self._lock:
+            td_id = self._next_td
             self._next_td += 1
-            self._tds[handle.td_id] = handle
+        handle = TdHandle(td_id, name or f"td{td_id}", vm)
+        try:
             if memory_bytes:
-                fd = self.create_guest_memfd(handle.td_id, memory_bytes, 0) if not self.legacy else -1
+                fd = self._create_guest_memfd(handle, memory_bytes, 0) if not self.legacy else -1
                 flags = 0 if self.legacy else KVM_MEM_GUEST_MEMFD
-                self.set_user_memory_region(handle.td_id, 0, flags, 0, memory_bytes, 0, fd, 0)
+                self._set_user_memory_region(handle, 0, flags, 0, memory_bytes, 0, fd, 0)
                 # Like QEMU for a confidential guest: RAM starts private.
                 vm.set_memory_attributes(0, memory_bytes, KVM_MEMORY_ATTRIBUTE_PRIVATE, 0)
-            self.events.publish(Event(EventKind.TD_CREATED, handle.td_id, detail=f"hkid {vm.hkid}"))
-            return handle
+        except BaseException:
+            self._teardown(handle)
+            raise
+        return handle
+
+    def _register(self, handle: TdHandle) -> None:
+        with self._lock:
+            self._tds[handle.td_id] = handle
+        self.events.publish(Event(EventKind.TD_CREATED, handle.td_id, detail=f"hkid {handle.vm.hkid}"))
 
     def launch_td(
         self, params: TdParams, memory_bytes: int, payload: Sequence[tuple[int, bytes, bool]], name: str = ""
     ) -> tuple[TdHandle, int]:
         """Measured launch: create, ADD (+EXTEND) every payload page, finalize. Returns the TD and
-        the number of pages added. On any failure the half-built TD is torn down."""
+        the number of pages added. On any failure the half-built TD is torn down; it enters the
+        registry only once it is finalized."""
         if memory_bytes <= 0:
             raise VmmError(Refusal.INVALID_ARGUMENT, "NO_MEMORY", "a launched TD needs memory_bytes > 0")
-        with self.locked():
-            handle = self.create_td(params, memory_bytes, name)
-            try:
-                pages = 0
-                for gpa, data, measure in payload:
-                    if not data:
-                        raise VmmError(
-                            Refusal.INVALID_ARGUMENT, "EMPTY_PAYLOAD", f"payload at 0x{gpa:x} is empty"
-                        )
-                    padded = bytes(data) + bytes(-len(data) % PAGE)
-                    pages += handle.vm.tdx_init_mem_region(gpa, padded, 1 if measure else 0)
-                self.finalize(handle.td_id)
-            except BaseException:
-                self.destroy_td(handle.td_id)
-                raise
-            return handle, pages
+        handle = self._build_td(params, memory_bytes, name)
+        try:
+            pages = 0
+            for gpa, data, measure in payload:
+                if not data:
+                    raise VmmError(
+                        Refusal.INVALID_ARGUMENT, "EMPTY_PAYLOAD", f"payload at 0x{gpa:x} is empty"
+                    )
+                padded = bytes(data) + bytes(-len(data) % PAGE)
+                pages += handle.vm.tdx_init_mem_region(gpa, padded, 1 if measure else 0)
+            handle.vm.tdx_finalize_vm()
+        except BaseException:
+            self._teardown(handle)
+            raise
+        self._register(handle)
+        self.events.publish(Event(EventKind.TD_FINALIZED, handle.td_id))
+        return handle, pages
 
     def init_mem_region(self, td_id: int, gpa: int, source: bytes, measure: bool) -> int:
-        with self.locked():
-            return self.td(td_id).vm.tdx_init_mem_region(gpa, source, 1 if measure else 0)
+        with self.locked_td(td_id) as handle:
+            return handle.vm.tdx_init_mem_region(gpa, source, 1 if measure else 0)
 
     def finalize(self, td_id: int) -> None:
-        with self.locked():
-            self.td(td_id).vm.tdx_finalize_vm()
-            self.events.publish(Event(EventKind.TD_FINALIZED, td_id))
+        with self.locked_td(td_id) as handle:
+            handle.vm.tdx_finalize_vm()
+        self.events.publish(Event(EventKind.TD_FINALIZED, td_id))
 
     def exists(self, td_id: int) -> bool:
-        return td_id in self._tds
+        with self._lock:
+            return td_id in self._tds
 
     def attach(self, td_id: int, credential: str) -> None:
         """Take the TD's lifeline; there is one per TD."""
-        with self.locked():
-            self.authenticate(td_id, credential)
-            handle = self.td(td_id)
+        self.authenticate(td_id, credential)
+        handle = self.td(td_id)
+        with self._lock:
             if handle.attached:
                 raise VmmError(
                     Refusal.ALREADY_EXISTS, "LIFELINE_HELD", f"a guest already holds TD {td_id}'s lifeline"
@@ -262,81 +313,104 @@ class Vmm:
     def detach(self, td_id: int) -> None:
         """The guest holding this TD's lifeline went away: tear the TD down, as a VMM does when
         its guest's process dies."""
-        with self._lock:
-            if td_id in self._tds:
-                self.destroy_td(td_id, why="guest detached")
+        try:
+            self.destroy_td(td_id, why="guest detached")
+        except VmmError as err:
+            if err.reason != "TD_NOT_FOUND":
+                raise
 
     def destroy_td(self, td_id: int, why: str = "destroyed") -> tuple[int, int]:
-        with self._lock:
-            handle = self.td(td_id)
+        """Tear the TD down (docs/memory-model.md §6.5), once any request running on it is done."""
+        handle = self.td(td_id)
+        with self._holding(handle):
             hkid = handle.vm.hkid
-            reclaimed = handle.vm.destroy()
-            for hva in handle.user_maps.values():
-                self._mm.munmap(hva)
-            del self._tds[td_id]
-            self.events.publish(
-                Event(EventKind.TD_DESTROYED, td_id, detail=f"{why}: {reclaimed} pages reclaimed")
-            )
-            return reclaimed, hkid
+            reclaimed = self._teardown(handle)
+            with self._lock:
+                handle.gone = True
+                self._tds.pop(td_id, None)
+        self.events.publish(
+            Event(EventKind.TD_DESTROYED, td_id, detail=f"{why}: {reclaimed} pages reclaimed")
+        )
+        return reclaimed, hkid
+
+    def _teardown(self, handle: TdHandle) -> int:
+        """KVM's teardown of the VM, then the VMM's mappings. Caller holds the TD's lock (or owns the
+        handle alone)."""
+        reclaimed = handle.vm.destroy()
+        for slot in list(handle.user_maps):
+            self._mm.munmap(handle.user_maps.pop(slot))
+        return reclaimed
 
     # ---- guest_memfd / memslots / attributes --------------------------------------------
     def create_guest_memfd(self, td_id: int, size: int, flags: int) -> int:
-        with self.locked():
-            handle = self.td(td_id)
+        with self.locked_td(td_id) as handle:
+            return self._create_guest_memfd(handle, size, flags)
+
+    def _create_guest_memfd(self, handle: TdHandle, size: int, flags: int) -> int:
+        GuestMemfd.check_create(size, flags)
+        with self._lock:
             fd = self._next_fd
-            handle.fds[fd] = handle.vm.create_guest_memfd(fd, size, flags)
             self._next_fd += 1
-            return fd
+        handle.fds[fd] = handle.vm.create_guest_memfd(fd, size, flags)
+        return fd
 
     def _gmem(self, handle: TdHandle, fd: int, *, any_td: bool = False) -> GuestMemfd:
         """The guest_memfd ``fd`` of this TD. fd numbers are per TD in this API; only binding
-        (``any_td``) looks at other TDs' files, so that KVM can refuse them with EINVAL."""
+        (``any_td``) looks at other TDs' files (without their locks: only to let KVM refuse them
+        with EINVAL, never to change them)."""
         gmem = handle.fds.get(fd)
         if gmem is None and any_td:
-            gmem = next((other.fds[fd] for other in self._tds.values() if fd in other.fds), None)
+            gmem = next((other.fds.get(fd) for other in self.tds() if fd in other.fds), None)
         if gmem is None:
             raise KvmError("EBADF", f"fd {fd} is not an open guest_memfd of TD {handle.td_id}")
         return gmem
 
     def close_guest_memfd(self, td_id: int, fd: int) -> None:
-        with self.locked():
-            handle = self.td(td_id)
+        with self.locked_td(td_id) as handle:
             handle.vm.close_guest_memfd(self._gmem(handle, fd))
             del handle.fds[fd]
 
     def set_user_memory_region(
         self, td_id: int, slot: int, flags: int, gpa: int, size: int, hva: int, fd: int, offset: int
     ) -> int:
-        with self.locked():
-            handle = self.td(td_id)
-            gmem = self._gmem(handle, fd, any_td=True) if flags & KVM_MEM_GUEST_MEMFD else None
-            made = 0
-            if size and not hva:
-                made = hva = self._mm.mmap(size)
-            try:
-                handle.vm.set_user_memory_region2(slot, flags, gpa, size, hva, gmem, offset)
-            except BaseException:
-                if made:
-                    self._mm.munmap(made)
-                raise
-            if size == 0 and slot in handle.user_maps:
-                self._mm.munmap(handle.user_maps.pop(slot))
+        with self.locked_td(td_id) as handle:
+            return self._set_user_memory_region(handle, slot, flags, gpa, size, hva, fd, offset)
+
+    def _set_user_memory_region(
+        self, handle: TdHandle, slot: int, flags: int, gpa: int, size: int, hva: int, fd: int, offset: int
+    ) -> int:
+        gmem = self._gmem(handle, fd, any_td=True) if flags & KVM_MEM_GUEST_MEMFD else None
+        made = 0
+        if size and not hva:
+            made = hva = self._mm.mmap(size)
+        try:
+            handle.vm.set_user_memory_region2(slot, flags, gpa, size, hva, gmem, offset)
+        except BaseException:
             if made:
-                handle.user_maps[slot] = made
-            return hva
+                self._mm.munmap(made)
+            raise
+        if size == 0 and slot in handle.user_maps:
+            self._mm.munmap(handle.user_maps.pop(slot))
+        if made:
+            handle.user_maps[slot] = made
+        return hva
 
     def set_memory_attributes(self, td_id: int, address: int, size: int, attributes: int, flags: int) -> None:
-        with self.locked():
-            self.td(td_id).vm.set_memory_attributes(address, size, attributes, flags)
+        """KVM_SET_MEMORY_ATTRIBUTES: one range, costing what is mapped in it (docs/memory-model.md §1.5)."""
+        with self.locked_td(td_id) as handle:
+            handle.vm.set_memory_attributes(address, size, attributes, flags)
 
     def fallocate(self, td_id: int, fd: int, mode: int, offset: int, length: int) -> None:
-        with self.locked():
-            handle = self.td(td_id)
+        """fallocate(2) on one of the TD's guest_memfds (docs/memory-model.md §1.3): an allocation free
+        memory cannot hold is refused at once (ENOMEM)."""
+        with self.locked_td(td_id) as handle:
             handle.vm.fallocate(self._gmem(handle, fd), mode, offset, length)
 
     # ---- conversion (QEMU kvm_convert_memory) ---------------------------------------------
     def convert(self, handle: TdHandle, gpa: int, size: int, to_private: bool) -> None:
-        """Set the attributes, then discard the backing no longer used: its contents are lost."""
+        """Set the attributes, then discard the backing no longer used: its contents are lost. Costs the
+        ranges and the populated pages of [gpa, gpa + size), not its length (docs/memory-model.md §1.5, §2).
+        Caller holds the TD's lock."""
         vm = handle.vm
         vm.set_memory_attributes(gpa, size, KVM_MEMORY_ATTRIBUTE_PRIVATE if to_private else 0, 0)
         start, end = gpa >> PAGE_SHIFT, (gpa + size) >> PAGE_SHIFT
@@ -354,7 +428,8 @@ class Vmm:
                     (hi - lo) * PAGE,
                 )
         handle.conversions += 1
-        self.conversions += 1
+        with self._lock:
+            self.conversions += 1
         self.events.publish(
             Event(
                 EventKind.CONVERSION,
@@ -368,8 +443,7 @@ class Vmm:
     # ---- vCPU loop ---------------------------------------------------------------------
     def run_vcpu(self, td_id: int, ops: list[GuestOp]) -> list[object]:
         """Run guest instructions to completion, handling every exit as QEMU's vCPU thread does."""
-        with self.locked():
-            handle = self.td(td_id)
+        with self.locked_td(td_id) as handle:
             run = VcpuRun(ops)
             vm = handle.vm
             last_fault: tuple[int, int] | None = None
@@ -409,7 +483,7 @@ class Vmm:
                     self.events.publish(Event(EventKind.MAP_GPA, td_id, exit_.gpa, exit_.size, exit_.flags))
                     ret = 0
                     try:
-                        if not self._backed(vm, exit_.gpa, exit_.size):
+                        if self._backed(vm, exit_.gpa, exit_.size) < exit_.size:
                             raise KvmError("EINVAL", "MapGPA of memory no memslot backs")  # as QEMU refuses
                         self.convert(handle, exit_.gpa, exit_.size, bool(exit_.flags))
                     except (KvmError, TdxError):
@@ -440,15 +514,15 @@ class Vmm:
                     )
 
     @staticmethod
-    def _backed(vm: KvmVm, gpa: int, size: int) -> bool:
-        """[gpa, gpa + size) lies entirely inside memslots (guest RAM)."""
+    def _backed(vm: KvmVm, gpa: int, size: int) -> int:
+        """How many bytes from ``gpa`` (at most ``size``) lie inside consecutive memslots (guest RAM)."""
         pos, end = gpa >> PAGE_SHIFT, (gpa + size) >> PAGE_SHIFT
         while pos < end:
             slot = vm.memslots.find(pos)
             if slot is None:
-                return False
+                break
             pos = slot.end_gfn
-        return True
+        return min(size, (pos << PAGE_SHIFT) - gpa)
 
     # ---- GetQuote (QEMU tdx_handle_get_quote + the quote generation service) ---------------
     def _get_quote(self, handle: TdHandle, gpa: int, size: int) -> int:
@@ -458,12 +532,12 @@ class Vmm:
             # The whole buffer must be shared guest memory the VMM can reach (QEMU checks it too).
             self._host_view(handle, gpa, size)
             version, _, in_len, _ = GET_QUOTE_HEADER.unpack(
-                self.host_read(handle.td_id, gpa, GET_QUOTE_HEADER.size)
+                self._host_read(handle, gpa, GET_QUOTE_HEADER.size)
             )
             room = size - GET_QUOTE_HEADER.size
             if version != GET_QUOTE_VERSION or not 0 < in_len <= room:
                 return int(TdVmCallStatus.INVALID_OPERAND)
-            report = self.host_read(handle.td_id, gpa + GET_QUOTE_HEADER.size, in_len)
+            report = self._host_read(handle, gpa + GET_QUOTE_HEADER.size, in_len)
             status, quote = GetQuoteStatus.QGS_UNAVAILABLE, b""
             if self._quoting is not None:
                 try:
@@ -476,7 +550,7 @@ class Vmm:
                         else GetQuoteStatus.ERROR
                     )
             header = GET_QUOTE_HEADER.pack(GET_QUOTE_VERSION, status, in_len, len(quote))
-            self.host_write(handle.td_id, gpa, header + (quote if status == GetQuoteStatus.SUCCESS else b""))
+            self._host_write(handle, gpa, header + (quote if status == GetQuoteStatus.SUCCESS else b""))
         except VmmError:
             return int(TdVmCallStatus.INVALID_OPERAND)
         return int(TdVmCallStatus.SUCCESS)
@@ -512,26 +586,35 @@ class Vmm:
         return slot.hva(start) + gpa % PAGE
 
     def host_read(self, td_id: int, gpa: int, length: int) -> bytes:
-        with self.locked():
-            hva = self._host_view(self.td(td_id), gpa, length)
-            try:
-                return self._mm.read(hva, length)
-            except MachineCheck as mc:
-                raise self._host_crash(mc) from mc
+        with self.locked_td(td_id) as handle:
+            return self._host_read(handle, gpa, length)
+
+    def _host_read(self, handle: TdHandle, gpa: int, length: int) -> bytes:
+        hva = self._host_view(handle, gpa, length)
+        try:
+            return self._mm.read(hva, length)
+        except MachineCheck as mc:
+            raise self._host_crash(mc) from mc
 
     def host_write(self, td_id: int, gpa: int, data: bytes) -> None:
-        with self.locked():
-            hva = self._host_view(self.td(td_id), gpa, len(data))
-            try:
-                self._mm.write(hva, data)
-            except MachineCheck as mc:
-                raise self._host_crash(mc) from mc
+        with self.locked_td(td_id) as handle:
+            self._host_write(handle, gpa, data)
+
+    def _host_write(self, handle: TdHandle, gpa: int, data: bytes) -> None:
+        hva = self._host_view(handle, gpa, len(data))
+        try:
+            self._mm.write(hva, data)
+        except MachineCheck as mc:
+            raise self._host_crash(mc) from mc
 
     def _host_crash(self, mc: MachineCheck) -> HostCrashed:
         """Poison consumed outside SEAM: the machine is gone, and every TD with it."""
-        self.crashed = f"host machine check: consumed poisoned memory at PA 0x{mc.pa:x}"
-        for handle in self._tds.values():
-            handle.vm.dead = self.crashed
-            self.events.publish(Event(EventKind.TD_DEAD, handle.td_id, detail=self.crashed))
-        self.events.publish(Event(EventKind.HOST_CRASH, detail=self.crashed))
-        return HostCrashed(self.crashed)
+        crashed = f"host machine check: consumed poisoned memory at PA 0x{mc.pa:x}"
+        with self._lock:
+            self.crashed = crashed
+            handles = list(self._tds.values())
+        for handle in handles:
+            handle.vm.dead = crashed
+            self.events.publish(Event(EventKind.TD_DEAD, handle.td_id, detail=crashed))
+        self.events.publish(Event(EventKind.HOST_CRASH, detail=crashed))
+        return HostCrashed(crashed)

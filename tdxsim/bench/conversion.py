@@ -25,7 +25,7 @@ def _convert_seconds(size: int, rounds: int) -> float:
     best = float("inf")
     for _ in range(rounds):
         start = time.perf_counter()
-        with vmm.locked():
+        with vmm.locked_td(handle.td_id):
             vmm.convert(handle, 0, size, to_private=False)
             vmm.convert(handle, 0, size, to_private=True)
         best = min(best, time.perf_counter() - start)
