@@ -8,7 +8,10 @@ TDH.VP.ENTER without being read.
 
 Costs follow what exists, not the size of a range: the mirrors and a guest_memfd's pages are
 :class:`~host.kvm.pagemap.PageMap` s, attributes are ranges (host/kvm/attributes.py), so a conversion,
-zap or hole punch over terabytes visits only the populated pages (docs/memory-model.md §1.3, §1.5).
+zap or hole punch over terabytes visits only the populated pages. Long operations stop between bounded
+chunks when a signal is pending for the calling thread (``signal_pending``, the caller's view of
+``signal_pending(current)``): KVM_RUN with KVM_EXIT_INTR, fallocate and teardown with EINTR
+(docs/memory-model.md §1.3, §2, §6.5).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from wire.tdx_abi import TdVmCall, TdVmCallStatus, TdxStatus, is_error
 
 KVM_X86_TDX_VM = 5
 KVM_EXIT_HYPERCALL = 3
+KVM_EXIT_INTR = 10
 KVM_EXIT_INTERNAL_ERROR = 17
 KVM_EXIT_MEMORY_FAULT = 38
 KVM_MEMORY_EXIT_FLAG_PRIVATE = 1 << 3
@@ -60,6 +64,8 @@ class ExitKind(enum.Enum):
     HYPERCALL = "KVM_EXIT_HYPERCALL"
     INTERNAL_ERROR = "KVM_EXIT_INTERNAL_ERROR"
     TDX_GET_QUOTE = "KVM_EXIT_TDX(GET_QUOTE)"
+    #: KVM_RUN returned -EINTR: a signal is pending for the vCPU thread; nothing was entered since.
+    INTR = "KVM_EXIT_INTR"
     GUEST_VE = "#VE"  # delivered to the guest; its request fails
     GUEST_ERROR = "TDCALL error"  # a TDCALL returned an error status to the guest
 
@@ -72,6 +78,9 @@ class KvmExit:
     flags: int = 0
     status: int = 0
     detail: str = ""
+    #: KVM_EXIT_HYPERCALL of MapGPA: the bytes from ``gpa`` one answer may cover (whole pieces up to
+    #: the end of the TDVMCALL or the piece after which a RETRY is due); see :meth:`KvmVm.complete_hypercall`.
+    span: int = 0
 
 
 @dataclass
@@ -81,6 +90,8 @@ class _MapGpaProgress:
     shared: bool
     chunks: int = 0
     ret: int | None = None
+    #: Bytes from ``next`` that userspace's answer covers.
+    answered: int = 0
 
 
 def _no_signal() -> bool:
@@ -132,6 +143,9 @@ class KvmVm:
         self._get_quote_pending = False
         self._get_quote_ret: int | None = None
         self.exits = 0
+        #: Teardown progress, so that an interrupted teardown resumes where it stopped.
+        self._keys_freed = False
+        self._reclaimed = 0
 
     # ---- KVM_TDX_INIT_VM ----------------------------------------------------------------
     def tdx_init_vm(self, params: TdParams, hkid: int) -> None:
@@ -415,11 +429,27 @@ class KvmVm:
         return None
 
     # ---- KVM_RUN ----------------------------------------------------------------------
-    def complete_hypercall(self, ret: int) -> None:
-        """Userspace's answer to KVM_EXIT_HYPERCALL (``run->hypercall.ret``)."""
-        if self._map_gpa is None:
+    def complete_hypercall(self, ret: int, length: int = 0) -> None:
+        """Userspace's answer to KVM_EXIT_HYPERCALL (``run->hypercall.ret``).
+
+        ``length`` (default: the piece of the exit) lets userspace answer several consecutive MapGPA
+        pieces at once, up to the exit's ``span``: what it would have answered one exit at a time, so
+        KVM accounts each piece (the chunk count, the RETRY point) exactly as if it had exited for each;
+        only whole pieces, or up to the end. A failure (``ret`` != 0) answers the exit's piece alone."""
+        progress = self._map_gpa
+        if progress is None:
             raise einval("no hypercall is pending")
-        self._map_gpa.ret = ret
+        piece = min(progress.end - progress.next, TDX_MAP_GPA_MAX_LEN)
+        length = length or piece
+        if ret:
+            length = piece
+        remaining = progress.end - progress.next
+        if not piece <= length <= self._map_gpa_span(progress) or (
+            length < remaining and length % TDX_MAP_GPA_MAX_LEN
+        ):
+            raise einval(f"a MapGPA answer of {length} bytes does not cover whole pieces of this exit")
+        progress.ret = ret
+        progress.answered = length
 
     def complete_get_quote(self, ret: int) -> None:
         """Userspace's answer to KVM_EXIT_TDX GET_QUOTE (``run->tdx.get_quote.ret``): the
@@ -428,14 +458,20 @@ class KvmVm:
             raise einval("no GetQuote is pending")
         self._get_quote_ret = ret
 
-    def vcpu_run(self, run: VcpuRun) -> KvmExit:
+    def vcpu_run(self, run: VcpuRun, signal_pending: Callable[[], bool] = _no_signal) -> KvmExit:
+        """KVM_RUN: complete the previous exit, then enter the TD until userspace must act.
+
+        Before every TDH.VP.ENTER (and so between bounded chunks of guest work, host/tdx/module.py)
+        ``signal_pending`` is checked; when it says yes the call returns KVM_EXIT_INTR and the run ends
+        there: what was done stays done, and a MapGPA in progress ends as with a pending vCPU event,
+        RETRY with R11 = the GPA to resume at (docs/memory-model.md §2), reported in the exit's ``gpa``."""
         if self.dead:
             raise KvmError("EIO", f"VM is dead: {self.dead}")
         if not self.finalized:
             raise einval("KVM_RUN before KVM_TDX_FINALIZE_VM")
         tdvmcall_return = None
         if self._map_gpa is not None:
-            tdvmcall_return, next_exit = self._continue_map_gpa()
+            tdvmcall_return, next_exit = self._continue_map_gpa(signal_pending)
             if next_exit is not None:
                 return next_exit
         elif self._get_quote_pending:
@@ -444,6 +480,9 @@ class KvmVm:
             tdvmcall_return = TdVmCallResult(self._get_quote_ret)
             self._get_quote_pending, self._get_quote_ret = False, None
         while True:
+            if signal_pending():
+                resume = tdvmcall_return.failed_gpa if tdvmcall_return is not None else 0
+                return KvmExit(ExitKind.INTR, resume, detail="a signal is pending (EINTR)")
             try:
                 td_exit = self._module.vp_enter(self.tdr_pa, run, self.shared_ept, tdvmcall_return)
             except TdxError as err:
@@ -461,6 +500,8 @@ class KvmVm:
         reason = td_exit.reason
         if reason is ExitReason.DONE:
             return KvmExit(ExitKind.DONE)
+        if reason is ExitReason.EXTERNAL_INTERRUPT:
+            return None  # the host's interrupt is handled; re-enter unless a signal is pending
         if reason is ExitReason.EPT_VIOLATION:
             if td_exit.private:
                 return self._fault_private(td_exit.gpa, td_exit.size)
@@ -512,58 +553,84 @@ class KvmVm:
         size = min(progress.end - progress.next, TDX_MAP_GPA_MAX_LEN)
         progress.chunks += 1
         attrs = KVM_MAP_GPA_RANGE_DECRYPTED if progress.shared else KVM_MAP_GPA_RANGE_ENCRYPTED
-        return KvmExit(ExitKind.HYPERCALL, progress.next & ~self.shared_bit, size, flags=attrs)
+        return KvmExit(
+            ExitKind.HYPERCALL,
+            progress.next & ~self.shared_bit,
+            size,
+            flags=attrs,
+            span=self._map_gpa_span(progress),
+        )
 
-    def _continue_map_gpa(self) -> tuple[TdVmCallResult | None, KvmExit | None]:
+    def _map_gpa_span(self, progress: _MapGpaProgress) -> int:
+        """Bytes from ``progress.next`` one answer may cover: to the end, or through the piece after
+        which the simulated pending event (``map_gpa_retry_every``) forces a RETRY."""
+        span = progress.end - progress.next
+        if self.map_gpa_retry_every:
+            pieces = self.map_gpa_retry_every - (progress.chunks - 1) % self.map_gpa_retry_every
+            span = min(span, pieces * TDX_MAP_GPA_MAX_LEN)
+        return span
+
+    def _continue_map_gpa(
+        self, events_pending: Callable[[], bool]
+    ) -> tuple[TdVmCallResult | None, KvmExit | None]:
+        """tdx_complete_vmcall_map_gpa: advance past the answered pieces, then finish, RETRY or exit
+        for the next piece."""
         progress = self._map_gpa
         assert progress is not None
         if progress.ret is None:
             raise einval("KVM_RUN with a MapGPA hypercall exit not completed")
-        size = min(progress.end - progress.next, TDX_MAP_GPA_MAX_LEN)
         if progress.ret != 0:
             self._map_gpa = None
             return TdVmCallResult(TdVmCallStatus.INVALID_OPERAND, progress.next, progress.chunks), None
-        progress.next += size
+        pieces = -(-progress.answered // TDX_MAP_GPA_MAX_LEN)
+        progress.chunks += pieces - 1  # the first was counted when KVM exited for it
+        progress.next += progress.answered
         progress.ret = None
         if progress.next >= progress.end:
             self._map_gpa = None
             return TdVmCallResult(TdVmCallStatus.SUCCESS, 0, progress.chunks), None
-        if self.map_gpa_retry_every and progress.chunks % self.map_gpa_retry_every == 0:
+        if (self.map_gpa_retry_every and progress.chunks % self.map_gpa_retry_every == 0) or events_pending():
             # An event is pending for the vCPU: stop here; the guest resumes from R11.
             self._map_gpa = None
             return TdVmCallResult(TdVmCallStatus.RETRY, progress.next, progress.chunks), None
         return None, self._map_gpa_exit(progress)
 
     # ---- teardown (docs/memory-model.md §6.5) ------------------------------------------------
-    def destroy(self) -> int:
+    def destroy(self, signal_pending: Callable[[], bool] = _no_signal) -> int:
         """Tear the TD down, reclaim every page it owns and free its KeyID. Returns pages reclaimed.
 
         VP.FLUSH/VPFLUSHDONE → CACHE.WB → KEY.FREEID (KeyID back to the pool) → PAGE.RECLAIM of
-        every TD page, TDR last, each cleared with MOVDIR64B (which also clears poison)."""
-        reclaimed = 0
+        every TD page, TDR last, each cleared with MOVDIR64B (which also clears poison). Pages are
+        reclaimed :data:`~host.kvm.pagealloc.CHUNK` at a time; a pending signal between chunks stops
+        the teardown with EINTR, and the next call resumes it (the VM stays dead meanwhile)."""
+        self.dead = self.dead or "destroyed"
         if self.tdr_pa >= 0:
-            self._module.tdh_mng_vpflushdone(self.tdr_pa)
-            status = self._module.tdh_phymem_cache_wb(self.tdr_pa)
-            assert not is_error(status)
-            self._module.tdh_mng_key_freeid(self.tdr_pa)
-            self._hkid_free(self.hkid)
+            if not self._keys_freed:
+                self._module.tdh_mng_vpflushdone(self.tdr_pa)
+                status = self._module.tdh_phymem_cache_wb(self.tdr_pa)
+                assert not is_error(status)
+                self._module.tdh_mng_key_freeid(self.tdr_pa)
+                self._keys_freed = True
+                self._hkid_free(self.hkid)
             pages = self._module.td_pages(self.tdr_pa)
-            for pa in pages:
-                self._module.tdh_phymem_page_reclaim(pa)
-            self._bus.movdir64b_zero(_runs_of(sorted(pages)))
-            for pa in pages:
-                if pa in self._control_pages:
-                    self._pages.free(pa)
-            reclaimed = len(pages)
+            for i in range(0, len(pages), CHUNK):
+                if signal_pending():
+                    raise KvmError("EINTR", f"teardown interrupted after {self._reclaimed} pages")
+                chunk = pages[i : i + CHUNK]
+                for pa in chunk:
+                    self._module.tdh_phymem_page_reclaim(pa)
+                self._bus.movdir64b_zero(_runs_of(sorted(chunk)))
+                self._pages.free_many([pa for pa in chunk if pa in self._control_pages])
+                self._reclaimed += len(chunk)
             self.tdr_pa = -1
+        # Nothing maps the pages any more; then they go back to the allocator.
+        self.private_map.clear()
+        self.shared_ept.clear()
         for gmem in list(self.gmems.values()):
             self._free_gmem_pages(gmem, list(gmem.pages))
             gmem.closed = True
-        self.private_map.clear()
-        self.shared_ept.clear()
         self.gmems.clear()
-        self.dead = self.dead or "destroyed"
-        return reclaimed
+        return self._reclaimed
 
 
 def _runs_of(pages: list[int]) -> list[tuple[int, int]]:

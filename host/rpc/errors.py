@@ -33,6 +33,7 @@ ERRNO_CODES: dict[str, grpc.StatusCode] = {
     "EBUSY": grpc.StatusCode.ABORTED,
     "EAGAIN": grpc.StatusCode.ABORTED,
     "EHWPOISON": grpc.StatusCode.DATA_LOSS,
+    "EINTR": grpc.StatusCode.CANCELLED,
 }
 
 TDX_CODES: dict[int, grpc.StatusCode] = {

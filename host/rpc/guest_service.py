@@ -25,6 +25,7 @@ from host.kvm.uapi import (
     TdCallResult,
     TdVmCallResult,
 )
+from host.rpc.deadline import cancellation
 from host.rpc.errors import translate
 from host.vmm.errors import Refusal, VmmError
 from host.vmm.vmm import Vmm
@@ -99,7 +100,7 @@ class GuestServicer(guest_pb2_grpc.TdGuestServiceServicer):
             raise VmmError(
                 Refusal.INVALID_ARGUMENT, "BATCH_TOO_LARGE", f"a request may move {MAX_BATCH_BYTES} bytes"
             )
-        return self._vmm.run_vcpu(td_id, ops)
+        return self._vmm.run_vcpu(td_id, ops, cancellation(context))
 
     @translate
     def VpInfo(

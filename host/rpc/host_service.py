@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 
 from host.kvm.uapi import TdParams
+from host.rpc.deadline import cancellation
 from host.rpc.errors import InvalidRequest, translate
 from host.vmm.events import Event as VmmEvent
 from host.vmm.vmm import Vmm
@@ -95,7 +96,7 @@ class HostServicer(host_pb2_grpc.HostServiceServicer):
     def DestroyTd(
         self, request: host_pb2.DestroyTdRequest, context: grpc.ServicerContext
     ) -> host_pb2.DestroyTdResponse:
-        reclaimed, hkid = self._vmm.destroy_td(request.td_id)
+        reclaimed, hkid = self._vmm.destroy_td(request.td_id, cancel=cancellation(context))
         return host_pb2.DestroyTdResponse(pages_reclaimed=reclaimed, hkid_freed=hkid)
 
     @translate
@@ -154,7 +155,12 @@ class HostServicer(host_pb2_grpc.HostServiceServicer):
         self, request: host_pb2.SetMemoryAttributesRequest, context: grpc.ServicerContext
     ) -> host_pb2.SetMemoryAttributesResponse:
         self._vmm.set_memory_attributes(
-            request.td_id, request.address, request.size, request.attributes, request.flags
+            request.td_id,
+            request.address,
+            request.size,
+            request.attributes,
+            request.flags,
+            cancellation(context),
         )
         return host_pb2.SetMemoryAttributesResponse()
 
@@ -162,7 +168,9 @@ class HostServicer(host_pb2_grpc.HostServiceServicer):
     def Fallocate(
         self, request: host_pb2.FallocateRequest, context: grpc.ServicerContext
     ) -> host_pb2.FallocateResponse:
-        self._vmm.fallocate(request.td_id, request.fd, request.mode, request.offset, request.len)
+        self._vmm.fallocate(
+            request.td_id, request.fd, request.mode, request.offset, request.len, cancellation(context)
+        )
         return host_pb2.FallocateResponse()
 
     @translate

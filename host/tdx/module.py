@@ -15,7 +15,9 @@ Concurrency: KVM calls the module for different TDs at once, as CPUs do. A TD's 
 that TD, which KVM's caller serialises per TD. What TDs share has its own small locks, never held while
 taking another: the TD table, the PAMT and the KeyID Ownership Table under one metadata lock, and the memory
 controller under the memory lock (shared with the KeyID-0 host bus), taken per batch of at most
-:data:`MEMORY_BATCH` bytes (docs/memory-model.md §6.4, §7).
+:data:`MEMORY_BATCH` bytes. One TDH.VP.ENTER does at most :data:`ENTRY_BUDGET` pages of work before it exits
+to the host with EXTERNAL_INTERRUPT (the host's timer tick), so a vCPU returns to KVM between bounded chunks
+of a large request, where KVM can see a pending signal (docs/memory-model.md §5, §6.4).
 """
 
 from __future__ import annotations
@@ -54,6 +56,9 @@ from wire.tdx_abi import MR_SIZE, OperandId, TdVmCall, TdxStatus
 PAGE_SHIFT = 12
 MAX_FAULT_RUN = 512  # pages reported by one EPT-violation exit (2 MiB)
 RTMR_COUNT = 4
+#: Pages of guest work (accepted pages, accessed pages, one per other instruction) one TDH.VP.ENTER
+#: does before the host's timer takes the CPU back (an EXTERNAL_INTERRUPT exit, then re-entry).
+ENTRY_BUDGET = 512
 #: Bytes the memory controller processes per hold of the memory lock.
 MEMORY_BATCH = 4 << 20
 
@@ -360,13 +365,19 @@ class TdxModule:
             run.results[run.index] = tdvmcall_return
             run.index += 1
             run.offset = 0
+        budget = ENTRY_BUDGET
         while run.index < len(run.ops):
+            if budget <= 0:
+                return TdExit(ExitReason.EXTERNAL_INTERRUPT)
             op = run.ops[run.index]
+            before = run.offset
             try:
                 if isinstance(op, MemRead | MemWrite):
                     td_exit = self._access(td, op, run, shared_ept)
+                    budget -= (run.offset - before) // PAGE
                 elif isinstance(op, Accept):
-                    td_exit = self._accept(td, op, run)
+                    td_exit = self._accept(td, op, run, budget)
+                    budget -= run.offset - before
                 elif isinstance(op, RtmrExtend):
                     td_exit = self._rtmr_extend(td, op, run)
                 elif isinstance(op, Report):
@@ -379,6 +390,7 @@ class TdxModule:
                 return TdExit(
                     ExitReason.FATAL, status=int(TdxStatus.NON_RECOVERABLE_TD_NON_ACCESSIBLE), detail=td.fatal
                 )
+            budget -= 1
             if td_exit is not None:
                 return td_exit
             run.index += 1
@@ -461,8 +473,9 @@ class TdxModule:
             run.results[run.index] = bytes(run.buffer) if isinstance(op, MemRead) else total
         return stop
 
-    def _accept(self, td: Td, op: Accept, run: VcpuRun) -> TdExit | None:
-        """TDG.MEM.PAGE.ACCEPT page by page from the cursor (docs/memory-model.md §5)."""
+    def _accept(self, td: Td, op: Accept, run: VcpuRun, limit: int) -> TdExit | None:
+        """TDG.MEM.PAGE.ACCEPT page by page from the cursor (docs/memory-model.md §5), at most ``limit``
+        pages in this entry: then an EXTERNAL_INTERRUPT exit, and the next entry resumes at the cursor."""
         result = run.results[run.index]
         if not isinstance(result, AcceptResult):
             result = run.results[run.index] = AcceptResult()
@@ -484,7 +497,11 @@ class TdxModule:
         pos = run.offset  # in pages
         total = op.size // PAGE
         last_gfn = (op.gpa + op.size - 1) >> PAGE_SHIFT
+        stop_at = pos + max(limit, 1)
         while pos < total:
+            if pos >= stop_at:
+                stop = TdExit(ExitReason.EXTERNAL_INTERRUPT)
+                break
             gfn = (op.gpa >> PAGE_SHIFT) + pos
             entry = td.sept.get(gfn)
             if entry is None or entry.state in BLOCKED_STATES:

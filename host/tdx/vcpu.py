@@ -5,7 +5,8 @@ that survives an exit (docs/memory-model.md §2, §5; TDX module ``td_ept_violat
 A guest request arrives as a list of :data:`GuestOp` (memory accesses, TDG.MEM.PAGE.ACCEPT,
 TDG.VP.VMCALL<MapGPA>) held in a :class:`VcpuRun`, the simulator's TDVPS: the module executes
 them in order and returns a :class:`TdExit` when the host must act (EPT violation, TDVMCALL,
-machine check) or :attr:`ExitReason.DONE`. Untrusted code passes a :class:`VcpuRun` through
+machine check), when its timer takes the CPU back (:attr:`ExitReason.EXTERNAL_INTERRUPT`) or
+:attr:`ExitReason.DONE`. Untrusted code passes a :class:`VcpuRun` through
 without reading it; only the module and the guest-facing RPC see its data.
 """
 
@@ -105,6 +106,9 @@ class ExitReason(enum.Enum):
     FATAL = "fatal"
     #: A TDCALL leaf completed with an error status the guest must see.
     TDCALL_ERROR = "tdcall_error"
+    #: The host's timer interrupt took the CPU back between bounded chunks of guest work; nothing
+    #: for the host to do but re-enter (unless it has something else to do first, such as a signal).
+    EXTERNAL_INTERRUPT = "external_interrupt"
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,10 @@ class Refusal(enum.Enum):
     UNAUTHENTICATED = "UNAUTHENTICATED"
     ALREADY_EXISTS = "ALREADY_EXISTS"
     RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
+    #: The caller's deadline passed while the request ran; what was done before it stays done.
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+    #: The caller cancelled the request while it ran; what was done before it stays done.
+    CANCELLED = "CANCELLED"
 
 
 class VmmError(Exception):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hmac
 import secrets
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -29,13 +29,23 @@ from host.kvm.memslots import KVM_MEM_GUEST_MEMFD
 from host.kvm.pagealloc import PAGE
 from host.kvm.uapi import GuestOp, MachineCheck, TdParams, TdxError, VcpuRun
 from host.kvm.usermem import AddressSpace
-from host.kvm.vm import KVM_X86_TDX_VM, ExitKind, KvmVm
+from host.kvm.vm import KVM_X86_TDX_VM, TDX_MAP_GPA_MAX_LEN, ExitKind, KvmExit, KvmVm
 from host.qe.enclave import QuoteRefused, TdQuotingEnclave
+from host.vmm.cancel import DEADLINE_EXCEEDED, NEVER, Cancellation
 from host.vmm.errors import HostCrashed, Refusal, VmmError
 from host.vmm.events import Event, EventBus, EventKind
 from wire.tdx_abi import GET_QUOTE_HEADER, GET_QUOTE_VERSION, GetQuoteStatus, TdVmCallStatus
 
 PAGE_SHIFT = 12
+#: A MapGPA with more than this left is answered in runs of consecutive pieces (see :meth:`Vmm.run_vcpu`).
+MAP_GPA_RUN_FROM = 1 << 30
+#: The longest run of MapGPA pieces answered at once.
+MAP_GPA_RUN_MAX = 1 << 40
+#: Mapped pages one run may zap at most (a run is halved until it holds no more), so that cancellation
+#: checks come between bounded amounts of work however much of the TD is populated.
+MAP_GPA_RUN_PAGES = 8192
+#: How often a request waiting for a TD's lock looks at its own deadline, in seconds.
+LOCK_POLL = 0.05
 
 
 @dataclass(frozen=True)
@@ -81,6 +91,9 @@ class TdHandle:
     credential: str = field(default_factory=lambda: secrets.token_hex(32))
     #: A guest holds this TD's lifeline (Attach): when it lets go, the TD is destroyed.
     attached: bool = False
+    #: Destroyers waiting for this TD: a request running on it stops at its next check, as QEMU kicks
+    #: its vCPU threads out of KVM_RUN to shut a VM down.
+    kicks: int = 0
     #: Torn down and out of the registry: a request that was waiting for the lock finds it gone.
     gone: bool = False
 
@@ -95,8 +108,9 @@ class Vmm:
     3. the small locks of what TDs share below (KVM's HKID pool and page allocator, the host address
        space, the event bus, the module's tables, the memory controller), each held for one operation.
 
-    Statistics and listings read each TD without its lock, so they answer while a TD works
-    (docs/conventions.md §3)."""
+    Statistics and listings read each TD without its lock, so they answer while a TD works. Long requests
+    take a :class:`~host.vmm.cancel.Cancellation` and stop between bounded chunks once their caller has
+    gone (docs/conventions.md §6)."""
 
     def __init__(
         self,
@@ -136,16 +150,18 @@ class Vmm:
             return list(self._tds.values())
 
     @contextmanager
-    def locked_td(self, td_id: int) -> Iterator[TdHandle]:
-        """TD ``td_id`` with its lock held."""
+    def locked_td(self, td_id: int, cancel: Cancellation = NEVER) -> Iterator[TdHandle]:
+        """TD ``td_id`` with its lock held; waiting for the lock ends with the caller's deadline."""
         handle = self.td(td_id)
-        with self._holding(handle):
+        with self._holding(handle, cancel):
             yield handle
 
     @contextmanager
-    def _holding(self, handle: TdHandle) -> Iterator[None]:
+    def _holding(self, handle: TdHandle, cancel: Cancellation) -> Iterator[None]:
         self._check_alive()
-        handle.lock.acquire()
+        while not handle.lock.acquire(timeout=LOCK_POLL):
+            if cancel():
+                raise self._stopped(handle, cancel, "while it waited for the TD")
         try:
             if handle.gone:
                 raise VmmError(Refusal.NOT_FOUND, "TD_NOT_FOUND", f"TD {handle.td_id} was destroyed")
@@ -153,6 +169,26 @@ class Vmm:
             yield
         finally:
             handle.lock.release()
+
+    def _signal(self, handle: TdHandle, cancel: Cancellation) -> Callable[[], bool]:
+        """What KVM sees as ``signal_pending`` for a request on this TD: its caller has gone, or a
+        destroyer is waiting for the TD."""
+        return lambda: handle.kicks > 0 or cancel()
+
+    def _stopped(
+        self, handle: TdHandle, cancel: Cancellation, where: str, gpa: int | None = None
+    ) -> VmmError:
+        """The refusal for a request that stopped early: its caller's deadline or cancellation, or the
+        TD being destroyed under it."""
+        reason = cancel.reason()
+        if reason:
+            what = "deadline passed" if reason == DEADLINE_EXCEEDED else "call was cancelled"
+            return VmmError(
+                Refusal[reason], reason, f"TD {handle.td_id}: the caller's {what} {where}", gpa=gpa
+            )
+        return VmmError(
+            Refusal.NOT_FOUND, "TD_NOT_FOUND", f"TD {handle.td_id} is being destroyed ({where})", gpa=gpa
+        )
 
     def td_statuses(self) -> list[TdStatus]:
         self._check_alive()
@@ -251,7 +287,7 @@ class Vmm:
                 # Like QEMU for a confidential guest: RAM starts private.
                 vm.set_memory_attributes(0, memory_bytes, KVM_MEMORY_ATTRIBUTE_PRIVATE, 0)
         except BaseException:
-            self._teardown(handle)
+            self._teardown(handle, NEVER)
             raise
         return handle
 
@@ -280,7 +316,7 @@ class Vmm:
                 pages += handle.vm.tdx_init_mem_region(gpa, padded, 1 if measure else 0)
             handle.vm.tdx_finalize_vm()
         except BaseException:
-            self._teardown(handle)
+            self._teardown(handle, NEVER)
             raise
         self._register(handle)
         self.events.publish(Event(EventKind.TD_FINALIZED, handle.td_id))
@@ -319,24 +355,37 @@ class Vmm:
             if err.reason != "TD_NOT_FOUND":
                 raise
 
-    def destroy_td(self, td_id: int, why: str = "destroyed") -> tuple[int, int]:
-        """Tear the TD down (docs/memory-model.md §6.5), once any request running on it is done."""
+    def destroy_td(self, td_id: int, why: str = "destroyed", cancel: Cancellation = NEVER) -> tuple[int, int]:
+        """Tear the TD down (docs/memory-model.md §6.5). A request running on it is asked to stop first.
+        Teardown stops between chunks of pages once ``cancel`` says so (DEADLINE_EXCEEDED or CANCELLED);
+        the TD stays in the table, dead, and the next destroy_td resumes it."""
         handle = self.td(td_id)
-        with self._holding(handle):
-            hkid = handle.vm.hkid
-            reclaimed = self._teardown(handle)
+        with self._lock:
+            handle.kicks += 1
+        try:
+            with self._holding(handle, cancel):
+                hkid = handle.vm.hkid
+                reclaimed = self._teardown(handle, cancel)
+                with self._lock:
+                    handle.gone = True
+                    self._tds.pop(td_id, None)
+        finally:
             with self._lock:
-                handle.gone = True
-                self._tds.pop(td_id, None)
+                handle.kicks -= 1
         self.events.publish(
             Event(EventKind.TD_DESTROYED, td_id, detail=f"{why}: {reclaimed} pages reclaimed")
         )
         return reclaimed, hkid
 
-    def _teardown(self, handle: TdHandle) -> int:
+    def _teardown(self, handle: TdHandle, cancel: Cancellation) -> int:
         """KVM's teardown of the VM, then the VMM's mappings. Caller holds the TD's lock (or owns the
         handle alone)."""
-        reclaimed = handle.vm.destroy()
+        try:
+            reclaimed = handle.vm.destroy(cancel)
+        except KvmError as err:
+            if err.errno == "EINTR":
+                raise self._stopped(handle, cancel, "during teardown") from err
+            raise
         for slot in list(handle.user_maps):
             self._mm.munmap(handle.user_maps.pop(slot))
         return reclaimed
@@ -395,16 +444,27 @@ class Vmm:
             handle.user_maps[slot] = made
         return hva
 
-    def set_memory_attributes(self, td_id: int, address: int, size: int, attributes: int, flags: int) -> None:
+    def set_memory_attributes(
+        self, td_id: int, address: int, size: int, attributes: int, flags: int, cancel: Cancellation = NEVER
+    ) -> None:
         """KVM_SET_MEMORY_ATTRIBUTES: one range, costing what is mapped in it (docs/memory-model.md §1.5)."""
-        with self.locked_td(td_id) as handle:
+        with self.locked_td(td_id, cancel) as handle:
             handle.vm.set_memory_attributes(address, size, attributes, flags)
 
-    def fallocate(self, td_id: int, fd: int, mode: int, offset: int, length: int) -> None:
+    def fallocate(
+        self, td_id: int, fd: int, mode: int, offset: int, length: int, cancel: Cancellation = NEVER
+    ) -> None:
         """fallocate(2) on one of the TD's guest_memfds (docs/memory-model.md §1.3): an allocation free
-        memory cannot hold is refused at once (ENOMEM)."""
-        with self.locked_td(td_id) as handle:
-            handle.vm.fallocate(self._gmem(handle, fd), mode, offset, length)
+        memory cannot hold is refused at once (ENOMEM); a long one stops between chunks once ``cancel``
+        says so, keeping the pages it allocated."""
+        with self.locked_td(td_id, cancel) as handle:
+            try:
+                gmem = self._gmem(handle, fd)
+                handle.vm.fallocate(gmem, mode, offset, length, self._signal(handle, cancel))
+            except KvmError as err:
+                if err.errno == "EINTR":
+                    raise self._stopped(handle, cancel, "during fallocate") from err
+                raise
 
     # ---- conversion (QEMU kvm_convert_memory) ---------------------------------------------
     def convert(self, handle: TdHandle, gpa: int, size: int, to_private: bool) -> None:
@@ -441,19 +501,33 @@ class Vmm:
         )
 
     # ---- vCPU loop ---------------------------------------------------------------------
-    def run_vcpu(self, td_id: int, ops: list[GuestOp]) -> list[object]:
-        """Run guest instructions to completion, handling every exit as QEMU's vCPU thread does."""
-        with self.locked_td(td_id) as handle:
+    def run_vcpu(self, td_id: int, ops: list[GuestOp], cancel: Cancellation = NEVER) -> list[object]:
+        """Run guest instructions to completion, handling every exit as QEMU's vCPU thread does.
+
+        Between exits (at least every bounded chunk of guest work, host/tdx/module.py) KVM checks
+        ``cancel``: once the caller has gone, the run ends with DEADLINE_EXCEEDED or CANCELLED, what was
+        done staying done; a MapGPA in progress ends as if it had returned RETRY, and the refusal's
+        ``gpa`` is its R11, the GPA to resume at (docs/memory-model.md §2).
+
+        MapGPA pieces (≤ 2 MiB each) are answered one exit at a time, as QEMU does, while at most
+        :data:`MAP_GPA_RUN_FROM` bytes of the TDVMCALL remain; beyond that the VMM answers runs of up to
+        :data:`MAP_GPA_RUN_MAX` bytes of consecutive backed pieces at once (one KIND_MAP_GPA and one
+        KIND_CONVERSION event per run), which KVM accounts piece by piece, so that the cost follows the
+        ranges and the populated pages, not the size."""
+        with self.locked_td(td_id, cancel) as handle:
+            signal = self._signal(handle, cancel)
             run = VcpuRun(ops)
             vm = handle.vm
             last_fault: tuple[int, int] | None = None
             while True:
                 try:
-                    exit_ = vm.vcpu_run(run)
+                    exit_ = vm.vcpu_run(run, signal)
                 except MachineCheck as mc:  # pragma: no cover - the module turns TD #MC into exits
                     raise self._host_crash(mc) from mc
                 if exit_.kind is ExitKind.DONE:
                     return run.results
+                if exit_.kind is ExitKind.INTR:
+                    raise self._stopped(handle, cancel, "during the run", gpa=exit_.gpa or None)
                 if exit_.kind is ExitKind.MEMORY_FAULT:
                     self.events.publish(
                         Event(EventKind.MEMORY_FAULT, td_id, exit_.gpa, exit_.size, exit_.flags)
@@ -480,15 +554,16 @@ class Vmm:
                         handle, exit_.gpa, exit_.size, bool(exit_.flags & KVM_MEMORY_ATTRIBUTE_PRIVATE)
                     )
                 elif exit_.kind is ExitKind.HYPERCALL:
-                    self.events.publish(Event(EventKind.MAP_GPA, td_id, exit_.gpa, exit_.size, exit_.flags))
+                    length = self._map_gpa_run(vm, exit_)
+                    self.events.publish(Event(EventKind.MAP_GPA, td_id, exit_.gpa, length, exit_.flags))
                     ret = 0
                     try:
-                        if self._backed(vm, exit_.gpa, exit_.size) < exit_.size:
+                        if self._backed(vm, exit_.gpa, length) < length:
                             raise KvmError("EINVAL", "MapGPA of memory no memslot backs")  # as QEMU refuses
-                        self.convert(handle, exit_.gpa, exit_.size, bool(exit_.flags))
+                        self.convert(handle, exit_.gpa, length, bool(exit_.flags))
                     except (KvmError, TdxError):
                         ret = 22  # -EINVAL to the guest as INVALID_OPERAND
-                    vm.complete_hypercall(ret)
+                    vm.complete_hypercall(ret, length)
                 elif exit_.kind is ExitKind.TDX_GET_QUOTE:
                     vm.complete_get_quote(self._get_quote(handle, exit_.gpa, exit_.size))
                 elif exit_.kind is ExitKind.INTERNAL_ERROR:
@@ -523,6 +598,23 @@ class Vmm:
                 break
             pos = slot.end_gfn
         return min(size, (pos << PAGE_SHIFT) - gpa)
+
+    def _map_gpa_run(self, vm: KvmVm, exit_: KvmExit) -> int:
+        """How much of a MapGPA to answer for this exit: its piece, or a run of whole backed pieces when
+        more than :data:`MAP_GPA_RUN_FROM` bytes remain (up to the exit's span and :data:`MAP_GPA_RUN_MAX`,
+        holding at most :data:`MAP_GPA_RUN_PAGES` mapped pages)."""
+        if exit_.span <= MAP_GPA_RUN_FROM:
+            return exit_.size
+        length = self._backed(vm, exit_.gpa, min(exit_.span, MAP_GPA_RUN_MAX))
+        start = exit_.gpa >> PAGE_SHIFT
+        while length > exit_.size:
+            end = start + (length >> PAGE_SHIFT)
+            if vm.private_map.count_in(start, end) + vm.shared_ept.count_in(start, end) <= MAP_GPA_RUN_PAGES:
+                break
+            length //= 2
+        if length < exit_.span:
+            length -= length % TDX_MAP_GPA_MAX_LEN
+        return max(length, exit_.size)
 
     # ---- GetQuote (QEMU tdx_handle_get_quote + the quote generation service) ---------------
     def _get_quote(self, handle: TdHandle, gpa: int, size: int) -> int:
