@@ -32,9 +32,10 @@ import sys
 import threading
 from types import FrameType
 
+from attest.errors import AttestError
 from attest.formats.tdreport import decode_tdreport
 from guest import workload
-from guest.errors import GuestError
+from guest.errors import GuestError, malformed_response
 from guest.image import ImageError, expected_mrtd, load_image
 from guest.td import Td
 from guest.workload import Runner, StepResult, WorkloadError, load_workload
@@ -118,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     results: list[StepResult] = []
     interrupted = False
     try:
-        summary["mrtd"] = decode_tdreport(td.report()).body.mr_td.hex()
+        summary["mrtd"] = _mrtd(td)
         if args.tsm:
             return _serve_tsm(td, summary, args.tsm, args.json)
         if steps is None:
@@ -152,6 +153,13 @@ def run(args: argparse.Namespace) -> int:
     if interrupted:
         return EXIT_INTERRUPTED
     return 0 if ok else EXIT_STEP_FAILED
+
+
+def _mrtd(td: Td) -> str:
+    try:
+        return decode_tdreport(td.report()).body.mr_td.hex()
+    except AttestError as err:  # the host's bytes: a TDREPORT no TDX module would write
+        raise malformed_response(f"TDREPORT: {err}") from None
 
 
 def _keep_alive(td: Td, summary: dict[str, object], credential: str, as_json: bool) -> int:

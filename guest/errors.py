@@ -84,6 +84,12 @@ class AttestationRefused(GuestError):
     (``MRTD_MISMATCH``, ``DEBUG_TD``, ``NONCE_EXPIRED``, ``VERIFY_TCB_LEVEL``, ``TOKEN_EXPIRED`` …)."""
 
 
+def malformed_response(what: str) -> GuestError:
+    """The host answered with something no TDX platform would (a result missing, data of the wrong length, an
+    impossible GPAW): the guest refuses it rather than index past it (reason ``HOST_RESPONSE_MALFORMED``)."""
+    return GuestError(f"the host sent a malformed response: {what}", "HOST_RESPONSE_MALFORMED")
+
+
 _BAD_REQUEST_CODES = {
     grpc.StatusCode.INVALID_ARGUMENT,
     grpc.StatusCode.OUT_OF_RANGE,

@@ -79,6 +79,7 @@ from guest.errors import (
     TdGone,
     TdxStatusError,
     from_rpc_error,
+    malformed_response,
 )
 from guest.memory import BouncePool, OutOfMemory, PrivateAllocator
 from wire import tdx_abi as abi
@@ -207,6 +208,8 @@ class Td:
         self.lifeline_lost = threading.Event()
         try:
             info = self._call(self._stub.VpInfo, guest_pb2.VpInfoRequest(td_id=td_id))
+            if info.gpa_width not in (48, 52):
+                raise malformed_response(f"TDG.VP.INFO GPAW {info.gpa_width} (48 or 52)")
             self.gpa_width: int = info.gpa_width
             self.attributes: int = info.attributes
             #: TDG.VP.INFO GPAW → shared bit (docs/memory-model.md §4.1): bit 47 (GPAW 48) or 51 (GPAW 52).
@@ -370,7 +373,10 @@ class Td:
         """Execute a batch of guest instructions in order, in one request (the hazmat entry point;
         :mod:`guest.tdcall` builds the instructions). Stops at the first failure (:class:`GuestError`)."""
         request = guest_pb2.RunRequest(td_id=self.td_id, instructions=instructions)
-        return list(self._call(self._stub.Run, request, timeout).results)
+        results = list(self._call(self._stub.Run, request, timeout).results)
+        if len(results) != len(instructions):
+            raise malformed_response(f"{len(results)} results for {len(instructions)} instructions")
+        return results
 
     def echo(self, payload: bytes) -> bytes:
         """A bare round trip on this TD's channel (the benchmark's baseline)."""
@@ -386,7 +392,10 @@ class Td:
             request = guest_pb2.ReadMemoryRequest(
                 td_id=self.td_id, ranges=[guest_pb2.GpaRange(gpa=gpa, length=length)]
             )
-            return bytes(self._call(self._stub.ReadMemory, request).data[0])
+            data = self._call(self._stub.ReadMemory, request).data
+            if len(data) != 1 or len(data[0]) != length:
+                raise malformed_response(f"read of {length} bytes at 0x{gpa:x}")
+            return bytes(data[0])
         return self.read_many([(gpa, length)])[0]
 
     def read_many(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
@@ -398,6 +407,8 @@ class Td:
                 td_id=self.td_id, ranges=[guest_pb2.GpaRange(gpa=gpa, length=n) for _, _, gpa, n in batch]
             )
             data = self._call(self._stub.ReadMemory, request).data
+            if len(data) != len(batch) or any(len(d) != r[3] for r, d in zip(batch, data, strict=True)):
+                raise malformed_response(f"read of {len(batch)} ranges")
             for (index, _, _, _), piece in zip(batch, data, strict=True):
                 parts[index].append(piece)
         return [p[0] if len(p) == 1 else b"".join(p) for p in parts]
@@ -702,6 +713,8 @@ class Td:
                     tdcall.read(report_gpa, abi.TDREPORT_SIZE),
                 ],
             )
+            if len(results[-1].data) != abi.TDREPORT_SIZE:
+                raise malformed_response(f"TDREPORT of {len(results[-1].data)} bytes")
             return bytes(results[-1].data)
 
     def quote(self, report_data: bytes = bytes(64)) -> bytes:
@@ -730,6 +743,8 @@ class Td:
                     buf,
                 )
             raw = results[2].data
+            if len(raw) != QUOTE_BUFFER_BYTES:
+                raise malformed_response(f"GetQuote buffer of {len(raw)} bytes")
             deadline = time.monotonic() + GET_QUOTE_TIMEOUT
             while abi.GET_QUOTE_HEADER.unpack_from(raw)[1] == abi.GetQuoteStatus.IN_FLIGHT:
                 if time.monotonic() > deadline:

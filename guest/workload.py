@@ -48,9 +48,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from attest.errors import AttestError
 from attest.formats.tdreport import decode_tdreport
 from guest.attestation import Verifier
-from guest.errors import GuestError
+from guest.errors import GuestError, malformed_response
 from guest.image import ImageError, parse_number
 from guest.td import Td
 from wire.tls import TlsConfig
@@ -492,7 +493,10 @@ class Runner:
 
     def _report(self, p: Report, line: int) -> tuple[str, dict[str, object]]:
         raw = self.td.report(self._report_data(p.data, line))
-        body = decode_tdreport(raw).body
+        try:
+            body = decode_tdreport(raw).body
+        except AttestError as err:  # the host's bytes: a TDREPORT no TDX module would write
+            raise malformed_response(f"TDREPORT: {err}") from None
         rtmrs = (body.rtmr0, body.rtmr1, body.rtmr2, body.rtmr3)
         replayed = self.td.replayed_rtmrs()
         bad = [i for i in range(4) if rtmrs[i] != replayed[i]]
