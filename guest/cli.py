@@ -173,10 +173,10 @@ def _keep_alive(td: Td, summary: dict[str, object], credential: str, as_json: bo
             flush=True,
         )
     try:
-        td.lifeline_lost.wait()
+        td.lifeline_lost.wait()  # set the moment the Attach stream ends: a dead host is noticed at once
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
-    print("tdxsim guest: the host ended the TD's lifeline", file=sys.stderr)
+    print(f"tdxsim guest: {td.lifeline_gone()}", file=sys.stderr)
     return EXIT_STEP_FAILED
 
 

@@ -45,8 +45,8 @@ class AccessDenied(GuestError):
 
 class TdGone(GuestError):
     """The TD cannot run any more: destroyed (NOT_FOUND), killed by the host (KVM_RUN -EIO after an access to
-    an unaccepted page with SEPT_VE_DISABLE=1), FATAL after a machine check (DATA_LOSS), or the host is down
-    (UNAVAILABLE)."""
+    an unaccepted page with SEPT_VE_DISABLE=1), FATAL after a machine check (DATA_LOSS), the host is down
+    (UNAVAILABLE), or its lifeline ended (reason ``LIFELINE_LOST``, :meth:`guest.td.Td.lifeline_gone`)."""
 
 
 class GuestFault(GuestError):

@@ -337,6 +337,27 @@ class Td:
             self.lifeline_lost.set()
             self._attached.set()
 
+    def lifeline_gone(self) -> TdGone:
+        """The :class:`TdGone` for a lifeline that ended (reason ``LIFELINE_LOST``; ``code`` and metadata
+        ``cause`` say how: UNAVAILABLE when the host process died, an ErrorInfo reason such as
+        ``TD_NOT_FOUND`` when the host ended the stream, ``STREAM_ENDED`` when it closed it without one)."""
+        err = self._lifeline_error
+        cause = err.reason if err is not None else "STREAM_ENDED"
+        detail = f": {err.message}" if err is not None else ""
+        return TdGone(
+            f"the host ended TD {self.td_id}'s lifeline{detail}",
+            "LIFELINE_LOST",
+            err.code if err is not None else "",
+            {**(err.metadata if err is not None else {}), "cause": cause},
+        )
+
+    def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` while the TD lives: the wait ends the moment the lifeline does (a dead host is
+        noticed as soon as its connection closes, not when the time is up) and raises
+        :meth:`lifeline_gone`. Without a lifeline (``lifeline=False``) a plain sleep."""
+        if self.lifeline_lost.wait(seconds):
+            raise self.lifeline_gone()
+
     def close(self) -> None:
         """Drop the lifeline (the host destroys the TD) and close the channel if this object opened it."""
         if self._attach_call is not None:

@@ -25,7 +25,8 @@ step                                        what the guest does
 ``report [DATA]``                           TDREPORT, REPORTDATA = DATA zero-padded to 64 bytes; fails if
                                             the RTMRs in it differ from the replayed event log
 ``quote [DATA]``                            TDREPORT → GetQuote via the shared bounce pool; prints its size
-``sleep SECONDS``                           wait 0..86400 s, fractions allowed (the TD stays alive)
+``sleep SECONDS``                           wait 0..86400 s, fractions allowed (the TD stays alive); fails
+                                            with ``LIFELINE_LOST`` the moment the host ends the lifeline
 ``attest VERIFIER [policy NAME]``           remote attestation at a ``tdxsim verifier``: nonce, quote bound to
 ``[secret PATH [expect DATA]]``             a fresh key, token; with ``secret`` the resource released to the
                                             token, opened with the TD's key (``expect`` checks it)
@@ -443,7 +444,7 @@ class Runner:
             case Quote():
                 return self._quote(params, line)
             case Sleep():
-                time.sleep(params.seconds)
+                self.td.sleep(params.seconds)  # TdGone the moment the lifeline ends
                 return f"slept {params.seconds:g} s", {}
             case Attest():
                 return self._attest(params, line)
