@@ -416,14 +416,16 @@ class Arena:
         return problems
 
     def healthy(self, timeout: float = 5.0) -> dict[str, bool]:
-        """Whether each server answers a health check (SERVING) within ``timeout``."""
+        """Whether each server answers a health check (SERVING) within ``timeout``. The call waits for the
+        channel to connect: a channel to a restarted server may share gRPC's subchannel to the old one, still
+        in reconnect backoff, and without waiting would fail at once."""
         out = {}
         for name, channel in (("host", self.host), ("verifier", self.verifier)):
             if channel is None:
                 continue
             try:
                 reply = health_pb2_grpc.HealthStub(channel).Check(
-                    health_pb2.HealthCheckRequest(), timeout=timeout
+                    health_pb2.HealthCheckRequest(), timeout=timeout, wait_for_ready=True
                 )
                 out[name] = reply.status == health_pb2.HealthCheckResponse.SERVING
             except grpc.RpcError:
