@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -253,12 +254,43 @@ def test_a_server_without_a_credential_generates_one_and_names_it_second(kind: s
     proc = _server(kind, tmp_path)
     try:
         assert proc.stdout is not None
-        assert proc.stdout.readline().startswith("listening on 127.0.0.1:")
+        first = proc.stdout.readline().strip()
+        assert first.startswith("listening on 127.0.0.1:")
         second = proc.stdout.readline().strip()
         assert second.startswith("admin credential: ")
         path = Path(second.removeprefix("admin credential: "))
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
-        assert len(read_credential_file(path)) >= 32
+        admin = read_credential_file(path)
+        assert len(admin) >= 32
+        # Started without options, the admin API is locked: anonymous callers change nothing.
+        with grpc.insecure_channel(first.removeprefix("listening on ")) as channel:
+            if kind == "verifier":
+                stub = verifier_grpc.VerifierServiceStub(channel)
+                calls: list[Callable[[tuple[tuple[str, str], ...]], Any]] = [
+                    lambda md: stub.SetPolicy(
+                        attestation_pb2.SetPolicyRequest(name="default", policy_json="{}"),
+                        metadata=md,
+                        timeout=10,
+                    ),
+                    lambda md: stub.PutResource(
+                        attestation_pb2.PutResourceRequest(
+                            path="default/key/disk", secret=b"x", policy_json="{}"
+                        ),
+                        metadata=md,
+                        timeout=10,
+                    ),
+                ]
+            else:
+                host_stub = host_pb2_grpc.HostServiceStub(channel)
+                calls = [
+                    lambda md: host_stub.LaunchTd(host_pb2.LaunchTdRequest(), metadata=md, timeout=10),
+                    lambda md: host_stub.DestroyTd(
+                        host_pb2.DestroyTdRequest(td_id=1), metadata=md, timeout=10
+                    ),
+                ]
+            for call in calls:
+                assert _status(partial(call, ())) == (grpc.StatusCode.UNAUTHENTICATED, "MISSING_CREDENTIAL")
+                assert _status(partial(call, _auth(admin)))[0] not in REFUSED | NEVER
     finally:
         proc.terminate()
         proc.wait(10)
