@@ -2,12 +2,16 @@
 never a traceback (docs/cli.md, "Exit statuses common to all commands").
 
 Unusable means missing, a directory where a file is wanted (or a file where a directory is), a path under a
-file, bytes that are not UTF-8 text, or content that is not what the option holds. The commands run as a user
-runs them (``python -m tdxsim.cli``), a few at a time, so the whole table takes seconds.
+file, bytes that are not UTF-8 text, or content that is not what the option holds, down to a TLS certificate
+or key on a curve cryptography does not support (it says so with UnsupportedAlgorithm). The whole table runs
+in this process through ``tdxsim.cli.main`` (seconds, and an escape fails with its traceback); a few cases run
+as a user runs them, ``python -m tdxsim.cli``, to check the exact line.
 """
 
 from __future__ import annotations
 
+import base64
+import datetime
 import json
 import signal
 import subprocess
@@ -15,6 +19,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from attest.verifier.dcap.roots import INTEL_SGX_ROOT_CA_PEM
 from tdxsim.cli import main
@@ -23,6 +31,38 @@ from tests.conftest import ADMIN_FILE
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = ROOT / "examples" / "image.json"
 LISTEN = ("--listen", "127.0.0.1:0", "--admin-credential-file", str(ADMIN_FILE))
+
+
+P256 = bytes.fromhex("06082a8648ce3d030107")  # the named curve's OID, DER
+PRIME192V2 = bytes.fromhex("06082a8648ce3d030102")  # a curve cryptography refuses with UnsupportedAlgorithm
+
+
+def _unsupported_curve_pair(tmp: Path) -> tuple[Path, Path, Path]:
+    """(a certificate whose key is on an unsupported curve, its P-256 key, a key file on that curve)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "unsupported curve")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    der = cert.public_bytes(serialization.Encoding.DER).replace(P256, PRIME192V2)
+    pkcs8 = serialization.PrivateFormat.PKCS8
+    key_der = key.private_bytes(serialization.Encoding.DER, pkcs8, serialization.NoEncryption())
+    paths = tmp / "curve.pem", tmp / "p256.key", tmp / "curve.key"
+    paths[0].write_text(
+        f"-----BEGIN CERTIFICATE-----\n{base64.encodebytes(der).decode()}-----END CERTIFICATE-----\n"
+    )
+    paths[1].write_bytes(key.private_bytes(serialization.Encoding.PEM, pkcs8, serialization.NoEncryption()))
+    key_b64 = base64.encodebytes(key_der.replace(P256, PRIME192V2)).decode()
+    paths[2].write_text(f"-----BEGIN PRIVATE KEY-----\n{key_b64}-----END PRIVATE KEY-----\n")
+    return paths
 
 
 def _cases(tmp: Path) -> dict[str, list[str]]:
@@ -39,6 +79,7 @@ def _cases(tmp: Path) -> dict[str, list[str]]:
     for pki, manifest in ((pki_list, "[1]"), (pki_deep, "[" * 5000)):
         pki.mkdir()
         (pki / "pki.json").write_text(manifest)
+    curve_cert, p256_key, curve_key = _unsupported_curve_pair(tmp)
     under = str(file / "sub")
     guest = ["guest", "--host", "127.0.0.1:1", "--image", str(IMAGE)]
     verifier = ["verifier", *LISTEN]
@@ -76,6 +117,11 @@ def _cases(tmp: Path) -> dict[str, list[str]]:
         "host --pki DIR without a PKI": ["host", *LISTEN, "--pki", str(folder)],
         "host --pki manifest not an object": ["host", *LISTEN, "--pki", str(pki_list)],
         "host --pki manifest nested too deeply": ["host", *LISTEN, "--pki", str(pki_deep)],
+        "host --tls-cert on an unsupported curve": ["host", *LISTEN, "--tls-cert", str(curve_cert),
+                                                    "--tls-key", str(p256_key)],
+        "verifier --tls-key on an unsupported curve": [*verifier, "--db", str(tmp / "v5.db"),
+                                                       "--root", str(root), "--tls-cert", str(curve_cert),
+                                                       "--tls-key", str(curve_key)],
         "bench --json DIR": ["bench", "memory", "--json", str(folder)],
         "bench --json FILE/sub": ["bench", "memory", "--json", under],
     }  # fmt: skip

@@ -30,6 +30,7 @@ from typing import Any
 
 import grpc
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -96,11 +97,24 @@ def _read(path: str | Path) -> bytes:
         raise TlsError(f"{path}: cannot read: {err.strerror or err}") from None
 
 
+#: What ``cryptography`` raises for a file it cannot use: besides ValueError and TypeError (an encrypted key),
+#: UnsupportedAlgorithm for a key of an unknown type or on an unsupported curve, and the x509 errors that are
+#: no ValueError.
+_UNUSABLE: tuple[type[Exception], ...] = (
+    ValueError,
+    TypeError,
+    UnsupportedAlgorithm,
+    x509.InvalidVersion,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+)
+
+
 def _read_certs(path: str | Path) -> bytes:
     data = _read(path)
     try:
         certs = x509.load_pem_x509_certificates(data)
-    except ValueError:
+    except _UNUSABLE:
         raise TlsError(f"{path}: not a PEM certificate file") from None
     if not certs:
         raise TlsError(f"{path}: no certificate in it")
@@ -118,10 +132,14 @@ def _load_pair(cert: str | Path, key: str | Path) -> tuple[bytes, bytes]:
     key_pem = _read(key)
     try:
         private_key = serialization.load_pem_private_key(key_pem, password=None)
-    except (ValueError, TypeError) as err:
+    except _UNUSABLE as err:
         raise TlsError(f"{key}: not an unencrypted PEM private key ({err})") from None
     leaf = x509.load_pem_x509_certificates(chain)[0]
-    if _spki(private_key.public_key()) != _spki(leaf.public_key()):
+    try:
+        leaf_spki = _spki(leaf.public_key())
+    except _UNUSABLE as err:
+        raise TlsError(f"{cert}: its certificate's key cannot be used ({err})") from None
+    if _spki(private_key.public_key()) != leaf_spki:
         raise TlsError(f"{key}: this key does not belong to the certificate in {cert}")
     _check_validity(leaf, cert)
     return chain, key_pem
