@@ -19,6 +19,7 @@ from typing import Any, NoReturn, TypeVar
 
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -74,15 +75,21 @@ async def abort_async(
 
 
 def error_info(err: grpc.RpcError) -> error_details_pb2.ErrorInfo | None:
-    """The ``ErrorInfo`` detail of a failed call, or ``None`` when it has none."""
-    status = rpc_status.from_call(err)
-    if status is None:
+    """The ``ErrorInfo`` detail of a failed call, or ``None`` when it has none or when the peer's
+    ``grpc-status-details-bin`` cannot be believed: bytes that do not decode (``DecodeError``) or a Status
+    whose code or message differs from the call's own (grpcio-status raises ``ValueError``). The call's code
+    still stands; a hostile or broken server cannot turn a refusal into an exception of the client."""
+    try:
+        status = rpc_status.from_call(err)
+        if status is None:
+            return None
+        for detail in status.details:
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                return info
+    except (ValueError, DecodeError):
         return None
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return info
     return None
 
 

@@ -2,7 +2,8 @@
 ``HOST_RESPONSE_MALFORMED``, never an IndexError, struct.error or ValueError (docs/conventions.md §7).
 
 A fake ``TdGuestService`` in this process answers the guest library's calls with missing results, data of
-the wrong length, an impossible GPAW and a TDREPORT that does not decode.
+the wrong length, an impossible GPAW and a TDREPORT that does not decode, and refuses with status details
+that do not decode or contradict the call's own status (which grpcio-status raises on).
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from typing import Any
 
 import grpc
 import pytest
+from google.rpc import status_pb2
 
-from guest.errors import GuestError
+from guest.errors import GuestError, from_rpc_error
 from guest.td import Td
 from guest.workload import Runner, parse_workload
+from wire.rpc_status import error_info
 from wire.v1 import guest_pb2, guest_pb2_grpc
 
 MALFORMED = "HOST_RESPONSE_MALFORMED"
@@ -27,6 +30,11 @@ class HostileHost(guest_pb2_grpc.TdGuestServiceServicer):  # type: ignore[misc]
 
     def __init__(self) -> None:
         self.lie = ""
+        self.status_details = b""
+
+    def Echo(self, request: Any, context: Any) -> guest_pb2.EchoResponse:
+        context.set_trailing_metadata((("grpc-status-details-bin", self.status_details),))
+        context.abort(grpc.StatusCode.NOT_FOUND, "no such thing")
 
     def VpInfo(self, request: Any, context: Any) -> guest_pb2.VpInfoResponse:
         return guest_pb2.VpInfoResponse(gpa_width=0 if self.lie == "gpaw" else 48)
@@ -106,3 +114,24 @@ def test_a_short_get_quote_buffer_is_refused(hostile: tuple[HostileHost, grpc.Ch
     td = _td(channel)
     servicer.lie = "short quote buffer"
     assert _reason(lambda: td.quote_tdreport(bytes(1024))) == MALFORMED
+
+
+@pytest.mark.parametrize(
+    "details",
+    [
+        b"\xff\xff\xff",  # no Status at all
+        status_pb2.Status(code=5, message="another message").SerializeToString(),
+        status_pb2.Status(code=3, message="no such thing").SerializeToString(),  # another code
+    ],
+    ids=["undecodable", "message-mismatch", "code-mismatch"],
+)
+def test_status_details_that_cannot_be_believed_leave_the_code_standing(
+    hostile: tuple[HostileHost, grpc.Channel], details: bytes
+) -> None:
+    servicer, channel = hostile
+    servicer.status_details = details
+    with pytest.raises(grpc.RpcError) as err:
+        guest_pb2_grpc.TdGuestServiceStub(channel).Echo(guest_pb2.EchoRequest(), timeout=10)
+    assert error_info(err.value) is None
+    refused = from_rpc_error(err.value)
+    assert (type(refused).__name__, refused.code, refused.reason) == ("BadRequest", "NOT_FOUND", "NOT_FOUND")
