@@ -12,8 +12,9 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
-from attest.verifier.store import Store
+from attest.verifier.store import Store, StoreError
 from attest.verifier.token import SigningKeys, TokenError, ear_status, jwks_document, sign, thumbprint, verify
 
 NOW = 1_800_000_000
@@ -124,3 +125,25 @@ def test_deeply_nested_token_header_or_payload_is_a_token_error(segment: int) ->
     with pytest.raises(TokenError, match=r"is not json: nested too deeply$") as err:
         verify(".".join(parts), jwks_document([key.public_key()]), NOW, issuer="tdxsim-verifier")
     assert err.value.reason == "TOKEN_INVALID"
+
+
+@pytest.mark.parametrize(
+    "pem",
+    [
+        b"not a key",
+        ec.generate_private_key(ec.SECP256R1())
+        .private_bytes(Encoding.DER, PrivateFormat.PKCS8, NoEncryption())
+        .replace(bytes.fromhex("06082a8648ce3d030107"), bytes.fromhex("06082a8648ce3d030102")),  # unsupported
+        ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()
+        ),
+    ],
+    ids=["garbage", "unsupported-curve", "another-kid"],
+)
+def test_a_damaged_stored_signing_key_is_a_store_error(tmp_path: Path, pem: bytes) -> None:
+    store = Store(tmp_path / "v.db")
+    if not pem.startswith(b"-----"):
+        pem = b"-----BEGIN PRIVATE KEY-----\n" + base64.encodebytes(pem) + b"-----END PRIVATE KEY-----\n"
+    store.add_signing_key("some-kid", pem, NOW)
+    with pytest.raises(StoreError):
+        SigningKeys.load_or_create(store, NOW)

@@ -2,7 +2,9 @@
 
 ``SigningKeys.load_or_create`` reads every stored key (PKCS#8 PEM, unencrypted: the database file is 0600 and
 is the verifier's secret store anyway) and creates one P-256 key on first start. The newest key signs; all
-keys are published in the JWKS, so rotation (``rotate``) never invalidates tokens already issued.
+keys are published in the JWKS, so rotation (``rotate``) never invalidates tokens already issued. A stored
+key that does not load, or is not the P-256 key its kid names, is a ``StoreError``: the database is damaged
+(``tdxsim verifier`` says so in one line and exits 2).
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from attest.verifier.store import Store
+from attest.formats import x509_input
+from attest.verifier.store import Store, StoreError
 from attest.verifier.token import jwt
 
 
@@ -34,9 +37,12 @@ class SigningKeys:
     def load_or_create(cls, store: Store, now: int) -> SigningKeys:
         keys: list[ec.EllipticCurvePrivateKey] = []
         for kid, pem, _ in store.signing_keys():
-            key = serialization.load_pem_private_key(pem, password=None)
+            try:
+                key = serialization.load_pem_private_key(pem, password=None)
+            except x509_input.MALFORMED as err:  # UnsupportedAlgorithm included: the database is damaged
+                raise StoreError(f"stored signing key {kid} cannot be loaded: {err}") from None
             if not isinstance(key, ec.EllipticCurvePrivateKey) or jwt.thumbprint(key.public_key()) != kid:
-                raise ValueError(f"stored signing key {kid} is not the p-256 key its kid names")
+                raise StoreError(f"stored signing key {kid} is not the p-256 key its kid names")
             keys.append(key)
         if not keys:
             key = ec.generate_private_key(ec.SECP256R1())
