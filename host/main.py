@@ -98,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         platform = build_platform(config)
     except (ValueError, AttestError) as err:
         print(f"tdxsim host: {err}", file=sys.stderr)
+        credentials.discard_generated(admin)
         return 2
     stop = threading.Event()
     crash: list[str] = []

@@ -82,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         core = _build_core(args, admin.credential)
     except (OSError, ValueError, AttestError, StoreError, sqlite3.Error) as err:
         print(f"tdxsim verifier: {err}", file=sys.stderr)
+        credentials.discard_generated(admin)
         return 2
     try:
         server, port, health = create_server(args.listen, core, tls=tls_config)
