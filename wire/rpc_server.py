@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import inspect
 import sys
@@ -535,8 +536,21 @@ class RpcServer:
         return stopped
 
 
+def _quiet_poller_teardown(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """The loop's exception handler: gRPC's completion-queue poller may still fire once after the server
+    has shut its queue down, and then fails with EBADF (``PollerCompletionQueue._handle_events``). That is
+    the end of a stopped server, not a fault: it is not logged. Anything else goes to asyncio's handler."""
+    err = context.get("exception")
+    if isinstance(err, OSError) and err.errno == errno.EBADF:
+        frames = traceback.extract_tb(err.__traceback__)
+        if any(frame.name.endswith("_handle_events") for frame in frames):
+            return
+    loop.default_exception_handler(context)
+
+
 def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
     asyncio.set_event_loop(loop)
+    loop.set_exception_handler(_quiet_poller_teardown)
     try:
         loop.run_forever()
         loop.run_until_complete(loop.shutdown_asyncgens())
