@@ -9,51 +9,23 @@ from __future__ import annotations
 import base64
 import sqlite3
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from attest_served import Served, served_verifier
 
-from attest.verifier.dcap.quote_verifier import load_anchors
-from attest.verifier.dcap.roots import INTEL_SGX_ROOT_CA_PEM
-from attest.verifier.service.core import CollateralIndex, ServiceConfig, VerifierCore
-from attest.verifier.service.grpc_server import create_server
-from attest.verifier.store import Store
-from wire.credentials import with_bearer
 from wire.rpc_status import error_info
 from wire.v1 import attestation_pb2 as pb
-from wire.v1 import attestation_pb2_grpc
 
 DEEP = "[" * 2000  # json.loads raises RecursionError, not ValueError
 
 
-ADMIN = "verifier-admin-credential"
-
-
-@dataclass
-class Served:
-    core: VerifierCore
-    stub: attestation_pb2_grpc.VerifierServiceStub
-    #: The same server through a channel that presents the admin credential.
-    admin: attestation_pb2_grpc.VerifierServiceStub
-
-
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Served]:
-    store = Store(tmp_path / "v.db")
-    config = ServiceConfig(admin_credential=ADMIN)
-    core = VerifierCore(store, load_anchors([INTEL_SGX_ROOT_CA_PEM]), CollateralIndex(), config)
-    server, port, _ = create_server("127.0.0.1:0", core, max_workers=2)
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    try:
-        admin = attestation_pb2_grpc.VerifierServiceStub(with_bearer(channel, ADMIN))
-        yield Served(core, attestation_pb2_grpc.VerifierServiceStub(channel), admin)
-    finally:
-        channel.close()
-        server.stop(None).wait(5)
-        store.close()
+    with served_verifier(tmp_path / "v.db") as served:
+        yield served
 
 
 def refusal(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:

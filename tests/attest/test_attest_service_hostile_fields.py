@@ -11,29 +11,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from attest_served import Served, served_verifier
 from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from attest.formats import binding
-from attest.verifier.dcap.quote_verifier import load_anchors
-from attest.verifier.dcap.roots import INTEL_SGX_ROOT_CA_PEM
-from attest.verifier.service.core import CollateralIndex, ServiceConfig, VerifierCore
-from attest.verifier.service.grpc_server import create_server
 from attest.verifier.service.servicer import MAX_MESSAGE
-from attest.verifier.store import Store
-from wire.credentials import with_bearer
 from wire.rpc_status import error_info
 from wire.v1 import attestation_pb2 as pb
-from wire.v1 import attestation_pb2_grpc
 
-ADMIN = "verifier-admin-credential"
 NEVER = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}
 P256_SPKI = binding.spki_der(ec.generate_private_key(ec.SECP256R1()).public_key())
 #: The same key with its named curve replaced by prime192v2 (1.2.840.10045.3.1.2), which cryptography
@@ -43,27 +35,10 @@ UNSUPPORTED_CURVE_SPKI = P256_SPKI.replace(
 )
 
 
-@dataclass
-class Served:
-    core: VerifierCore
-    stub: attestation_pb2_grpc.VerifierServiceStub
-    admin: attestation_pb2_grpc.VerifierServiceStub
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    store = Store(tmp_path_factory.mktemp("verifier") / "v.db")
-    config = ServiceConfig(admin_credential=ADMIN)
-    core = VerifierCore(store, load_anchors([INTEL_SGX_ROOT_CA_PEM]), CollateralIndex(), config)
-    server, port, _ = create_server("127.0.0.1:0", core, max_workers=4)
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    try:
-        admin = attestation_pb2_grpc.VerifierServiceStub(with_bearer(channel, ADMIN))
-        yield Served(core, attestation_pb2_grpc.VerifierServiceStub(channel), admin)
-    finally:
-        channel.close()
-        server.stop(None).wait(5)
-        store.close()
+    with served_verifier(tmp_path_factory.mktemp("verifier") / "v.db", max_workers=4) as served:
+        yield served
 
 
 def outcome(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
