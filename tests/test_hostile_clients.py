@@ -364,7 +364,9 @@ def test_oversized_unauthenticated_echoes_are_refused_before_they_cost_memory(
         thread.join(90)
     # Over the host's largest limit: gRPC itself refuses, without an ErrorInfo.
     assert outcomes == [(grpc.StatusCode.RESOURCE_EXHAUSTED, None)] * 8
-    assert _high_water_mib(host.proc.pid) - before < 128
+    # Unlimited, the 8 x 60 MiB were buffered whole (over 1 GiB of growth); refused at the transport, what is
+    # left is gRPC's partial reads, which vary with scheduling on a loaded 2-core machine (up to ~200 MiB).
+    assert _high_water_mib(host.proc.pid) - before < 256
     # Over Echo's own limit but under the host's: the gate refuses, with a reason.
     with pytest.raises(grpc.RpcError) as err:
         echo(guest_pb2.EchoRequest(payload=bytes(2 * MIB)).SerializeToString(), timeout=10)
