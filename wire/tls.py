@@ -30,10 +30,11 @@ from typing import Any
 
 import grpc
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from wire.crypto_input import MALFORMED
 
 DEFAULT_HOSTS = ("127.0.0.1", "localhost")
 CA_NAME = "tdxsim test CA (not for production)"
@@ -97,24 +98,11 @@ def _read(path: str | Path) -> bytes:
         raise TlsError(f"{path}: cannot read: {err.strerror or err}") from None
 
 
-#: What ``cryptography`` raises for a file it cannot use: besides ValueError and TypeError (an encrypted key),
-#: UnsupportedAlgorithm for a key of an unknown type or on an unsupported curve, and the x509 errors that are
-#: no ValueError.
-_UNUSABLE: tuple[type[Exception], ...] = (
-    ValueError,
-    TypeError,
-    UnsupportedAlgorithm,
-    x509.InvalidVersion,
-    x509.DuplicateExtension,
-    x509.UnsupportedGeneralNameType,
-)
-
-
 def _read_certs(path: str | Path) -> bytes:
     data = _read(path)
     try:
         certs = x509.load_pem_x509_certificates(data)
-    except _UNUSABLE:
+    except MALFORMED:
         raise TlsError(f"{path}: not a PEM certificate file") from None
     if not certs:
         raise TlsError(f"{path}: no certificate in it")
@@ -132,12 +120,12 @@ def _load_pair(cert: str | Path, key: str | Path) -> tuple[bytes, bytes]:
     key_pem = _read(key)
     try:
         private_key = serialization.load_pem_private_key(key_pem, password=None)
-    except _UNUSABLE as err:
+    except MALFORMED as err:
         raise TlsError(f"{key}: not an unencrypted PEM private key ({err})") from None
     leaf = x509.load_pem_x509_certificates(chain)[0]
     try:
         leaf_spki = _spki(leaf.public_key())
-    except _UNUSABLE as err:
+    except MALFORMED as err:
         raise TlsError(f"{cert}: its certificate's key cannot be used ({err})") from None
     if _spki(private_key.public_key()) != leaf_spki:
         raise TlsError(f"{key}: this key does not belong to the certificate in {cert}")

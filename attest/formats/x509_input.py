@@ -20,19 +20,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
-MALFORMED: tuple[type[Exception], ...] = (
-    ValueError,
-    TypeError,
-    UnsupportedAlgorithm,
-    x509.InvalidVersion,
-    x509.DuplicateExtension,
-    x509.UnsupportedGeneralNameType,
-)
-"""Every exception ``cryptography`` raises for input it cannot parse or use."""
+from wire.crypto_input import MALFORMED as MALFORMED  # the parsers here refuse exactly this family
+
 MALFORMED_OR_INVALID: tuple[type[Exception], ...] = (*MALFORMED, InvalidSignature)
 """``MALFORMED`` and a signature that does not verify: a link of a chain that does not hold."""
 
