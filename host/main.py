@@ -20,6 +20,7 @@ import threading
 from attest.errors import AttestError
 from host.platform import PlatformConfig, build_platform
 from host.rpc.server import create_server
+from host.tdx.dram import format_size
 from wire import credentials, tls
 from wire.serving import announce, check_server_arguments, stop_on_signals, wait_until_signalled
 
@@ -27,11 +28,20 @@ HOST_CRASH_EXIT = 3
 
 
 def parse_size(text: str) -> int:
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    text = text.strip().upper().removesuffix("B").removesuffix("I")
-    if text and text[-1] in units:
-        return int(float(text[:-1]) * units[text[-1]])
-    return int(text)
+    """A byte count written as ``4G``, ``512M``, ``1T``, ``1.5GiB`` or plain bytes; ValueError otherwise."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
+    body = text.strip().upper().removesuffix("B").removesuffix("I")
+    scale = 1
+    if body and body[-1] in units:
+        body, scale = body[:-1], units[body[-1]]
+    value: float | None
+    try:
+        value = float(body) if "." in body else int(body)
+    except ValueError:
+        value = None
+    if value is None or not 0 < value < 1 << 64 or int(value * scale) <= 0:
+        raise ValueError(f"{text!r} is not a size (examples: 4G, 512M, 1T, 17179869184)")
+    return int(value * scale)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,7 +61,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="TD-owner bit only (Li mode) instead of a 28-bit MAC per cache line (Ci mode)",
     )
     parser.add_argument(
-        "--phys-mem", type=parse_size, default=4 << 30, help="simulated physical memory (default 4G)"
+        "--phys-mem",
+        default="4G",
+        metavar="SIZE",
+        help="simulated physical memory, e.g. 256M, 64G, 1T (default 4G); reserved lazily, so it costs only "
+        "what TDs touch, whatever the machine's RAM",
     )
     parser.add_argument(
         "--keyids", type=int, default=48, help="number of TDX private KeyIDs (default 48: [16, 64))"
@@ -76,8 +90,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        phys_bytes = parse_size(args.phys_mem)
+    except ValueError as err:
+        print(f"tdxsim host: --phys-mem {err}", file=sys.stderr)
+        return 2
     config = PlatformConfig(
-        phys_bytes=args.phys_mem,
+        phys_bytes=phys_bytes,
         memory_mode=args.memory_mode,
         integrity=not args.no_integrity,
         keyid_count=args.keyids,
@@ -119,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
     announce(args.listen, port, admin.path)
     print(
         f"tdxsim host: memory mode {config.memory_mode}, integrity {'on' if config.integrity else 'off'}, "
-        f"{config.keyid_count} TDX KeyIDs, {config.phys_bytes >> 20} MiB physical memory, "
+        f"{config.keyid_count} TDX KeyIDs, {format_size(config.phys_bytes)} physical memory, "
         f"{tls.describe(tls_config)}",
         file=sys.stderr,
         flush=True,

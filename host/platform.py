@@ -14,6 +14,7 @@ from host.kvm.kvm import Kvm
 from host.kvm.pagealloc import PageAllocator
 from host.kvm.usermem import AddressSpace
 from host.qe.enclave import QuoteSigner, TdQuotingEnclave
+from host.tdx.dram import format_size, max_phys_bytes
 from host.tdx.hostbus import HostMemoryBus
 from host.tdx.memctl import MemoryController
 from host.tdx.module import TdxModule
@@ -43,6 +44,13 @@ class PlatformConfig:
             raise ValueError("map_gpa_retry_every must be >= 0")
         if self.phys_bytes < 16 << 20 or self.phys_bytes % 4096:
             raise ValueError("physical memory must be page-aligned and at least 16 MiB")
+        keyid_bits = (self.keyid_first + self.keyid_count - 1).bit_length()
+        if self.phys_bytes > max_phys_bytes(keyid_bits):
+            raise ValueError(
+                f"physical memory of {format_size(self.phys_bytes)} is more than the "
+                f"{format_size(max_phys_bytes(keyid_bits))} that 52-bit physical addresses reach with "
+                f"{keyid_bits} KeyID bits (docs/memory-model.md §7.1)"
+            )
 
 
 @dataclass

@@ -30,8 +30,8 @@ tag with itself. Any full private write of a line drops its stored tag, as a new
 from __future__ import annotations
 
 import enum
-import mmap
 
+from host.tdx.dram import reserve
 from host.tdx.xts import LINE, LineMac, XtsKey, random_xts_key
 
 __all__ = [
@@ -87,7 +87,8 @@ class AccessRules:
     """The key table and per-line metadata of the DRAM ``dram`` (see the module docstring).
 
     Addresses are physical and already range-checked by the controller. Metadata lives in one
-    anonymous ``mmap`` (bit 0 owner, bit 1 poison), lazily zero like the DRAM it describes.
+    anonymous ``mmap`` (bit 0 owner, bit 1 poison), reserved lazily like the DRAM it describes
+    (:mod:`host.tdx.dram`): only the metadata of touched lines costs memory.
     """
 
     def __init__(self, dram: memoryview, *, integrity: bool, xts_bits: int) -> None:
@@ -96,7 +97,7 @@ class AccessRules:
         self.integrity = integrity
         self.xts_bits = xts_bits
         self._dram = dram
-        self._meta = mmap.mmap(-1, len(dram) // LINE)
+        self._meta = reserve(len(dram) // LINE, "line metadata")
         # Li mode has no MAC at all; the platform MAC key is made once, at "boot".
         self._linemac = LineMac() if integrity else None
         #: line → tag it had when last written, for lines whose ciphertext was tampered with since.

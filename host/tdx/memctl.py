@@ -12,15 +12,16 @@ they write encrypted zeros (TDG.MEM.PAGE.ACCEPT), with KeyID 0 plaintext zeros (
 KeyID 0 is the host's shared KeyID. On a real platform it is encrypted with the platform TME key;
 that key never changes and is never observable, so it is modelled as TME bypass (plaintext), which
 keeps shared memory readable in :attr:`MemoryController.phys` for tests and debugging. DRAM is one
-anonymous ``mmap``, lazily zero, so a 4 GiB machine costs nothing until touched. Runs are processed
-in the order given; callers hold the host lock.
+anonymous ``mmap`` reserved lazily (:mod:`host.tdx.dram`): a 1 TiB machine costs nothing until touched, and
+then only the pages touched. Runs are processed in the order given; callers hold the host lock.
 """
 
 from __future__ import annotations
 
 import mmap
 from collections.abc import Sequence
-from itertools import pairwise
+from itertools import pairwise, repeat
+from operator import add, itemgetter, mod
 
 from host.tdx.access import (
     KEYID_MAX,
@@ -30,6 +31,7 @@ from host.tdx.access import (
     KeyNotProgrammed,
     MachineCheck,
 )
+from host.tdx.dram import reserve
 from host.tdx.lanes import LANES, Job, LaneRunner
 from host.tdx.xts import LINE, XtsKey
 
@@ -61,7 +63,7 @@ class MemoryController:
         if phys_bytes <= 0 or phys_bytes % PAGE:
             raise ValueError(f"physical memory must be a positive multiple of {PAGE} bytes, got {phys_bytes}")
         self.phys_bytes = phys_bytes
-        self.phys = mmap.mmap(-1, phys_bytes)
+        self.phys = reserve(phys_bytes, "physical memory")
         self._pv = memoryview(self.phys)
         self.rules = AccessRules(self._pv, integrity=integrity, xts_bits=xts_bits)
         self.lanes = LaneRunner(lanes)
@@ -277,6 +279,10 @@ def _gather(
 ) -> tuple[list[tuple[int, int, int]], list[bytes | memoryview], int, bool]:
     """One pass over ``(pa, data)`` runs: physically adjacent runs merged into (pa, length, offset)
     pieces, the data segments in order, the total length, and whether every run is whole lines."""
+    if len(runs) > 1:
+        whole = _gather_contiguous(runs)
+        if whole is not None:
+            return whole
     pieces: list[tuple[int, int, int]] = []
     segments: list[bytes | memoryview] = []
     total = 0
@@ -295,6 +301,21 @@ def _gather(
         segments.append(data)
         total += n
     return pieces, segments, total, aligned
+
+
+def _gather_contiguous(
+    runs: Sequence[tuple[int, bytes | memoryview]],
+) -> tuple[list[tuple[int, int, int]], list[bytes | memoryview], int, bool] | None:
+    """:func:`_gather` of whole-line runs that lie back to back in DRAM (what guest_memfd extents
+    give): one piece, found by C-level passes over the batch instead of a Python loop per run.
+    None when the runs are anything else."""
+    pas = list(map(itemgetter(0), runs))
+    segments: list[bytes | memoryview] = list(map(itemgetter(1), runs))
+    sizes = [s.nbytes if type(s) is memoryview else len(s) for s in segments]
+    if pas[0] % LINE or any(map(mod, sizes, repeat(LINE))) or pas[1:] != list(map(add, pas[:-1], sizes)):
+        return None
+    total = sum(sizes)
+    return [(pas[0], total, 0)], segments, total, True
 
 
 def _widen(runs: Sequence[tuple[int, int]]) -> list[tuple[int, int, int, int, int]]:
