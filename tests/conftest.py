@@ -17,6 +17,9 @@ from pathlib import Path
 import grpc
 import pytest
 
+from tdxsim.pgcluster import LocalCluster
+from tdxsim.pgcluster import find_binaries as find_pg_binaries
+from tdxsim.pgcluster import missing_reason as pg_missing_reason
 from wire.credentials import (
     ENV_ADMIN_CREDENTIAL_FILE,
     generate_credential_file,
@@ -174,3 +177,27 @@ def make_pki(directory: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["platforms"]
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[LocalCluster]:
+    """One PostgreSQL server for the session, started from the machine's binaries (``tdxsim.pgcluster``:
+    initdb into a temporary folder, as an unprivileged user when run as root, Unix socket only, fsync off);
+    stopped and deleted at the end. Skips with one line only when the machine has no PostgreSQL binaries."""
+    if find_pg_binaries() is None:
+        pytest.skip(pg_missing_reason())
+    cluster = LocalCluster.create(durable=False)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+_DATABASES = iter(range(1, 1 << 30))
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster: LocalCluster) -> str:
+    """A fresh, empty database on the session's server, for one test."""
+    return postgres_cluster.create_database(f"test_{os.getpid()}_{next(_DATABASES)}")

@@ -25,7 +25,7 @@ from attest.verifier.dcap.quote_verifier import load_anchors
 from attest.verifier.dcap.roots import INTEL_SGX_ROOT_CA_PEM
 from attest.verifier.service.core import CollateralIndex, ServiceConfig, VerifierCore
 from attest.verifier.service.grpc_server import create_server
-from attest.verifier.store import Store
+from attest.verifier.store import SqliteStore
 from attest.verifier.token import build_claims
 from wire.credentials import generate_credential_file, read_credential_file
 from wire.rpc_status import error_info
@@ -155,7 +155,7 @@ def test_the_method_lists_cover_the_service() -> None:
 @pytest.fixture
 def verifier(tmp_path: Path) -> Iterator[tuple[grpc.Channel, VerifierCore, str]]:
     admin = "verifier-admin-" + "x" * 20
-    store = Store(tmp_path / "v.db")
+    store = SqliteStore(tmp_path / "v.db")
     core = VerifierCore(
         store, load_anchors([INTEL_SGX_ROOT_CA_PEM]), CollateralIndex(), ServiceConfig(admin_credential=admin)
     )

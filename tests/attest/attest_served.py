@@ -17,7 +17,7 @@ from attest.verifier.dcap.quote_verifier import load_anchors
 from attest.verifier.dcap.roots import INTEL_SGX_ROOT_CA_PEM
 from attest.verifier.service.core import CollateralIndex, ServiceConfig, VerifierCore
 from attest.verifier.service.grpc_server import create_server
-from attest.verifier.store import Store
+from attest.verifier.store import SqliteStore
 from wire.credentials import with_bearer
 from wire.v1 import attestation_pb2_grpc
 
@@ -34,7 +34,7 @@ class Served:
 
 @contextmanager
 def served_verifier(db: Path, max_workers: int = 2) -> Iterator[Served]:
-    store = Store(db)
+    store = SqliteStore(db)
     config = ServiceConfig(admin_credential=ADMIN)
     core = VerifierCore(store, load_anchors([INTEL_SGX_ROOT_CA_PEM]), CollateralIndex(), config)
     server, port, _ = create_server("127.0.0.1:0", core, max_workers=max_workers)

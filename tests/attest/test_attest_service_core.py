@@ -36,7 +36,7 @@ from attest.verifier.dcap.roots import INTEL_SGX_ROOT_CA_PEM
 from attest.verifier.kbs import open_sealed
 from attest.verifier.service.core import CollateralIndex, ServiceConfig, VerifierCore
 from attest.verifier.service.errors import status_of
-from attest.verifier.store import Store
+from attest.verifier.store import SqliteStore
 from attest.verifier.token import b64url, tdx_claims, verify
 
 V4_AT = mixed_time()
@@ -107,7 +107,7 @@ def core(tmp_path: Path, pki: Pki, clock: Clock) -> Iterator[VerifierCore]:
     # PCS's: both platforms share an FMSPC, so the index must pick by root.
     real = [read_collateral(V4)] if AVAILABLE else []
     collateral = CollateralIndex([*real, pki.collateral_json])
-    store = Store(tmp_path / "v.db")
+    store = SqliteStore(tmp_path / "v.db")
     yield VerifierCore(
         store,
         [*_anchors(INTEL_SGX_ROOT_CA_PEM), *_anchors(pki.root_pem)],
@@ -253,7 +253,7 @@ def test_simulated_quote_is_refused_by_a_verifier_trusting_only_intel(
     tmp_path: Path, pki: Pki, clock: Clock
 ) -> None:
     intel_only = VerifierCore(
-        Store(tmp_path / "i.db"),
+        SqliteStore(tmp_path / "i.db"),
         _anchors(INTEL_SGX_ROOT_CA_PEM),
         CollateralIndex([pki.collateral_json]),
         ServiceConfig(verify_at=V4_AT),
@@ -359,7 +359,7 @@ def test_malformed_requests_are_invalid_argument(
 
 def test_admin_credential_guards_admin_operations(tmp_path: Path, pki: Pki, clock: Clock) -> None:
     guarded = VerifierCore(
-        Store(tmp_path / "a.db"),
+        SqliteStore(tmp_path / "a.db"),
         _anchors(pki.root_pem),
         CollateralIndex(),
         ServiceConfig(admin_credential="s3"),
@@ -376,7 +376,9 @@ def test_admin_credential_guards_admin_operations(tmp_path: Path, pki: Pki, cloc
 
 
 def test_without_an_admin_credential_no_one_is_admin(tmp_path: Path, pki: Pki, clock: Clock) -> None:
-    open_door = VerifierCore(Store(tmp_path / "b.db"), _anchors(pki.root_pem), CollateralIndex(), clock=clock)
+    open_door = VerifierCore(
+        SqliteStore(tmp_path / "b.db"), _anchors(pki.root_pem), CollateralIndex(), clock=clock
+    )
     for presented in ("", "anything"):
         with pytest.raises(Exception) as err:
             open_door.require_admin(presented)
@@ -385,7 +387,7 @@ def test_without_an_admin_credential_no_one_is_admin(tmp_path: Path, pki: Pki, c
 
 def test_real_v5_quotes_give_the_vector_verdicts(tmp_path: Path, clock: Clock) -> None:
     v5 = VerifierCore(
-        Store(tmp_path / "v5.db"),
+        SqliteStore(tmp_path / "v5.db"),
         _anchors(intel_root_pem()),
         CollateralIndex([read_collateral("tdx_v5_quote.bin")]),
         ServiceConfig(verify_at=expected_for("tdx_v5_quote.bin")["verify_at_unix"]),
@@ -401,7 +403,7 @@ def test_real_v5_quotes_give_the_vector_verdicts(tmp_path: Path, clock: Clock) -
 def test_nonce_table_stays_bounded_under_many_get_nonce_calls_with_a_short_ttl(
     tmp_path: Path, pki: Pki, clock: Clock
 ) -> None:
-    store = Store(tmp_path / "v.db")
+    store = SqliteStore(tmp_path / "v.db")
     config = ServiceConfig(verify_at=V4_AT, nonce_retention=2)
     core = VerifierCore(store, _anchors(pki.root_pem), CollateralIndex([pki.collateral_json]), config, clock)
     td = new_td()
@@ -423,7 +425,7 @@ def test_nonce_table_stays_bounded_under_many_get_nonce_calls_with_a_short_ttl(
 def test_a_replay_within_the_retention_window_is_still_named_and_restart_purges(
     tmp_path: Path, pki: Pki, clock: Clock
 ) -> None:
-    store = Store(tmp_path / "v.db")
+    store = SqliteStore(tmp_path / "v.db")
     config = ServiceConfig(verify_at=V4_AT, nonce_retention=600)
     core = VerifierCore(store, _anchors(pki.root_pem), CollateralIndex([pki.collateral_json]), config, clock)
     td = new_td()

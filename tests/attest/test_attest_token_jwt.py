@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
-from attest.verifier.store import Store, StoreError
+from attest.verifier.store import SqliteStore, StoreError
 from attest.verifier.token import SigningKeys, TokenError, ear_status, jwks_document, sign, thumbprint, verify
 
 NOW = 1_800_000_000
@@ -92,17 +92,17 @@ def test_ear_status_is_the_worst_nonzero_tier(vector: dict[str, int], status: st
 
 
 def test_signing_key_survives_reopening_the_store(tmp_path: Path) -> None:
-    store = Store(tmp_path / "v.db")
+    store = SqliteStore(tmp_path / "v.db")
     keys = SigningKeys.load_or_create(store, NOW)
     token = keys.sign(_claims())
     store.close()
-    reopened = SigningKeys.load_or_create(Store(tmp_path / "v.db"), NOW + 10)
+    reopened = SigningKeys.load_or_create(SqliteStore(tmp_path / "v.db"), NOW + 10)
     assert reopened.current_kid == keys.current_kid
     assert verify(token, reopened.jwks(), NOW + 1).claims["iat"] == NOW
 
 
 def test_rotation_keeps_old_tokens_verifiable(tmp_path: Path) -> None:
-    keys = SigningKeys.load_or_create(Store(tmp_path / "v.db"), NOW)
+    keys = SigningKeys.load_or_create(SqliteStore(tmp_path / "v.db"), NOW)
     old = keys.sign(_claims())
     new_kid = keys.rotate(NOW + 1)
     assert len(keys.jwks()["keys"]) == 2
@@ -141,7 +141,7 @@ def test_deeply_nested_token_header_or_payload_is_a_token_error(segment: int) ->
     ids=["garbage", "unsupported-curve", "another-kid"],
 )
 def test_a_damaged_stored_signing_key_is_a_store_error(tmp_path: Path, pem: bytes) -> None:
-    store = Store(tmp_path / "v.db")
+    store = SqliteStore(tmp_path / "v.db")
     if not pem.startswith(b"-----"):
         pem = b"-----BEGIN PRIVATE KEY-----\n" + base64.encodebytes(pem) + b"-----END PRIVATE KEY-----\n"
     store.add_signing_key("some-kid", pem, NOW)

@@ -439,6 +439,8 @@ class VerifierCore:
         )
 
     def jwks(self) -> dict[str, Any]:
+        """Every signing key in the database, current and previous: a replica sharing it may have rotated."""
+        self.keys.reload()
         return self.keys.jwks()
 
     # --- key broker ---------------------------------------------------------------------------------------

@@ -19,7 +19,8 @@ a message over the channel's limit; a document of the wrong shape is INVALID_ARG
 clipped (``clip``), so what a refusal repeats of the caller's input stays small.
 
 The database failing under a running server (``sqlite3.Error``: disk I/O error, read-only or locked file;
-``StoreError``) is UNAVAILABLE with reason ``STORE_UNAVAILABLE``: the one retryable code (docs/conventions.md
+``StoreError``: also a PostgreSQL server that cannot be reached or fails a statement, with psycopg's first
+line as the message) is UNAVAILABLE with reason ``STORE_UNAVAILABLE``: the one retryable code (docs/conventions.md
 §7), and never UNKNOWN, which a client could not tell from a bug. ``SERVER_FAULTS`` are the codes the servicer
 also reports on stderr, one line per failure, since the operator rather than the caller has to act on them.
 """

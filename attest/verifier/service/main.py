@@ -21,20 +21,32 @@ import argparse
 import sqlite3
 import sys
 import threading
+import time
 from pathlib import Path
 
 from attest.errors import AttestError
 from attest.verifier.dcap.quote_verifier import load_anchors
 from attest.verifier.service.core import CollateralIndex, ServiceConfig, VerifierCore
 from attest.verifier.service.grpc_server import create_server
-from attest.verifier.store import Store, StoreError
+from attest.verifier.store import StoreError, open_store
 from wire import credentials, tls
 from wire.serving import announce, check_server_arguments, stop_on_signals, wait_until_signalled
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--listen", default="127.0.0.1:50054", help="address to bind (port 0 picks one)")
-    parser.add_argument("--db", required=True, help="SQLite database file (created if missing)")
+    parser.add_argument(
+        "--db",
+        required=True,
+        metavar="FILE|URL",
+        help="where the state lives: a SQLite file (created if missing), or a postgresql://… URL that any "
+        "number of verifier replicas share (e.g. postgresql:///verifier?host=/run/postgresql)",
+    )
+    parser.add_argument(
+        "--rotate-signing-key",
+        action="store_true",
+        help="add a new token signing key at start; it signs from then on, older keys stay in the JWKS",
+    )
     parser.add_argument(
         "--root",
         action="append",
@@ -65,7 +77,15 @@ def _build_core(args: argparse.Namespace, admin: str) -> VerifierCore:
     config = ServiceConfig(
         nonce_ttl=args.nonce_ttl, token_ttl=args.token_ttl, verify_at=args.at, admin_credential=admin
     )
-    return VerifierCore(Store(args.db), anchors, collateral, config)
+    store = open_store(args.db)
+    try:
+        core = VerifierCore(store, anchors, collateral, config)
+        if args.rotate_signing_key:
+            core.keys.rotate(int(time.time()))
+    except BaseException:
+        store.close()
+        raise
+    return core
 
 
 def run(args: argparse.Namespace) -> int:
@@ -96,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     fmspcs = ", ".join(f.hex().upper() for f in core.collateral.fmspcs) or "none"
     print(
         f"tdxsim verifier: {len(core.anchors)} trust anchor(s), collateral for fmspc {fmspcs}, "
-        f"db {args.db}, kid {core.keys.current_kid}, {tls.describe(tls_config)}",
+        f"db {core.store.location}, kid {core.keys.current_kid}, {tls.describe(tls_config)}",
         file=sys.stderr,
         flush=True,
     )

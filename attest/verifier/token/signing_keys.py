@@ -1,7 +1,9 @@
 """The verifier's token signing keys, persisted in the store so a restart keeps issued tokens valid.
 
 ``SigningKeys.load_or_create`` reads every stored key (PKCS#8 PEM, unencrypted: the database file is 0600 and
-is the verifier's secret store anyway) and creates one P-256 key on first start. The newest key signs; all
+is the verifier's secret store anyway) and creates one P-256 key on first start (atomically in the database, so
+replicas starting together on one database agree on a single key; ``reload`` picks up keys another replica
+added). The newest key signs; all
 keys are published in the JWKS, so rotation (``rotate``) never invalidates tokens already issued. A stored
 key that does not load, or is not the P-256 key its kid names, is a ``StoreError``: the database is damaged
 (``tdxsim verifier`` says so in one line and exits 2).
@@ -26,6 +28,23 @@ def _pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
+def _load(store: Store, known: dict[str, ec.EllipticCurvePrivateKey]) -> list[ec.EllipticCurvePrivateKey]:
+    """Every stored key, oldest first (``known`` ones by kid without parsing them again)."""
+    keys: list[ec.EllipticCurvePrivateKey] = []
+    for kid, pem, _ in store.signing_keys():
+        if kid in known:
+            keys.append(known[kid])
+            continue
+        try:
+            key = serialization.load_pem_private_key(pem, password=None)
+        except x509_input.MALFORMED as err:  # UnsupportedAlgorithm included: the database is damaged
+            raise StoreError(f"stored signing key {kid} cannot be loaded: {err}") from None
+        if not isinstance(key, ec.EllipticCurvePrivateKey) or jwt.thumbprint(key.public_key()) != kid:
+            raise StoreError(f"stored signing key {kid} is not the p-256 key its kid names")
+        keys.append(key)
+    return keys
+
+
 class SigningKeys:
     def __init__(self, store: Store, keys: list[ec.EllipticCurvePrivateKey]) -> None:
         if not keys:
@@ -35,20 +54,20 @@ class SigningKeys:
 
     @classmethod
     def load_or_create(cls, store: Store, now: int) -> SigningKeys:
-        keys: list[ec.EllipticCurvePrivateKey] = []
-        for kid, pem, _ in store.signing_keys():
-            try:
-                key = serialization.load_pem_private_key(pem, password=None)
-            except x509_input.MALFORMED as err:  # UnsupportedAlgorithm included: the database is damaged
-                raise StoreError(f"stored signing key {kid} cannot be loaded: {err}") from None
-            if not isinstance(key, ec.EllipticCurvePrivateKey) or jwt.thumbprint(key.public_key()) != kid:
-                raise StoreError(f"stored signing key {kid} is not the p-256 key its kid names")
-            keys.append(key)
+        keys = _load(store, {})
         if not keys:
             key = ec.generate_private_key(ec.SECP256R1())
-            store.add_signing_key(jwt.thumbprint(key.public_key()), _pem(key), now)
-            keys.append(key)
+            # Atomic in the database: replicas starting together on an empty one agree on a single first key.
+            store.add_first_signing_key(jwt.thumbprint(key.public_key()), _pem(key), now)
+            keys = _load(store, {})
         return cls(store, keys)
+
+    def reload(self) -> None:
+        """Re-read the key set: keys another verifier sharing the database added (rotation) are published
+        and, when newest, sign here too. Keys already loaded are not parsed again."""
+        keys = _load(self._store, {jwt.thumbprint(k.public_key()): k for k in self._keys})
+        if keys:
+            self._keys = keys
 
     def rotate(self, now: int) -> str:
         """Add a new signing key; returns its kid. Older keys stay published."""

@@ -1,4 +1,4 @@
-"""The verifier's persistent state in SQLite: nonces, policies, reference values, resources, audit log, keys.
+"""The verifier's state in an embedded SQLite file: the default backend, for one verifier process.
 
 A restart loses nothing and a used nonce stays used (docs/conventions.md §9). Durability rules:
 
@@ -6,136 +6,87 @@ A restart loses nothing and a used nonce stays used (docs/conventions.md §9). D
   takes it, so each method is one serialized transaction); WAL journal with ``synchronous=FULL``, so a nonce
   marked used is on disk before ``consume_nonce`` returns (a crash right after cannot make it usable again);
 - nonce consumption is one conditional ``UPDATE … WHERE used_at IS NULL AND expires_at >= now``: two
-  concurrent ``Attest`` calls with one nonce cannot both win;
+  concurrent ``Attest`` calls with one nonce cannot both win (SQLite's file lock also serializes processes
+  that open the same file on one machine);
 - the nonce table does not grow without bound: every ``add_nonce`` may delete up to ``NONCE_PURGE_BATCH``
   nonces, used or not, that expired before the caller's cutoff (oldest first, through an index on
   ``expires_at``), so each insert does bounded work and removes far more than it adds whenever anything is
   stale; the table holds the nonces of the last TTL plus the caller's retention window, nothing older;
 - the database file is created with mode 0600 (it holds key-broker secrets and the token signing key);
-- the schema version is ``PRAGMA user_version``; an unknown newer version is refused rather than misread.
-
-Times are unix seconds (float for nonces, which may live one second in tests; int elsewhere). The store holds
-bytes and JSON text and knows nothing about their meaning; callers validate before storing.
+- the schema version is ``PRAGMA user_version``; missing migrations (``attest.verifier.store.migrations``)
+  are applied at open, an unknown newer version is refused rather than misread.
 """
 
 from __future__ import annotations
 
-import enum
-import json
 import os
 import sqlite3
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
-NONCE_PURGE_BATCH = 64  # expired nonces deleted per insert: many more than the one inserted, bounded work
-SQLITE_INT_MAX = 2**63 - 1  # SQLite INTEGER is signed 64-bit; a larger Python int cannot be bound
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS nonces (
-    nonce BLOB PRIMARY KEY,
-    issued_at REAL NOT NULL,
-    expires_at REAL NOT NULL,
-    used_at REAL
-);
-CREATE INDEX IF NOT EXISTS nonces_by_expiry ON nonces(expires_at);
-CREATE TABLE IF NOT EXISTS policies (
-    name TEXT PRIMARY KEY,
-    document TEXT NOT NULL,
-    updated_at INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS reference_values (
-    name TEXT PRIMARY KEY,
-    document TEXT NOT NULL,
-    updated_at INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS resources (
-    path TEXT PRIMARY KEY,
-    secret BLOB NOT NULL,
-    policy TEXT NOT NULL,
-    updated_at INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS audit (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    at_ms INTEGER NOT NULL,
-    action TEXT NOT NULL,
-    outcome TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    subject TEXT NOT NULL,
-    detail TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS signing_keys (
-    kid TEXT PRIMARY KEY,
-    private_pem BLOB NOT NULL,
-    created_at INTEGER NOT NULL
-);
-"""
+from attest.verifier.store.base import (
+    NONCE_PURGE_BATCH,
+    AuditRecord,
+    NonceState,
+    Store,
+    StoredDocument,
+    StoredResource,
+    StoreError,
+    clamp_int64,
+    decode_reference_values,
+    encode_detail,
+    encode_reference_values,
+)
+from attest.verifier.store.migrations import LATEST, MIGRATIONS
 
 
-class StoreError(RuntimeError):
-    """The database cannot be used (newer schema, unreadable file)."""
-
-
-class NonceState(enum.Enum):
-    """Outcome of ``Store.consume_nonce``; only ``CONSUMED`` means the nonce was fresh and is now used."""
-
-    CONSUMED = "consumed"
-    UNKNOWN = "unknown"
-    REPLAYED = "replayed"
-    EXPIRED = "expired"
-
-
-@dataclass(frozen=True)
-class StoredDocument:
-    name: str
-    document: str
-    updated_at: int
-
-
-@dataclass(frozen=True)
-class StoredResource:
-    path: str
-    secret: bytes
-    policy: str
-    updated_at: int
-
-
-@dataclass(frozen=True)
-class AuditRecord:
-    id: int
-    at_ms: int
-    action: str
-    outcome: str
-    reason: str
-    subject: str
-    detail: str
-
-
-class Store:
+class SqliteStore(Store):
     """One SQLite database file; thread-safe (see the module docstring)."""
+
+    backend = "sqlite"
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.location = str(self.path)
         if not self.path.exists():
             fd = os.open(self.path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
             os.close(fd)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
-        if version > SCHEMA_VERSION:
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._migrate()
+        except BaseException:
             self._db.close()
-            raise StoreError(f"{self.path}: schema version {version} is newer than {SCHEMA_VERSION}")
-        self._db.executescript(SCHEMA)
-        self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            raise
+
+    def _migrate(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")  # one process migrates; the others wait, then see it done
+        try:
+            version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+            if version > LATEST:
+                raise StoreError(f"{self.path}: schema version {version} is newer than {LATEST}")
+            for migration in MIGRATIONS:
+                if migration.version > version:
+                    for statement in migration.sqlite:
+                        self._db.execute(statement)
+                    self._db.execute(f"PRAGMA user_version={migration.version}")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def schema_version(self) -> int:
+        row = self._one("PRAGMA user_version", ())
+        return int(row[0]) if row is not None else 0
 
     def _write(self, sql: str, args: Sequence[Any]) -> sqlite3.Cursor:
         with self._lock:
@@ -151,8 +102,6 @@ class Store:
     def add_nonce(
         self, nonce: bytes, issued_at: float, expires_at: float, *, purge_before: float | None = None
     ) -> int:
-        """Insert a nonce; with ``purge_before``, in the same transaction (one sync to disk), delete at most
-        ``NONCE_PURGE_BATCH`` nonces (used or not) that expired before it. Returns how many were deleted."""
         with self._lock:
             if purge_before is None:
                 self._insert_nonce(nonce, issued_at, expires_at)
@@ -182,18 +131,14 @@ class Store:
         return int(cur.rowcount)
 
     def purge_nonces(self, expired_before: float, limit: int | None = None) -> int:
-        """Delete nonces whose ``expires_at`` is before ``expired_before``, oldest first, at most ``limit``
-        (None: all). The index on ``expires_at`` makes a bounded purge cost O(limit · log n)."""
         with self._lock:
             return self._purge_nonces(expired_before, limit)
 
     def nonce_count(self) -> int:
-        """Rows in the nonce table (issued and not yet purged)."""
         row = self._one("SELECT COUNT(*) FROM nonces", ())
         return int(row[0]) if row is not None else 0
 
     def consume_nonce(self, nonce: bytes, now: float) -> NonceState:
-        """Mark ``nonce`` used if it is known, unused and not expired at ``now``; say why not otherwise."""
         with self._lock:
             cur = self._db.execute(
                 "UPDATE nonces SET used_at = ? WHERE nonce = ? AND used_at IS NULL AND expires_at >= ?",
@@ -220,19 +165,15 @@ class Store:
         return None if row is None else StoredDocument(*row)
 
     def put_reference_values(self, name: str, values: Mapping[str, Sequence[bytes]], now: int) -> None:
-        document = json.dumps({k: [v.hex() for v in vs] for k, vs in sorted(values.items())})
         self._write(
             "INSERT INTO reference_values(name, document, updated_at) VALUES (?, ?, ?) "
             "ON CONFLICT(name) DO UPDATE SET document = excluded.document, updated_at = excluded.updated_at",
-            (name, document, now),
+            (name, encode_reference_values(values), now),
         )
 
     def get_reference_values(self, name: str) -> dict[str, list[bytes]] | None:
         row = self._one("SELECT document FROM reference_values WHERE name = ?", (name,))
-        if row is None:
-            return None
-        doc: dict[str, list[str]] = json.loads(row[0])
-        return {k: [bytes.fromhex(v) for v in vs] for k, vs in doc.items()}
+        return None if row is None else decode_reference_values(row[0])
 
     # --- key-broker resources -----------------------------------------------------------------------------
 
@@ -255,20 +196,16 @@ class Store:
     ) -> int:
         cur = self._write(
             "INSERT INTO audit(at_ms, action, outcome, reason, subject, detail) VALUES (?, ?, ?, ?, ?, ?)",
-            (at_ms, action, outcome, reason, subject, json.dumps(dict(detail), sort_keys=True)),
+            (at_ms, action, outcome, reason, subject, encode_detail(detail)),
         )
         return int(cur.lastrowid or 0)
 
     def audit_entries(self, after_id: int = 0, limit: int = 100) -> list[AuditRecord]:
-        """Up to ``limit`` entries with id > ``after_id``, oldest first; ``after_id`` beyond SQLite's integers
-        (the RPC's uint64 reaches 2**64 - 1) is clamped, as no id can exceed ``SQLITE_INT_MAX``."""
-        after_id = min(max(after_id, 0), SQLITE_INT_MAX)
-        limit = min(max(limit, 0), SQLITE_INT_MAX)
         with self._lock:
             rows = self._db.execute(
                 "SELECT id, at_ms, action, outcome, reason, subject, detail FROM audit WHERE id > ? "
                 "ORDER BY id LIMIT ?",
-                (after_id, limit),
+                (clamp_int64(after_id), clamp_int64(limit)),
             ).fetchall()
         return [AuditRecord(*row) for row in rows]
 
@@ -279,8 +216,15 @@ class Store:
             "INSERT INTO signing_keys(kid, private_pem, created_at) VALUES (?, ?, ?)", (kid, private_pem, now)
         )
 
+    def add_first_signing_key(self, kid: str, private_pem: bytes, now: int) -> bool:
+        cur = self._write(
+            "INSERT INTO signing_keys(kid, private_pem, created_at) "
+            "SELECT ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM signing_keys)",
+            (kid, private_pem, now),
+        )
+        return cur.rowcount == 1
+
     def signing_keys(self) -> list[tuple[str, bytes, int]]:
-        """Every key, oldest first; the newest signs, all stay in the JWKS so older tokens still verify."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT kid, private_pem, created_at FROM signing_keys ORDER BY created_at, rowid"
