@@ -19,6 +19,8 @@ DESCRIPTION = """\
 tdxsim simulates an Intel TDX machine as separate processes talking gRPC (make demo shows all of them).
 
   tdxsim pki init DIR                       create a simulated Intel PCS (never Intel's root)
+  tdxsim pcs serve --pki DIR --listen 127.0.0.1:0
+                                            serve it over HTTP as a PCCS (Intel PCS API v4 URLs)
   tdxsim tls init DIR [--hosts 127.0.0.1,localhost]
                                             mint a test CA, server and client certificates (--tls-*)
   tdxsim host --listen 127.0.0.1:0 [--pki DIR]
@@ -64,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     pki = sub.add_parser("pki", help="create a simulated Intel PCS (root CA, PCK certificates, collateral)")
     pki_cli.add_arguments(pki)
+
+    from attest.intel import pccs_server
+
+    pcs = sub.add_parser(
+        "pcs", help="serve a simulated PCS over HTTP, as a PCCS serves Intel's PCS API v4 (collateral by URL)"
+    )
+    pccs_server.add_arguments(pcs)
 
     from wire import tls as tls_cli
 
