@@ -1,5 +1,5 @@
-"""``tdxsim host --phys-mem``: hosts the size of real ones on any machine, impossible sizes one line
-refused (docs/memory-model.md §7.1)."""
+"""``tdxsim host --phys-mem``: hosts the size of real ones on any machine; an impossible size is one
+stderr line and exit 2 (docs/memory-model.md §7.1)."""
 
 from __future__ import annotations
 
