@@ -18,6 +18,7 @@ from host.tdx.dram import format_size, max_phys_bytes
 from host.tdx.hostbus import HostMemoryBus
 from host.tdx.memctl import MemoryController
 from host.tdx.module import TdxModule
+from host.tdx.probe import DramProbe
 from host.tdx.tdcs import SeamIdentity
 from host.vmm.events import EventBus
 from host.vmm.vmm import Vmm
@@ -80,5 +81,7 @@ def build_platform(config: PlatformConfig | None = None, signer: QuoteSigner | N
     legacy = config.memory_mode == "legacy"
     kvm = Kvm(module, bus, pages, mm, legacy=legacy, map_gpa_retry_every=config.map_gpa_retry_every)
     quoting = TdQuotingEnclave(module.verify_report, signer)
-    vmm = Vmm(kvm, mm, EventBus(), legacy=legacy, quoting=quoting)
+    # The DRAM probe is a physical attacker's, not the host's: it reaches the VMM only as an attack surface.
+    dram = DramProbe(mc, module.memory_lock)
+    vmm = Vmm(kvm, mm, EventBus(), legacy=legacy, quoting=quoting, dram=dram)
     return Platform(config, mc, module, vmm, quoting)

@@ -91,6 +91,20 @@ def _create_td(host: HostProcess, name: str) -> host_pb2.CreateTdResponse:
 
 HOST_SERVICE = host_pb2.DESCRIPTOR.services_by_name["HostService"]
 GUEST_SERVICE = guest_pb2.DESCRIPTOR.services_by_name["TdGuestService"]
+#: HostService methods that are attack surfaces (docs/memory-model.md §1.2, §7.2): for the host operator only.
+ATTACK_SURFACES = {
+    "GuestMemfdRead",
+    "GuestMemfdWrite",
+    "GuestMemfdMmap",
+    "GuestMemfdFtruncate",
+    "PhysicalRead",
+    "PhysicalWrite",
+    "GetGpaMap",
+}
+
+
+def test_the_attack_surfaces_are_host_service_methods_behind_the_admin_credential() -> None:
+    assert set(HOST_SERVICE.methods_by_name) >= ATTACK_SURFACES
 
 
 @pytest.mark.parametrize("method", list(HOST_SERVICE.methods_by_name))

@@ -48,14 +48,24 @@ class GuestMemfd:
             raise KvmError("EINVAL", f"size {size} is not a positive multiple of the page size")
 
     def read(self) -> None:
+        """read(2), pread(2): the file has no read operation (``kvm_gmem_fops``): the VFS says EINVAL."""
         raise KvmError(
             "EINVAL", "guest_memfd has no read/write: private memory is never readable by the host"
         )
 
+    def write(self) -> None:
+        """write(2)/pwrite(2): no write operation either: EINVAL."""
+        raise KvmError(
+            "EINVAL", "guest_memfd has no read/write: private memory is never writable by the host"
+        )
+
     def mmap(self) -> None:
+        """mmap(2): ``kvm_gmem_mmap`` refuses a file made without GUEST_MEMFD_FLAG_MMAP (before 6.18 there
+        is no mmap operation at all): ENODEV."""
         raise KvmError("ENODEV", "guest_memfd cannot be mapped into host userspace")
 
     def truncate(self) -> None:
+        """ftruncate(2): ``kvm_gmem_setattr`` answers EINVAL, the size is fixed at creation."""
         raise KvmError("EINVAL", "guest_memfd cannot be resized")
 
     def page(self, index: int, pages: PageAllocator) -> int:

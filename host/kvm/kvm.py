@@ -54,6 +54,20 @@ class Kvm:
         """Lines the memory controller reports poisoned (machine-check records, as the kernel logs them)."""
         return self._module.poisoned_lines
 
+    @property
+    def phys_bytes(self) -> int:
+        return self._bus.phys_bytes
+
+    def kernel_read(self, pa: int, length: int) -> bytes:
+        """The host kernel's own load from physical memory (its direct map, ``/dev/mem``), KeyID 0: TD-owned
+        lines read as zeros; a poisoned line raises :class:`~host.kvm.uapi.MachineCheck` (a host #MC)."""
+        return self._bus.read([(pa, length)])[0]
+
+    def kernel_write(self, pa: int, data: bytes) -> None:
+        """The host kernel's own store to physical memory, KeyID 0: clears the TD-owner bit of every line it
+        touches, so the TD's next read of them is a machine check (docs/memory-model.md §7)."""
+        self._bus.write([(pa, data)])
+
     def create_vm(self, vm_type: int) -> KvmVm:
         if vm_type != KVM_X86_TDX_VM:
             raise einval(f"VM type {vm_type} is not KVM_X86_TDX_VM ({KVM_X86_TDX_VM})")

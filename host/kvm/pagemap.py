@@ -79,10 +79,13 @@ class PageMap(dict[int, int]):
         hi = bisect.bisect_right(self._order, (end - 1) >> BLOCK_SHIFT)
         return self._order[lo:hi]
 
-    def keys_in(self, start: int, end: int) -> list[int]:
-        """The indices in [start, end) that are present, ascending."""
+    def keys_in(self, start: int, end: int, limit: int | None = None) -> list[int]:
+        """The indices in [start, end) that are present, ascending; at most about ``limit`` of them (whole
+        blocks: the first ``limit`` are exact, a few more may follow) when it is given."""
         out: list[int] = []
         for number in self._blocks_in(start, end):
+            if limit is not None and len(out) >= limit:
+                break
             block = self._blocks[number]
             first = number << BLOCK_SHIFT
             if start <= first and first + BLOCK <= end:

@@ -80,6 +80,19 @@ class AddressSpace:
             mapping.frames[index] = pa
         return pa
 
+    def frames_in(self, hva: int, length: int, limit: int | None = None) -> list[tuple[int, int]]:
+        """(page index from ``hva``, frame) of the pages of [hva, hva + length) that have a frame, ascending
+        (about ``limit`` at most, :meth:`PageMap.keys_in`); costs the frames there, not the length. Empty when
+        nothing is mapped at ``hva``."""
+        with self._lock:
+            mapping = next((m for m in self._maps.values() if m.start <= hva < m.start + m.size), None)
+        if mapping is None:
+            return []
+        first = (hva - mapping.start) // PAGE
+        last = min(first + -(-length // PAGE), mapping.size // PAGE)
+        indices = mapping.frames.keys_in(first, last, limit)
+        return [(index - first, mapping.frames[index]) for index in indices]
+
     def _runs(self, hva: int, length: int) -> list[tuple[int, int, int]]:
         runs: list[tuple[int, int, int]] = []  # (pa, offset, n)
         pos = 0

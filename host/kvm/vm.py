@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from host.kvm.attributes import KVM_MEMORY_ATTRIBUTE_PRIVATE, AttributeMap
 from host.kvm.errors import KvmError, einval
@@ -37,6 +37,7 @@ from host.kvm.pagemap import PageMap
 from host.kvm.usermem import AddressSpace
 from host.tdx.hostbus import HostMemoryBus
 from host.tdx.module import TdxModule
+from host.tdx.sept import PENDING_STATES, SeptState
 from host.tdx.status import TdxError
 from host.tdx.tdcs import TdParams
 from host.tdx.vcpu import ExitReason, TdExit, TdVmCallResult, VcpuRun
@@ -81,6 +82,51 @@ class KvmExit:
     #: KVM_EXIT_HYPERCALL of MapGPA: the bytes from ``gpa`` one answer may cover (whole pieces up to
     #: the end of the TDVMCALL or the piece after which a RETRY is due); see :meth:`KvmVm.complete_hypercall`.
     span: int = 0
+
+
+class GpaState(enum.Enum):
+    """What backs one guest page, as KVM and the Secure-EPT show it (docs/memory-model.md §1.7)."""
+
+    PRIVATE_ACCEPTED = "private accepted"  # S-EPT leaf MAPPED
+    PRIVATE_PENDING = "private pending"  # S-EPT leaf PENDING: augmented, not accepted
+    SHARED = "shared"  # a frame in host userspace
+    UNBACKED = "unbacked"  # nothing mapped for the TD here yet
+    POISONED = "poisoned"  # a machine check was consumed in the page's frame (HWPoison)
+
+
+@dataclass(frozen=True)
+class GpaRun:
+    """``npages`` pages from ``gfn`` in one state, inside memslot ``slot``."""
+
+    gfn: int
+    npages: int
+    state: GpaState
+    private: bool
+    slot: int
+    guest_memfd: int = -1
+    gmem_index: int = 0
+
+    def follows(self, other: GpaRun) -> bool:
+        """Whether this run continues ``other`` (same state, slot and file, adjacent pages and offsets)."""
+        return (
+            other.gfn + other.npages == self.gfn
+            and (other.state, other.private, other.slot, other.guest_memfd)
+            == (self.state, self.private, self.slot, self.guest_memfd)
+            and (self.guest_memfd < 0 or other.gmem_index + other.npages == self.gmem_index)
+        )
+
+
+@dataclass(frozen=True)
+class _RunMaker:
+    """Runs of one attribute range of one memslot."""
+
+    slot: Memslot
+    private: bool
+    guest_memfd: int
+
+    def make(self, gfn: int, npages: int, state: GpaState) -> GpaRun:
+        index = self.slot.gmem_index(gfn) if self.guest_memfd >= 0 else 0
+        return GpaRun(gfn, npages, state, self.private, self.slot.slot, self.guest_memfd, index)
 
 
 @dataclass
@@ -143,6 +189,9 @@ class KvmVm:
         self._get_quote_pending = False
         self._get_quote_ret: int | None = None
         self.exits = 0
+        #: Frames (page addresses) where this VM's TD consumed poison: the kernel's machine-check handler
+        #: marks them HWPoison (Linux ``memory_failure``); the memory map shows them.
+        self.hwpoison: set[int] = set()
         #: Teardown progress, so that an interrupted teardown resumes where it stopped.
         self._keys_freed = False
         self._reclaimed = 0
@@ -428,6 +477,92 @@ class KvmVm:
             self.shared_ept[gfn] = pa
         return None
 
+    # ---- what backs a GPA (the host's own knowledge: its page tables and the S-EPT's states) -------------
+    def frame_of(self, gfn: int) -> tuple[int, bool] | None:
+        """(the physical page backing ``gfn`` now, whether ``gfn`` is private), faulting nothing in; None
+        when no page backs it (outside every memslot, or never touched)."""
+        slot = self.memslots.find(gfn)
+        if slot is None:
+            return None
+        private = self.attributes.get(gfn) == KVM_MEMORY_ATTRIBUTE_PRIVATE
+        pa: int | None = None
+        if private:
+            pa = self.private_map.get(gfn)
+            if pa is None and not self.legacy:
+                gmem = self.gmems.get(slot.guest_memfd)
+                pa = gmem.pages.get(slot.gmem_index(gfn)) if gmem is not None else None
+        if pa is None and (self.legacy or not private) and self._mm.contains(slot.hva(gfn), PAGE):
+            pa = self._mm.frame(slot.hva(gfn), populate=False)
+        return None if pa is None else (pa, private)
+
+    def gpa_map(self, start_gfn: int, max_runs: int, max_pages: int) -> tuple[list[GpaRun], int | None]:
+        """The GPA space from ``start_gfn`` to the end of the last memslot, in runs (docs/memory-model.md
+        §1.7).
+
+        Costs the memslots, the attribute ranges and the pages mapped in them, never the size of a range:
+        unbacked stretches are one run each. Stops once ``max_runs`` runs are made or ``max_pages`` mapped
+        pages visited, and then also returns the gfn to continue from (None when the map is complete)."""
+        runs: list[GpaRun] = []
+        visited = 0
+
+        def add(run: GpaRun) -> bool:
+            """Append or merge; False when the new run would exceed ``max_runs``."""
+            if runs and run.follows(runs[-1]):
+                last = runs[-1]
+                runs[-1] = replace(last, npages=last.npages + run.npages)
+                return True
+            if len(runs) >= max_runs:
+                return False
+            runs.append(run)
+            return True
+
+        for slot in sorted(self.memslots.slots.values(), key=lambda s: s.base_gfn):
+            if slot.end_gfn <= start_gfn:
+                continue
+            fd = slot.guest_memfd if slot.guest_memfd in self.gmems else -1
+            for first, end, value in self.attributes.runs(max(start_gfn, slot.base_gfn), slot.end_gfn):
+                private = value == KVM_MEMORY_ATTRIBUTE_PRIVATE
+                piece = _RunMaker(slot, private, fd if private else -1)
+                pos = first
+                for gfn, state in self._backed_pages(slot, first, end, private, max_pages - visited):
+                    if gfn > pos:
+                        if not add(piece.make(pos, gfn - pos, GpaState.UNBACKED)):
+                            return runs, pos
+                        pos = gfn
+                    if not add(piece.make(gfn, 1, state)):
+                        return runs, gfn
+                    pos = gfn + 1
+                    visited += 1
+                    if visited >= max_pages:
+                        return runs, pos
+                if pos < end and not add(piece.make(pos, end - pos, GpaState.UNBACKED)):
+                    return runs, pos
+        return runs, None
+
+    def _backed_pages(
+        self, slot: Memslot, first: int, end: int, private: bool, limit: int
+    ) -> list[tuple[int, GpaState]]:
+        """The pages of [first, end) (one attribute value, inside ``slot``) that have a mapping, with their
+        states, ascending: the first ``limit`` of them at least, a few more at most."""
+        if private:
+            out = []
+            for gfn in self.private_map.keys_in(first, end, limit):
+                pa = self.private_map[gfn]
+                if pa in self.hwpoison:
+                    out.append((gfn, GpaState.POISONED))
+                    continue
+                state = SeptState.MAPPED
+                if self.tdr_pa >= 0:
+                    state = self._module.tdh_mem_sept_rd(self.tdr_pa, gfn << PAGE_SHIFT)
+                pending = state in PENDING_STATES
+                out.append((gfn, GpaState.PRIVATE_PENDING if pending else GpaState.PRIVATE_ACCEPTED))
+            return out
+        frames = self._mm.frames_in(slot.hva(first), (end - first) * PAGE, limit)
+        return [
+            (first + index, GpaState.POISONED if pa in self.hwpoison else GpaState.SHARED)
+            for index, pa in frames
+        ]
+
     # ---- KVM_RUN ----------------------------------------------------------------------
     def complete_hypercall(self, ret: int, length: int = 0) -> None:
         """Userspace's answer to KVM_EXIT_HYPERCALL (``run->hypercall.ret``).
@@ -516,6 +651,8 @@ class KvmVm:
                 return self._get_quote(td_exit.gpa, td_exit.size)
             return TdVmCallResult(TdVmCallStatus.SUBFUNC_UNSUPPORTED)
         if reason is ExitReason.FATAL:
+            if td_exit.pa >= 0:
+                self.hwpoison.add(td_exit.pa - td_exit.pa % PAGE)
             self.dead = td_exit.detail
             return KvmExit(ExitKind.INTERNAL_ERROR, status=td_exit.status, detail=td_exit.detail)
         if reason is ExitReason.VE:

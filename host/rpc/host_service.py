@@ -11,15 +11,24 @@ from typing import Any
 import grpc
 
 from host.kvm.uapi import TdParams
+from host.kvm.vm import GpaState
 from host.rpc.deadline import cancellation
 from host.rpc.errors import InvalidRequest, translate
 from host.vmm.events import Event as VmmEvent
+from host.vmm.physical import PhysicalPath
 from host.vmm.vmm import Vmm
 from wire.rpc_server import run_sync
 from wire.tdx_abi import MR_SIZE
 from wire.v1 import host_pb2, host_pb2_grpc
 
 MAX_HOST_ACCESS = 16 << 20
+#: GetGpaMap's default and largest number of runs per response.
+MAX_GPA_RUNS = 4096
+PATHS = {
+    host_pb2.PHYSICAL_PATH_DRAM: PhysicalPath.DRAM,
+    host_pb2.PHYSICAL_PATH_HOST_KEYID: PhysicalPath.HOST_KEYID,
+}
+GPA_STATES = {state: host_pb2.GpaState.Value(f"GPA_STATE_{state.name}") for state in GpaState}
 #: How often an idle event feed looks at its queue (the VMM's threads fill it; the feed holds no thread).
 EVENT_POLL_SECONDS = 0.05
 
@@ -188,6 +197,88 @@ class HostServicer(host_pb2_grpc.HostServiceServicer):
         self._vmm.host_write(request.td_id, request.gpa, request.data)
         return host_pb2.HostWriteResponse()
 
+    # ---- attack surfaces, not VMM features (docs/memory-model.md §1.2, §7.2) --------------------------
+    @translate
+    def GuestMemfdRead(
+        self, request: host_pb2.GuestMemfdReadRequest, context: grpc.ServicerContext
+    ) -> host_pb2.GuestMemfdReadResponse:
+        self._vmm.guest_memfd_file_op(request.td_id, request.fd, "read")
+        return host_pb2.GuestMemfdReadResponse()  # pragma: no cover - Linux refuses every read
+
+    @translate
+    def GuestMemfdWrite(
+        self, request: host_pb2.GuestMemfdWriteRequest, context: grpc.ServicerContext
+    ) -> host_pb2.GuestMemfdWriteResponse:
+        self._vmm.guest_memfd_file_op(request.td_id, request.fd, "write")
+        return host_pb2.GuestMemfdWriteResponse()  # pragma: no cover
+
+    @translate
+    def GuestMemfdMmap(
+        self, request: host_pb2.GuestMemfdMmapRequest, context: grpc.ServicerContext
+    ) -> host_pb2.GuestMemfdMmapResponse:
+        self._vmm.guest_memfd_file_op(request.td_id, request.fd, "mmap")
+        return host_pb2.GuestMemfdMmapResponse()  # pragma: no cover
+
+    @translate
+    def GuestMemfdFtruncate(
+        self, request: host_pb2.GuestMemfdFtruncateRequest, context: grpc.ServicerContext
+    ) -> host_pb2.GuestMemfdFtruncateResponse:
+        self._vmm.guest_memfd_file_op(request.td_id, request.fd, "ftruncate")
+        return host_pb2.GuestMemfdFtruncateResponse()  # pragma: no cover
+
+    @translate
+    def PhysicalRead(
+        self, request: host_pb2.PhysicalReadRequest, context: grpc.ServicerContext
+    ) -> host_pb2.PhysicalReadResponse:
+        path, pa, td_gpa = _physical_target(request)
+        seen = self._vmm.physical_read(path, request.length, pa=pa, td_gpa=td_gpa)
+        return host_pb2.PhysicalReadResponse(pa=seen.pa, data=seen.data, macs=seen.macs, private=seen.private)
+
+    @translate
+    def PhysicalWrite(
+        self, request: host_pb2.PhysicalWriteRequest, context: grpc.ServicerContext
+    ) -> host_pb2.PhysicalWriteResponse:
+        path, pa, td_gpa = _physical_target(request)
+        written = self._vmm.physical_write(path, request.data, request.macs, pa=pa, td_gpa=td_gpa)
+        return host_pb2.PhysicalWriteResponse(pa=written)
+
+    @translate
+    def GetGpaMap(
+        self, request: host_pb2.GetGpaMapRequest, context: grpc.ServicerContext
+    ) -> host_pb2.GetGpaMapResponse:
+        limit = min(request.max_runs or MAX_GPA_RUNS, MAX_GPA_RUNS)
+        piece = self._vmm.gpa_map(request.td_id, request.start_gpa, limit)
+        return host_pb2.GetGpaMapResponse(
+            runs=[
+                host_pb2.GpaRun(
+                    gpa=run.gfn << 12,
+                    size=run.npages << 12,
+                    state=GPA_STATES[run.state],
+                    private=run.private,
+                    memslot=run.slot,
+                    guest_memfd=run.guest_memfd,
+                    guest_memfd_offset=run.gmem_index << 12,
+                )
+                for run in piece.runs
+            ],
+            memslots=[
+                host_pb2.MemslotInfo(
+                    slot=slot.slot,
+                    flags=slot.flags,
+                    guest_phys_addr=slot.base_gfn << 12,
+                    memory_size=slot.npages << 12,
+                    userspace_addr=slot.userspace_addr,
+                    guest_memfd=slot.guest_memfd,
+                    guest_memfd_offset=slot.gmem_first << 12,
+                )
+                for slot in piece.memslots
+            ],
+            complete=piece.next_gpa is None,
+            next_gpa=piece.next_gpa or 0,
+            shared_bit=piece.shared_bit,
+            memory_mode="legacy" if self._vmm.legacy else "gmem",
+        )
+
     @translate
     def GetStats(
         self, request: host_pb2.GetStatsRequest, context: grpc.ServicerContext
@@ -221,6 +312,21 @@ class HostServicer(host_pb2_grpc.HostServiceServicer):
         self, request: host_pb2.WatchEventsRequest, context: grpc.ServicerContext
     ) -> queue.Queue[VmmEvent | None]:
         return self._vmm.events.watch()
+
+
+def _physical_target(
+    request: host_pb2.PhysicalReadRequest | host_pb2.PhysicalWriteRequest,
+) -> tuple[PhysicalPath, int, tuple[int, int] | None]:
+    """(path, pa, (td_id, gpa) or None) of a physical access; a request naming no address is refused."""
+    path = PATHS.get(request.path)
+    if path is None:
+        raise InvalidRequest("path must be PHYSICAL_PATH_DRAM or PHYSICAL_PATH_HOST_KEYID")
+    which = request.WhichOneof("address")
+    if which is None:
+        raise InvalidRequest("name an address: pa or td_gpa")
+    if which == "td_gpa":
+        return path, 0, (request.td_gpa.td_id, request.td_gpa.gpa)
+    return path, request.pa, None
 
 
 def _event_message(event: VmmEvent) -> host_pb2.Event:

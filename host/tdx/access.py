@@ -223,6 +223,21 @@ class AccessRules:
                 start = line * LINE
                 self._tags[line] = self._linemac.tags(start, self._dram[start : start + LINE])
 
+    def stored_macs(self, start: int, size: int) -> bytes | None:
+        """(Ci) The MAC each whole line of ``[start, start+size)`` holds beside its ciphertext, 4 bytes per
+        line: the tag of its last write, or the one a physical write stored; None in Li mode (no MACs)."""
+        if self._linemac is None:
+            return None
+        fresh = self._linemac.tags(start, self._dram[start : start + size])
+        first = start // LINE
+        return b"".join(self._tags.get(first + i, fresh[4 * i : 4 * i + 4]) for i in range(size // LINE))
+
+    def restore_macs(self, start: int, macs: bytes) -> None:
+        """(Ci) A physical attacker writing the MAC bits of the lines from ``start`` (4 bytes per line)."""
+        first = start // LINE
+        for i in range(len(macs) // 4):
+            self._tags[first + i] = bytes(macs[4 * i : 4 * i + 4])
+
     # ---- metadata -----------------------------------------------------------------------------
 
     def _set_meta(self, line: int, lines: int, *, owned: bool) -> None:

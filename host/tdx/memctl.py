@@ -208,6 +208,31 @@ class MemoryController:
         cur = int.from_bytes(self.phys[pa : pa + n], "big")
         self.phys[pa : pa + n] = (cur ^ int.from_bytes(xor_mask, "big")).to_bytes(n, "big")
 
+    def dram_read(self, pa: int, length: int) -> tuple[bytes, bytes]:
+        """What a physical attacker reads from DRAM (docs/memory-model.md §7.2): the bytes stored in the whole
+        lines ``[pa, pa+length)`` (ciphertext where a private KeyID wrote, plaintext where KeyID 0 did) and,
+        in Ci mode, the MAC stored with each line (4 bytes per line). No rule applies and nothing changes."""
+        self._check_lines(pa, length)
+        return bytes(self.phys[pa : pa + length]), self.rules.stored_macs(pa, length) or b""
+
+    def dram_write(self, pa: int, data: bytes, macs: bytes = b"") -> None:
+        """A physical attacker storing whole lines straight into DRAM. Owner bits and poison stay; a line
+        given no MAC keeps the one it was last written with (so new ciphertext fails its check), a line given
+        one holds that MAC (old ciphertext replayed with its old MAC passes: no replay protection)."""
+        self._check_lines(pa, len(data))
+        if macs and (not self.rules.integrity or len(macs) != len(data) // LINE * 4):
+            lines = len(data) // LINE
+            raise ValueError(f"{lines} lines take {lines * 4} bytes of MAC, and only in Ci mode")
+        self.rules.before_tamper(pa, len(data))
+        self.phys[pa : pa + len(data)] = data
+        if macs:
+            self.rules.restore_macs(pa, macs)
+
+    def _check_lines(self, pa: int, n: int) -> None:
+        self._check_range(pa, n)
+        if pa % LINE or n % LINE:
+            raise ValueError(f"DRAM is accessed in whole 64-byte lines: pa={pa:#x} length={n}")
+
     # ---- private KeyIDs -------------------------------------------------------------------------
 
     def _encrypt(self, key: XtsKey, jobs: list[Job], total: int) -> None:

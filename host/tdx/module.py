@@ -251,6 +251,12 @@ class TdxModule:
         self._claim_page(page_pa, PamtType.PT_REG, tdr_pa, OperandId.R8, gfn)
         td.sept.transition(Leaf.PAGE_AUG, gfn, page_pa)
 
+    def tdh_mem_sept_rd(self, tdr_pa: int, gpa: int) -> SeptState:
+        """TDH.MEM.SEPT.RD (leaf 25): the state of the Secure-EPT leaf entry for private ``gpa`` (FREE when
+        none). The host may read the S-EPT's entries, never the pages they map."""
+        td = self._td(tdr_pa)
+        return td.sept.state(self._private_gfn(td, gpa))
+
     def tdh_mem_range_block(self, tdr_pa: int, gpa: int) -> int:
         td = self._td(tdr_pa)
         gfn = self._private_gfn(td, gpa)
@@ -388,7 +394,10 @@ class TdxModule:
             except MachineCheck as mc:
                 td.fatal = f"machine check consuming poisoned line at PA 0x{mc.pa:x}"
                 return TdExit(
-                    ExitReason.FATAL, status=int(TdxStatus.NON_RECOVERABLE_TD_NON_ACCESSIBLE), detail=td.fatal
+                    ExitReason.FATAL,
+                    status=int(TdxStatus.NON_RECOVERABLE_TD_NON_ACCESSIBLE),
+                    detail=td.fatal,
+                    pa=mc.pa,
                 )
             budget -= 1
             if td_exit is not None:

@@ -122,6 +122,8 @@ class TdExit:
     status: int = 0
     subfunction: int = 0
     detail: str = ""
+    #: FATAL: the physical address of the poisoned line the TD consumed (the machine check's MCi_ADDR).
+    pa: int = -1
 
 
 @dataclass

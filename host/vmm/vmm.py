@@ -25,15 +25,16 @@ from host.kvm.attributes import KVM_MEMORY_ATTRIBUTE_PRIVATE
 from host.kvm.errors import KvmError
 from host.kvm.gmem import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, GuestMemfd
 from host.kvm.kvm import Kvm
-from host.kvm.memslots import KVM_MEM_GUEST_MEMFD
+from host.kvm.memslots import KVM_MEM_GUEST_MEMFD, Memslot
 from host.kvm.pagealloc import PAGE
 from host.kvm.uapi import GuestOp, MachineCheck, TdParams, TdxError, VcpuRun
 from host.kvm.usermem import AddressSpace
-from host.kvm.vm import KVM_X86_TDX_VM, TDX_MAP_GPA_MAX_LEN, ExitKind, KvmExit, KvmVm
+from host.kvm.vm import KVM_X86_TDX_VM, TDX_MAP_GPA_MAX_LEN, ExitKind, GpaRun, KvmExit, KvmVm
 from host.qe.enclave import QuoteRefused, TdQuotingEnclave
 from host.vmm.cancel import DEADLINE_EXCEEDED, NEVER, Cancellation
 from host.vmm.errors import HostCrashed, Refusal, VmmError
 from host.vmm.events import Event, EventBus, EventKind
+from host.vmm.physical import LINE, MAC_BYTES, MAX_PHYSICAL_ACCESS, Dram, PhysicalPath, PhysicalRead
 from wire.tdx_abi import GET_QUOTE_HEADER, GET_QUOTE_VERSION, GetQuoteStatus, TdVmCallStatus
 
 PAGE_SHIFT = 12
@@ -46,6 +47,8 @@ MAP_GPA_RUN_MAX = 1 << 40
 MAP_GPA_RUN_PAGES = 8192
 #: How often a request waiting for a TD's lock looks at its own deadline, in seconds.
 LOCK_POLL = 0.05
+#: Mapped pages one GPA-map request visits at most (then it answers with where to continue).
+GPA_MAP_PAGES = 65536
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,17 @@ class HostStats:
     poisoned_lines: int
     exits: int
     conversions: int
+
+
+@dataclass(frozen=True)
+class GpaMap:
+    """A piece of a TD's GPA map (:meth:`Vmm.gpa_map`)."""
+
+    runs: list[GpaRun]
+    memslots: list[Memslot]
+    #: Where to ask again from, or None when the map reached the end of the last memslot.
+    next_gpa: int | None
+    shared_bit: int
 
 
 @dataclass
@@ -120,8 +134,11 @@ class Vmm:
         *,
         legacy: bool = False,
         quoting: TdQuotingEnclave | None = None,
+        dram: Dram | None = None,
     ) -> None:
         self._kvm = kvm
+        #: A physical attacker's probe on DRAM (an attack surface, host/vmm/physical.py), if there is one.
+        self._dram = dram
         self._quoting = quoting
         self._mm = mm
         self.events = events
@@ -698,6 +715,149 @@ class Vmm:
             self._mm.write(hva, data)
         except MachineCheck as mc:
             raise self._host_crash(mc) from mc
+
+    # ---- attack surfaces, not VMM features (docs/memory-model.md §1.2, §7.2) ------------------------
+    def guest_memfd_file_op(self, td_id: int, fd: int, op: str) -> None:
+        """Host userspace's read(2), write(2), mmap(2) or ftruncate(2) on one of the TD's guest_memfds:
+        Linux refuses each one with its errno (EINVAL, EINVAL, ENODEV, EINVAL)."""
+        with self.locked_td(td_id) as handle:
+            gmem = self._gmem(handle, fd)
+            attempt = {"read": gmem.read, "write": gmem.write, "mmap": gmem.mmap, "ftruncate": gmem.truncate}
+            try:
+                attempt[op]()
+            except KvmError as err:
+                detail = f"{op}(2) on guest_memfd {fd}: {err.errno}"
+                self.events.publish(Event(EventKind.HOST_ACCESS_REFUSED, td_id, detail=detail))
+                raise
+
+    def gpa_map(self, td_id: int, start_gpa: int, max_runs: int) -> GpaMap:
+        """The TD's GPA space from ``start_gpa`` in runs (docs/memory-model.md §1.7): at most ``max_runs``
+        runs and :data:`GPA_MAP_PAGES` mapped pages per call; ``next_gpa`` says where to continue."""
+        with self.locked_td(td_id) as handle:
+            vm = handle.vm
+            if start_gpa & vm.shared_bit or start_gpa % PAGE:
+                raise VmmError(
+                    Refusal.INVALID_ARGUMENT, "UNALIGNED", "start_gpa must be a page-aligned private GPA"
+                )
+            runs, next_gfn = vm.gpa_map(start_gpa >> PAGE_SHIFT, max_runs, GPA_MAP_PAGES)
+            slots = sorted(vm.memslots.slots.values(), key=lambda slot: slot.base_gfn)
+            next_gpa = None if next_gfn is None else next_gfn << PAGE_SHIFT
+            return GpaMap(runs, slots, next_gpa, vm.shared_bit)
+
+    def physical_read(
+        self, path: PhysicalPath, length: int, *, pa: int = 0, td_gpa: tuple[int, int] | None = None
+    ) -> PhysicalRead:
+        """What a physical attacker reads at ``pa`` or in the frame behind a TD GPA (host/vmm/physical.py)."""
+        self._check_alive()
+        self._check_lines("length", length, MAX_PHYSICAL_ACCESS)
+        if td_gpa is None:
+            self._check_physical(pa, length)
+            return PhysicalRead(pa, *self._physical_load(path, pa, length))
+        with self.locked_td(td_gpa[0]) as handle:
+            frame, private = self._frame(handle, td_gpa[1], length)
+            return PhysicalRead(frame, *self._physical_load(path, frame, length), private=private)
+
+    def physical_write(
+        self,
+        path: PhysicalPath,
+        data: bytes,
+        macs: bytes = b"",
+        *,
+        pa: int = 0,
+        td_gpa: tuple[int, int] | None = None,
+    ) -> int:
+        """A physical attacker's (or the host kernel's) store at ``pa`` or at the frame backing a TD's GPA;
+        returns the physical address written."""
+        self._check_alive()
+        self._check_lines("data", len(data), MAX_PHYSICAL_ACCESS)
+        if macs:
+            if path is not PhysicalPath.DRAM:
+                raise VmmError(
+                    Refusal.INVALID_ARGUMENT, "MACS_NEED_DRAM", "MACs can only be written into DRAM directly"
+                )
+            if self._dram is not None and not self._dram.integrity:
+                raise VmmError(
+                    Refusal.FAILED_PRECONDITION, "NO_INTEGRITY", "this machine keeps no MACs (Li mode)"
+                )
+            lines = len(data) // LINE
+            if len(macs) != lines * MAC_BYTES:
+                raise VmmError(
+                    Refusal.INVALID_ARGUMENT,
+                    "MACS_LENGTH",
+                    f"{lines} lines take {lines * MAC_BYTES} bytes of MAC, not {len(macs)}",
+                )
+        if td_gpa is None:
+            self._check_physical(pa, len(data))
+            self._physical_store(path, pa, data, macs)
+            return pa
+        with self.locked_td(td_gpa[0]) as handle:
+            frame, _ = self._frame(handle, td_gpa[1], len(data))
+            self._physical_store(path, frame, data, macs)
+            return frame
+
+    @staticmethod
+    def _check_lines(name: str, length: int, limit: int) -> None:
+        if length <= 0 or length % LINE:
+            raise VmmError(
+                Refusal.INVALID_ARGUMENT,
+                "UNALIGNED",
+                f"{name} must be whole 64-byte lines, not {length} bytes",
+            )
+        if length > limit:
+            raise VmmError(
+                Refusal.INVALID_ARGUMENT, "TOO_LARGE", f"{name} of {length} bytes exceeds {limit} per request"
+            )
+
+    def _check_physical(self, pa: int, length: int) -> None:
+        if pa % LINE:
+            raise VmmError(Refusal.INVALID_ARGUMENT, "UNALIGNED", f"pa 0x{pa:x} is not 64-byte aligned")
+        if pa + length > self._kvm.phys_bytes:
+            raise VmmError(
+                Refusal.OUT_OF_RANGE,
+                "BEYOND_PHYSICAL_MEMORY",
+                f"[0x{pa:x}, 0x{pa + length:x}) is outside the machine's 0x{self._kvm.phys_bytes:x} bytes",
+            )
+
+    def _frame(self, handle: TdHandle, gpa: int, length: int) -> tuple[int, bool]:
+        """(address of ``gpa``'s byte in the frame backing it now, private?). Caller holds the TD's lock."""
+        gpa &= ~handle.vm.shared_bit
+        if gpa % LINE:
+            raise VmmError(Refusal.INVALID_ARGUMENT, "UNALIGNED", f"gpa 0x{gpa:x} is not 64-byte aligned")
+        if gpa % PAGE + length > PAGE:
+            raise VmmError(
+                Refusal.OUT_OF_RANGE, "CROSSES_PAGE", f"0x{gpa:x}+{length} leaves the 4 KiB page of its GPA"
+            )
+        found = handle.vm.frame_of(gpa >> PAGE_SHIFT)
+        if found is None:
+            raise VmmError(
+                Refusal.FAILED_PRECONDITION,
+                "NO_FRAME",
+                f"no frame backs GPA 0x{gpa:x} of TD {handle.td_id} (never touched, or in no memslot)",
+                gpa=gpa,
+            )
+        return found[0] + gpa % PAGE, found[1]
+
+    def _physical_load(self, path: PhysicalPath, pa: int, length: int) -> tuple[bytes, bytes]:
+        if path is PhysicalPath.DRAM:
+            return self._probe().read(pa, length)
+        try:
+            return self._kvm.kernel_read(pa, length), b""
+        except MachineCheck as mc:
+            raise self._host_crash(mc) from mc
+
+    def _physical_store(self, path: PhysicalPath, pa: int, data: bytes, macs: bytes) -> None:
+        if path is PhysicalPath.DRAM:
+            self._probe().write(pa, data, macs)
+            return
+        try:
+            self._kvm.kernel_write(pa, data)
+        except MachineCheck as mc:
+            raise self._host_crash(mc) from mc
+
+    def _probe(self) -> Dram:
+        if self._dram is None:
+            raise VmmError(Refusal.FAILED_PRECONDITION, "NO_DRAM_PROBE", "this machine has no DRAM probe")
+        return self._dram
 
     def _host_crash(self, mc: MachineCheck) -> HostCrashed:
         """Poison consumed outside SEAM: the machine is gone, and every TD with it."""

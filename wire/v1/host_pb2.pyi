@@ -7,6 +7,30 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class PhysicalPath(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PHYSICAL_PATH_UNSPECIFIED: _ClassVar[PhysicalPath]
+    PHYSICAL_PATH_DRAM: _ClassVar[PhysicalPath]
+    PHYSICAL_PATH_HOST_KEYID: _ClassVar[PhysicalPath]
+
+class GpaState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    GPA_STATE_UNSPECIFIED: _ClassVar[GpaState]
+    GPA_STATE_PRIVATE_ACCEPTED: _ClassVar[GpaState]
+    GPA_STATE_PRIVATE_PENDING: _ClassVar[GpaState]
+    GPA_STATE_SHARED: _ClassVar[GpaState]
+    GPA_STATE_UNBACKED: _ClassVar[GpaState]
+    GPA_STATE_POISONED: _ClassVar[GpaState]
+PHYSICAL_PATH_UNSPECIFIED: PhysicalPath
+PHYSICAL_PATH_DRAM: PhysicalPath
+PHYSICAL_PATH_HOST_KEYID: PhysicalPath
+GPA_STATE_UNSPECIFIED: GpaState
+GPA_STATE_PRIVATE_ACCEPTED: GpaState
+GPA_STATE_PRIVATE_PENDING: GpaState
+GPA_STATE_SHARED: GpaState
+GPA_STATE_UNBACKED: GpaState
+GPA_STATE_POISONED: GpaState
+
 class CreateTdRequest(_message.Message):
     __slots__ = ("attributes", "xfam", "mrconfigid", "mrowner", "mrownerconfig", "gpaw", "memory_bytes", "name")
     ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
@@ -286,6 +310,186 @@ class HostWriteRequest(_message.Message):
 class HostWriteResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class GuestMemfdReadRequest(_message.Message):
+    __slots__ = ("td_id", "fd", "offset", "length")
+    TD_ID_FIELD_NUMBER: _ClassVar[int]
+    FD_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    td_id: int
+    fd: int
+    offset: int
+    length: int
+    def __init__(self, td_id: _Optional[int] = ..., fd: _Optional[int] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ...) -> None: ...
+
+class GuestMemfdReadResponse(_message.Message):
+    __slots__ = ("data",)
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+
+class GuestMemfdWriteRequest(_message.Message):
+    __slots__ = ("td_id", "fd", "offset", "data")
+    TD_ID_FIELD_NUMBER: _ClassVar[int]
+    FD_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    td_id: int
+    fd: int
+    offset: int
+    data: bytes
+    def __init__(self, td_id: _Optional[int] = ..., fd: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class GuestMemfdWriteResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GuestMemfdMmapRequest(_message.Message):
+    __slots__ = ("td_id", "fd", "offset", "length")
+    TD_ID_FIELD_NUMBER: _ClassVar[int]
+    FD_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    td_id: int
+    fd: int
+    offset: int
+    length: int
+    def __init__(self, td_id: _Optional[int] = ..., fd: _Optional[int] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ...) -> None: ...
+
+class GuestMemfdMmapResponse(_message.Message):
+    __slots__ = ("userspace_addr",)
+    USERSPACE_ADDR_FIELD_NUMBER: _ClassVar[int]
+    userspace_addr: int
+    def __init__(self, userspace_addr: _Optional[int] = ...) -> None: ...
+
+class GuestMemfdFtruncateRequest(_message.Message):
+    __slots__ = ("td_id", "fd", "length")
+    TD_ID_FIELD_NUMBER: _ClassVar[int]
+    FD_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    td_id: int
+    fd: int
+    length: int
+    def __init__(self, td_id: _Optional[int] = ..., fd: _Optional[int] = ..., length: _Optional[int] = ...) -> None: ...
+
+class GuestMemfdFtruncateResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class TdGpa(_message.Message):
+    __slots__ = ("td_id", "gpa")
+    TD_ID_FIELD_NUMBER: _ClassVar[int]
+    GPA_FIELD_NUMBER: _ClassVar[int]
+    td_id: int
+    gpa: int
+    def __init__(self, td_id: _Optional[int] = ..., gpa: _Optional[int] = ...) -> None: ...
+
+class PhysicalReadRequest(_message.Message):
+    __slots__ = ("path", "pa", "td_gpa", "length")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    PA_FIELD_NUMBER: _ClassVar[int]
+    TD_GPA_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    path: PhysicalPath
+    pa: int
+    td_gpa: TdGpa
+    length: int
+    def __init__(self, path: _Optional[_Union[PhysicalPath, str]] = ..., pa: _Optional[int] = ..., td_gpa: _Optional[_Union[TdGpa, _Mapping]] = ..., length: _Optional[int] = ...) -> None: ...
+
+class PhysicalReadResponse(_message.Message):
+    __slots__ = ("pa", "data", "macs", "private")
+    PA_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    MACS_FIELD_NUMBER: _ClassVar[int]
+    PRIVATE_FIELD_NUMBER: _ClassVar[int]
+    pa: int
+    data: bytes
+    macs: bytes
+    private: bool
+    def __init__(self, pa: _Optional[int] = ..., data: _Optional[bytes] = ..., macs: _Optional[bytes] = ..., private: _Optional[bool] = ...) -> None: ...
+
+class PhysicalWriteRequest(_message.Message):
+    __slots__ = ("path", "pa", "td_gpa", "data", "macs")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    PA_FIELD_NUMBER: _ClassVar[int]
+    TD_GPA_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    MACS_FIELD_NUMBER: _ClassVar[int]
+    path: PhysicalPath
+    pa: int
+    td_gpa: TdGpa
+    data: bytes
+    macs: bytes
+    def __init__(self, path: _Optional[_Union[PhysicalPath, str]] = ..., pa: _Optional[int] = ..., td_gpa: _Optional[_Union[TdGpa, _Mapping]] = ..., data: _Optional[bytes] = ..., macs: _Optional[bytes] = ...) -> None: ...
+
+class PhysicalWriteResponse(_message.Message):
+    __slots__ = ("pa",)
+    PA_FIELD_NUMBER: _ClassVar[int]
+    pa: int
+    def __init__(self, pa: _Optional[int] = ...) -> None: ...
+
+class GpaRun(_message.Message):
+    __slots__ = ("gpa", "size", "state", "private", "memslot", "guest_memfd", "guest_memfd_offset")
+    GPA_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PRIVATE_FIELD_NUMBER: _ClassVar[int]
+    MEMSLOT_FIELD_NUMBER: _ClassVar[int]
+    GUEST_MEMFD_FIELD_NUMBER: _ClassVar[int]
+    GUEST_MEMFD_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    gpa: int
+    size: int
+    state: GpaState
+    private: bool
+    memslot: int
+    guest_memfd: int
+    guest_memfd_offset: int
+    def __init__(self, gpa: _Optional[int] = ..., size: _Optional[int] = ..., state: _Optional[_Union[GpaState, str]] = ..., private: _Optional[bool] = ..., memslot: _Optional[int] = ..., guest_memfd: _Optional[int] = ..., guest_memfd_offset: _Optional[int] = ...) -> None: ...
+
+class MemslotInfo(_message.Message):
+    __slots__ = ("slot", "flags", "guest_phys_addr", "memory_size", "userspace_addr", "guest_memfd", "guest_memfd_offset")
+    SLOT_FIELD_NUMBER: _ClassVar[int]
+    FLAGS_FIELD_NUMBER: _ClassVar[int]
+    GUEST_PHYS_ADDR_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_SIZE_FIELD_NUMBER: _ClassVar[int]
+    USERSPACE_ADDR_FIELD_NUMBER: _ClassVar[int]
+    GUEST_MEMFD_FIELD_NUMBER: _ClassVar[int]
+    GUEST_MEMFD_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    slot: int
+    flags: int
+    guest_phys_addr: int
+    memory_size: int
+    userspace_addr: int
+    guest_memfd: int
+    guest_memfd_offset: int
+    def __init__(self, slot: _Optional[int] = ..., flags: _Optional[int] = ..., guest_phys_addr: _Optional[int] = ..., memory_size: _Optional[int] = ..., userspace_addr: _Optional[int] = ..., guest_memfd: _Optional[int] = ..., guest_memfd_offset: _Optional[int] = ...) -> None: ...
+
+class GetGpaMapRequest(_message.Message):
+    __slots__ = ("td_id", "start_gpa", "max_runs")
+    TD_ID_FIELD_NUMBER: _ClassVar[int]
+    START_GPA_FIELD_NUMBER: _ClassVar[int]
+    MAX_RUNS_FIELD_NUMBER: _ClassVar[int]
+    td_id: int
+    start_gpa: int
+    max_runs: int
+    def __init__(self, td_id: _Optional[int] = ..., start_gpa: _Optional[int] = ..., max_runs: _Optional[int] = ...) -> None: ...
+
+class GetGpaMapResponse(_message.Message):
+    __slots__ = ("runs", "memslots", "complete", "next_gpa", "shared_bit", "memory_mode")
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    MEMSLOTS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    NEXT_GPA_FIELD_NUMBER: _ClassVar[int]
+    SHARED_BIT_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_MODE_FIELD_NUMBER: _ClassVar[int]
+    runs: _containers.RepeatedCompositeFieldContainer[GpaRun]
+    memslots: _containers.RepeatedCompositeFieldContainer[MemslotInfo]
+    complete: bool
+    next_gpa: int
+    shared_bit: int
+    memory_mode: str
+    def __init__(self, runs: _Optional[_Iterable[_Union[GpaRun, _Mapping]]] = ..., memslots: _Optional[_Iterable[_Union[MemslotInfo, _Mapping]]] = ..., complete: _Optional[bool] = ..., next_gpa: _Optional[int] = ..., shared_bit: _Optional[int] = ..., memory_mode: _Optional[str] = ...) -> None: ...
 
 class GetStatsRequest(_message.Message):
     __slots__ = ()

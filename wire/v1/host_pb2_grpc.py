@@ -99,6 +99,41 @@ class HostServiceStub:
                 request_serializer=tdxsim_dot_v1_dot_host__pb2.HostWriteRequest.SerializeToString,
                 response_deserializer=tdxsim_dot_v1_dot_host__pb2.HostWriteResponse.FromString,
                 _registered_method=True)
+        self.GuestMemfdRead = channel.unary_unary(
+                '/tdxsim.v1.HostService/GuestMemfdRead',
+                request_serializer=tdxsim_dot_v1_dot_host__pb2.GuestMemfdReadRequest.SerializeToString,
+                response_deserializer=tdxsim_dot_v1_dot_host__pb2.GuestMemfdReadResponse.FromString,
+                _registered_method=True)
+        self.GuestMemfdWrite = channel.unary_unary(
+                '/tdxsim.v1.HostService/GuestMemfdWrite',
+                request_serializer=tdxsim_dot_v1_dot_host__pb2.GuestMemfdWriteRequest.SerializeToString,
+                response_deserializer=tdxsim_dot_v1_dot_host__pb2.GuestMemfdWriteResponse.FromString,
+                _registered_method=True)
+        self.GuestMemfdMmap = channel.unary_unary(
+                '/tdxsim.v1.HostService/GuestMemfdMmap',
+                request_serializer=tdxsim_dot_v1_dot_host__pb2.GuestMemfdMmapRequest.SerializeToString,
+                response_deserializer=tdxsim_dot_v1_dot_host__pb2.GuestMemfdMmapResponse.FromString,
+                _registered_method=True)
+        self.GuestMemfdFtruncate = channel.unary_unary(
+                '/tdxsim.v1.HostService/GuestMemfdFtruncate',
+                request_serializer=tdxsim_dot_v1_dot_host__pb2.GuestMemfdFtruncateRequest.SerializeToString,
+                response_deserializer=tdxsim_dot_v1_dot_host__pb2.GuestMemfdFtruncateResponse.FromString,
+                _registered_method=True)
+        self.PhysicalRead = channel.unary_unary(
+                '/tdxsim.v1.HostService/PhysicalRead',
+                request_serializer=tdxsim_dot_v1_dot_host__pb2.PhysicalReadRequest.SerializeToString,
+                response_deserializer=tdxsim_dot_v1_dot_host__pb2.PhysicalReadResponse.FromString,
+                _registered_method=True)
+        self.PhysicalWrite = channel.unary_unary(
+                '/tdxsim.v1.HostService/PhysicalWrite',
+                request_serializer=tdxsim_dot_v1_dot_host__pb2.PhysicalWriteRequest.SerializeToString,
+                response_deserializer=tdxsim_dot_v1_dot_host__pb2.PhysicalWriteResponse.FromString,
+                _registered_method=True)
+        self.GetGpaMap = channel.unary_unary(
+                '/tdxsim.v1.HostService/GetGpaMap',
+                request_serializer=tdxsim_dot_v1_dot_host__pb2.GetGpaMapRequest.SerializeToString,
+                response_deserializer=tdxsim_dot_v1_dot_host__pb2.GetGpaMapResponse.FromString,
+                _registered_method=True)
         self.GetStats = channel.unary_unary(
                 '/tdxsim.v1.HostService/GetStats',
                 request_serializer=tdxsim_dot_v1_dot_host__pb2.GetStatsRequest.SerializeToString,
@@ -202,6 +237,69 @@ class HostServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GuestMemfdRead(self, request, context):
+        """ATTACK SURFACE, not a VMM feature: host userspace applying read(2), write(2), mmap(2) or
+        ftruncate(2) to a TD's guest_memfd. Linux refuses each one (virt/kvm/guest_memfd.c: the file has
+        no read/write operations, so read and write fail with EINVAL; a TDX VM's guest_memfd cannot be
+        mapped, ENODEV; its size is fixed, setattr answers EINVAL). The refusal carries the errno as
+        reason and metadata "errno" (docs/memory-model.md §1.2).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GuestMemfdWrite(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GuestMemfdMmap(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GuestMemfdFtruncate(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PhysicalRead(self, request, context):
+        """ATTACK SURFACE, not a VMM feature: a physical attacker's view of memory (docs/memory-model.md
+        §7.2). PHYSICAL_PATH_DRAM reads the bytes stored in DRAM below the memory controller, as a
+        cold-boot image or a bus interposer would: ciphertext (and, with integrity, each line's MAC) for
+        TD-private lines, plaintext for shared ones. PHYSICAL_PATH_HOST_KEYID goes through the memory
+        controller with the host's KeyID 0, as the host kernel's own loads (the direct map, /dev/mem)
+        and device DMA do: TD-owned lines read as zeros, a poisoned line is a host machine check.
+        The address is a host physical address or the frame that backs a TD's GPA now.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PhysicalWrite(self, request, context):
+        """ATTACK SURFACE, not a VMM feature: writing memory from outside the TD. PHYSICAL_PATH_DRAM stores
+        bytes (and, optionally, MACs) straight into DRAM, as a physical attacker replaying or splicing
+        ciphertext would: the next private read checks the MAC, which covers the address, so moved
+        ciphertext is detected, while old ciphertext replayed with its old MAC at the same address is NOT
+        (TDX has no replay protection). PHYSICAL_PATH_HOST_KEYID is the host kernel's store with KeyID 0:
+        it clears the lines' TD-owner bits, so the TD's next read of them is a machine check.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetGpaMap(self, request, context):
+        """The TD's GPA space as KVM and the Secure-EPT see it, in runs of pages in one state, memslot by
+        memslot: private accepted, private pending, shared, unbacked, poisoned, with guest_memfd offsets.
+        Costs the populated pages and ranges, not the TD's size; a long map comes in pieces (next_gpa).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetStats(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -282,6 +380,41 @@ def add_HostServiceServicer_to_server(servicer, server):
                     servicer.HostWrite,
                     request_deserializer=tdxsim_dot_v1_dot_host__pb2.HostWriteRequest.FromString,
                     response_serializer=tdxsim_dot_v1_dot_host__pb2.HostWriteResponse.SerializeToString,
+            ),
+            'GuestMemfdRead': grpc.unary_unary_rpc_method_handler(
+                    servicer.GuestMemfdRead,
+                    request_deserializer=tdxsim_dot_v1_dot_host__pb2.GuestMemfdReadRequest.FromString,
+                    response_serializer=tdxsim_dot_v1_dot_host__pb2.GuestMemfdReadResponse.SerializeToString,
+            ),
+            'GuestMemfdWrite': grpc.unary_unary_rpc_method_handler(
+                    servicer.GuestMemfdWrite,
+                    request_deserializer=tdxsim_dot_v1_dot_host__pb2.GuestMemfdWriteRequest.FromString,
+                    response_serializer=tdxsim_dot_v1_dot_host__pb2.GuestMemfdWriteResponse.SerializeToString,
+            ),
+            'GuestMemfdMmap': grpc.unary_unary_rpc_method_handler(
+                    servicer.GuestMemfdMmap,
+                    request_deserializer=tdxsim_dot_v1_dot_host__pb2.GuestMemfdMmapRequest.FromString,
+                    response_serializer=tdxsim_dot_v1_dot_host__pb2.GuestMemfdMmapResponse.SerializeToString,
+            ),
+            'GuestMemfdFtruncate': grpc.unary_unary_rpc_method_handler(
+                    servicer.GuestMemfdFtruncate,
+                    request_deserializer=tdxsim_dot_v1_dot_host__pb2.GuestMemfdFtruncateRequest.FromString,
+                    response_serializer=tdxsim_dot_v1_dot_host__pb2.GuestMemfdFtruncateResponse.SerializeToString,
+            ),
+            'PhysicalRead': grpc.unary_unary_rpc_method_handler(
+                    servicer.PhysicalRead,
+                    request_deserializer=tdxsim_dot_v1_dot_host__pb2.PhysicalReadRequest.FromString,
+                    response_serializer=tdxsim_dot_v1_dot_host__pb2.PhysicalReadResponse.SerializeToString,
+            ),
+            'PhysicalWrite': grpc.unary_unary_rpc_method_handler(
+                    servicer.PhysicalWrite,
+                    request_deserializer=tdxsim_dot_v1_dot_host__pb2.PhysicalWriteRequest.FromString,
+                    response_serializer=tdxsim_dot_v1_dot_host__pb2.PhysicalWriteResponse.SerializeToString,
+            ),
+            'GetGpaMap': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetGpaMap,
+                    request_deserializer=tdxsim_dot_v1_dot_host__pb2.GetGpaMapRequest.FromString,
+                    response_serializer=tdxsim_dot_v1_dot_host__pb2.GetGpaMapResponse.SerializeToString,
             ),
             'GetStats': grpc.unary_unary_rpc_method_handler(
                     servicer.GetStats,
@@ -645,6 +778,195 @@ class HostService:
             '/tdxsim.v1.HostService/HostWrite',
             tdxsim_dot_v1_dot_host__pb2.HostWriteRequest.SerializeToString,
             tdxsim_dot_v1_dot_host__pb2.HostWriteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GuestMemfdRead(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tdxsim.v1.HostService/GuestMemfdRead',
+            tdxsim_dot_v1_dot_host__pb2.GuestMemfdReadRequest.SerializeToString,
+            tdxsim_dot_v1_dot_host__pb2.GuestMemfdReadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GuestMemfdWrite(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tdxsim.v1.HostService/GuestMemfdWrite',
+            tdxsim_dot_v1_dot_host__pb2.GuestMemfdWriteRequest.SerializeToString,
+            tdxsim_dot_v1_dot_host__pb2.GuestMemfdWriteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GuestMemfdMmap(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tdxsim.v1.HostService/GuestMemfdMmap',
+            tdxsim_dot_v1_dot_host__pb2.GuestMemfdMmapRequest.SerializeToString,
+            tdxsim_dot_v1_dot_host__pb2.GuestMemfdMmapResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GuestMemfdFtruncate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tdxsim.v1.HostService/GuestMemfdFtruncate',
+            tdxsim_dot_v1_dot_host__pb2.GuestMemfdFtruncateRequest.SerializeToString,
+            tdxsim_dot_v1_dot_host__pb2.GuestMemfdFtruncateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PhysicalRead(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tdxsim.v1.HostService/PhysicalRead',
+            tdxsim_dot_v1_dot_host__pb2.PhysicalReadRequest.SerializeToString,
+            tdxsim_dot_v1_dot_host__pb2.PhysicalReadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PhysicalWrite(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tdxsim.v1.HostService/PhysicalWrite',
+            tdxsim_dot_v1_dot_host__pb2.PhysicalWriteRequest.SerializeToString,
+            tdxsim_dot_v1_dot_host__pb2.PhysicalWriteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetGpaMap(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tdxsim.v1.HostService/GetGpaMap',
+            tdxsim_dot_v1_dot_host__pb2.GetGpaMapRequest.SerializeToString,
+            tdxsim_dot_v1_dot_host__pb2.GetGpaMapResponse.FromString,
             options,
             channel_credentials,
             insecure,
