@@ -65,6 +65,7 @@ def options_from_args(args: argparse.Namespace) -> PkiOptions:
         revoked_platforms=tuple(args.revoke),
         wrong_issuer=args.wrong_issuer,
         sgx_type=args.sgx_type,
+        **({"fmspc": args.fmspc.upper()} if args.fmspc else {}),
     )
 
 
@@ -113,6 +114,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=SGX_TYPE,
         help="PCK SGX type: 1 Scalable (default, as TDX platforms; Platform CA), 2 Scalable with Integrity "
         "(Platform CA), 0 Standard (Processor CA, no PlatformInstanceID/Configuration)",
+    )
+    init.add_argument(
+        "--fmspc",
+        default=None,
+        metavar="HEX",
+        help="the platform model's FMSPC, 12 hex digits (default the simulated model's 90C06F000000); PKIs "
+        "made with one --seed and --now share their root's key: one simulated Intel, several platform models",
     )
     init.add_argument("--json", action="store_true", help="print one JSON object")
     init.set_defaults(func=run_init)

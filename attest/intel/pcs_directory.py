@@ -88,6 +88,11 @@ class PkiOptions:
       PlatformInstanceID and Configuration. 0 (Standard): leaves issued by the PCK Processor CA without them,
       as Intel issues single-package platforms' PCK certificates (docs/attestation.md §6).
     - ``tcb_evaluation_data_number``: of TCB Info and QE Identity. Default ``attest.intel.identity``'s.
+    - ``fmspc``: the platform model's FMSPC (12 hex digits) in every PCK leaf and the TCB Info. Default
+      ``attest.intel.identity.FMSPC``; PKIs made with one seed and ``now`` but other FMSPCs and TCB statuses
+      share the keys and names of their root and CAs (each PKI signs its own copy of the root certificate,
+      so a verifier trusts each ``root_ca.pem``): several platform models of one simulated Intel
+      (``tdxsim fleet``).
     """
 
     now: int | None = None
@@ -102,6 +107,7 @@ class PkiOptions:
     wrong_issuer: bool = False
     sgx_type: int = P.SGX_TYPE
     tcb_evaluation_data_number: int = P.TCB_EVALUATION_DATA_NUMBER
+    fmspc: str = P.FMSPC.hex().upper()
 
     def __post_init__(self) -> None:
         if self.platforms < 1:
@@ -117,6 +123,8 @@ class PkiOptions:
             raise PkiError(f"revoked_platforms {bad} out of range 0..{self.platforms - 1}")
         if self.sgx_type not in (0, 1, 2):
             raise PkiError(f"sgx_type must be 0, 1 or 2, got {self.sgx_type}")
+        if len(self.fmspc) != 12 or not all(c in "0123456789abcdefABCDEF" for c in self.fmspc):
+            raise PkiError(f"fmspc must be 12 hex digits, got {self.fmspc!r}")
 
     def to_json(self) -> dict[str, Any]:
         doc = asdict(self)
@@ -322,7 +330,7 @@ def init_pki(directory: str | os.PathLike[str], options: PkiOptions | None = Non
             pce_svn=P.PCESVN,
             cpu_svn=P.CPUSVN,
             pce_id=P.PCEID,
-            fmspc=P.FMSPC,
+            fmspc=bytes.fromhex(opts.fmspc),
             sgx_type=opts.sgx_type,
             platform_instance_id=src.identifier(f"platform-instance:{index}", 16) if scalable else None,
             configuration=SCALABLE_CONFIGURATION if scalable else None,
@@ -360,6 +368,7 @@ def init_pki(directory: str | os.PathLike[str], options: PkiOptions | None = Non
         advisory_ids=opts.advisory_ids,
         qe_tcb_status=opts.qe_tcb_status,
         tcb_evaluation_data_number=opts.tcb_evaluation_data_number,
+        fmspc=bytes.fromhex(opts.fmspc),
     )
     tcb_info = sign_json(tcb_info_text(spec), signer.key)
     qe_identity = sign_json(qe_identity_text(spec), signer.key)

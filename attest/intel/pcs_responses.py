@@ -162,7 +162,7 @@ class PcsApi:
             raise PkiError(f"unknown tcb status {tcb_status!r}")
         self.pki = pki
         self.tcb_status = tcb_status or pki.options.tcb_status
-        self.fmspc = P.FMSPC.hex().upper()
+        self.fmspc = pki.options.fmspc.upper()
         key = pki.tcb_signing.key
         tcb_info = pki.tcb_info
         if tcb_status is not None and tcb_status != pki.options.tcb_status:
@@ -174,6 +174,7 @@ class PcsApi:
                 advisory_ids=pki.options.advisory_ids,
                 qe_tcb_status=pki.options.qe_tcb_status,
                 tcb_evaluation_data_number=pki.options.tcb_evaluation_data_number,
+                fmspc=bytes.fromhex(pki.options.fmspc),
             )
             tcb_info = sign_json(tcb_info_text(spec), key)
         signing_chain = ("TCB-Info-Issuer-Chain", url_encoded(pki.tcb_signing_chain_pem))
@@ -277,7 +278,7 @@ class PcsApi:
         fmspc = _hex_param(query, "fmspc", 12)
         signed = self._tcb[tee]
         _check_update(query, signed.evaluation_data_number)
-        if fmspc != P.FMSPC:
+        if fmspc.hex().upper() != self.fmspc:
             raise _Refused(404, f"{NO_DATA} no {tee.upper()} TCB info for fmspc {fmspc.hex().upper()}")
         return PcsResponse(200, JSON, signed.body, (signed.chain_header,))
 

@@ -101,6 +101,7 @@ class CollateralSpec:
     advisory_ids: tuple[str, ...]
     qe_tcb_status: str
     tcb_evaluation_data_number: int
+    fmspc: bytes = P.FMSPC
 
 
 def platform_level_tdx_components() -> list[int]:
@@ -138,7 +139,7 @@ def tcb_info_text(spec: CollateralSpec) -> str:
         "version": TCB_INFO_VERSION,
         "issueDate": rfc3339(spec.issue_date),
         "nextUpdate": rfc3339(spec.next_update),
-        "fmspc": P.FMSPC.hex().upper(),
+        "fmspc": spec.fmspc.hex().upper(),
         "pceId": P.PCEID.hex().upper(),
         "tcbType": 0,
         "tcbEvaluationDataNumber": spec.tcb_evaluation_data_number,
