@@ -6,7 +6,10 @@
    binding rule the verifier checks;
 3. a DCAP quote for that REPORTDATA (TDG.MR.REPORT + GetQuote, :meth:`guest.td.Td.quote`), sent with the
    TD's CC event log to ``Attest`` → a signed attestation token;
-4. ``GetResource`` with the token → the secret sealed to the ephemeral key, opened here and only here.
+4. ``GetResource`` with the token → the secret as a JWE to the ephemeral key (``attest.formats.secret_jwe``:
+   ECDH-ES+A256KW / A256GCM), opened here and only here.
+
+``guest.kbs`` does the same through the KBS protocol's HTTP endpoints (trustee's RCAR flow).
 
 The private key never leaves this process; the verifier never returns a secret in clear.
 """
@@ -19,7 +22,7 @@ import grpc
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from attest.formats import binding
-from attest.formats.sealed_secret import EnvelopeError, SealedSecret, open_sealed
+from attest.formats.secret_jwe import JweError, open_secret
 from guest.connection import open_channel
 from guest.errors import GuestError, from_rpc_error
 from guest.td import Td
@@ -56,8 +59,11 @@ class Verifier:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def attest(self, td: Td, *, policy: str = "", with_event_log: bool = True) -> Attestation:
-        """Steps 1–3: a token for this TD under ``policy`` (the verifier's default when empty)."""
+    def attest(
+        self, td: Td, *, policy: str = "", with_event_log: bool = True, audience: str = ""
+    ) -> Attestation:
+        """Steps 1–3: a token for this TD under ``policy`` (the verifier's default when empty), naming
+        ``audience`` as its ``aud`` when given."""
         try:
             nonce = self._stub.GetNonce(attestation_pb2.GetNonceRequest(), timeout=TIMEOUT).nonce
             key = ec.generate_private_key(ec.SECP256R1())
@@ -69,6 +75,7 @@ class Verifier:
                 nonce=nonce,
                 tee_public_key=spki,
                 policy=policy,
+                audience=audience,
             )
             reply = self._stub.Attest(request, timeout=TIMEOUT)
         except grpc.RpcError as err:
@@ -85,10 +92,7 @@ class Verifier:
             )
         except grpc.RpcError as err:
             raise from_rpc_error(err, verifier=True) from None
-        sealed = SealedSecret(
-            reply.sealed.alg, reply.sealed.ephemeral_public_key, reply.sealed.iv, reply.sealed.ciphertext
-        )
         try:
-            return open_sealed(sealed, attestation.private_key, path)
-        except EnvelopeError as err:
-            raise GuestError(f"the released secret does not open: {err}", "SECRET_ENVELOPE_INVALID") from None
+            return open_secret(reply.jwe_json, attestation.private_key)
+        except JweError as err:
+            raise GuestError(f"the released secret does not open: {err}", "SECRET_JWE_INVALID") from None

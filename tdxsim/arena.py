@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from attest.formats import binding
-from attest.formats.sealed_secret import SealedSecret, open_sealed
+from attest.formats.secret_jwe import open_secret
 from guest.td import Td
 from tdxsim.hostile import GUEST_SERVICE, HOST_SERVICE, VERIFIER_SERVICE, Hostile, Outcome, TdRef, World, send
 from wire.credentials import with_bearer
@@ -499,10 +499,7 @@ class Probe:
             metadata=[("authorization", f"Bearer {self.evidence.token}")],
             timeout=30,
         )
-        sealed = SealedSecret(
-            reply.sealed.alg, reply.sealed.ephemeral_public_key, reply.sealed.iv, reply.sealed.ciphertext
-        )
-        return open_sealed(sealed, self.evidence.private_key, path)
+        return open_secret(reply.jwe_json, self.evidence.private_key)
 
     def replay_refusal(self, verifier: grpc.Channel) -> str:
         """Send the last evidence again: the reason it is refused with, or "" when it is accepted."""

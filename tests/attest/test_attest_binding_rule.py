@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from attest.formats import binding
 
@@ -37,12 +37,19 @@ def test_nonce_of_wrong_size_is_refused(size: int) -> None:
     assert err.value.reason == "BAD_NONCE"
 
 
-def test_only_canonical_p256_spki_is_a_tee_key() -> None:
+def test_only_canonical_spki_of_the_kbs_key_types_is_a_tee_key() -> None:
     key = _key()
     assert binding.load_tee_public_key(binding.spki_der(key)) == key
-    p384 = ec.generate_private_key(ec.SECP384R1()).public_key()
+    for good in (
+        ec.generate_private_key(ec.SECP384R1()).public_key(),
+        ec.generate_private_key(ec.SECP521R1()).public_key(),
+        rsa.generate_private_key(65537, 2048).public_key(),
+    ):
+        assert binding.load_tee_public_key(binding.spki_der(good)) == good
+    k1 = ec.generate_private_key(ec.SECP256K1()).public_key()
+    rsa_1024 = rsa.generate_private_key(65537, 1024).public_key()
     compressed = key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.CompressedPoint)
-    for bad in (b"", b"junk", binding.spki_der(p384), compressed):
+    for bad in (b"", b"junk", binding.spki_der(k1), binding.spki_der(rsa_1024), compressed):
         with pytest.raises(binding.BindingError) as err:
             binding.load_tee_public_key(bad)
         assert err.value.reason == "BAD_TEE_PUBLIC_KEY"

@@ -20,18 +20,17 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from attest.errors import AttestError, CertificateChainError, CollateralError, QuoteFormatError
-from attest.formats import binding
+from attest.formats import binding, secret_jwe
 from attest.formats.collateral import parse_collateral, parse_qe_identity, parse_tcb_info
 from attest.formats.eventlog import EventLogError, compare_rtmrs, decode_event_log, encode_event_log, measure
 from attest.formats.eventlog.ccel import ALG_SHA256, ALG_SHA384, SpecIdEvent, decode_ccel_table
 from attest.formats.pck_extension import parse_sgx_extension
 from attest.formats.quote import CertificationData, Quote, decode_quote
-from attest.formats.sealed_secret import EnvelopeError, SealedSecret, open_sealed, seal
 from attest.formats.tdreport import decode_tdreport
 from attest.formats.x509_input import certificates
 from attest.intel import PkiOptions
@@ -286,11 +285,20 @@ EC_KEY_OID = bytes.fromhex("06072a8648ce3d0201")  # 1.2.840.10045.2.1
         P256_SPKI.replace(P256_OID, bytes.fromhex("06082a8648ce3d030102")),  # prime192v2: unsupported curve
         P256_SPKI.replace(P256_OID, bytes.fromhex("06082a8648ce3d030199")),  # no such curve
         P256_SPKI.replace(EC_KEY_OID, bytes.fromhex("06072a8648ce3d0209")),  # no such key type
-        binding.spki_der(ec.generate_private_key(ec.SECP384R1()).public_key()),
+        binding.spki_der(ec.generate_private_key(ec.SECP256K1()).public_key()),
+        binding.spki_der(rsa.generate_private_key(65537, 1024).public_key()),
         P256_SPKI[:-1],
         b"",
     ],
-    ids=["unsupported-curve", "unknown-curve", "unknown-key-type", "p384", "truncated", "empty"],
+    ids=[
+        "unsupported-curve",
+        "unknown-curve",
+        "unknown-key-type",
+        "secp256k1",
+        "rsa-1024",
+        "truncated",
+        "empty",
+    ],
 )
 def test_unusable_tee_public_keys_are_binding_errors(spki: bytes) -> None:
     with pytest.raises(binding.BindingError) as err:
@@ -337,15 +345,26 @@ def test_hostile_jwks_raise_only_token_errors(jwk: dict[str, Any]) -> None:
     _only((TokenError,), verify, TOKEN, {"keys": [{**jwk, "kid": JWKS["keys"][0]["kid"]}]}, NOW)
 
 
+JWE_KEY = ec.generate_private_key(ec.SECP256R1())
+JWE = secret_jwe.seal(b"secret", JWE_KEY.public_key())
+
+
 @fuzz(200)
 @given(data=st.data())
-def test_mutated_envelopes_raise_only_envelope_errors(data: Any) -> None:
-    key = ec.generate_private_key(ec.SECP256R1())
-    sealed = seal(b"secret", binding.spki_der(key.public_key()), "a/b")
-    field = data.draw(st.sampled_from(["ephemeral_public_key", "iv", "ciphertext"]))
-    hostile = replace(sealed, **{field: data.draw(mutated(getattr(sealed, field)))})
-    _only((EnvelopeError,), open_sealed, hostile, key, "a/b")
-    _only((EnvelopeError,), open_sealed, SealedSecret("x", b"", b"", b""), key, "a/b")
+def test_mutated_jwes_raise_only_jwe_errors(data: Any) -> None:
+    member = data.draw(st.sampled_from(sorted(JWE)))
+    hostile = {**JWE, member: data.draw(mutated(JWE[member].encode())).decode("latin-1")}
+    _only((secret_jwe.JweError,), secret_jwe.open_secret, hostile, JWE_KEY)
+    _only((secret_jwe.JweError,), secret_jwe.open_secret, data.draw(st.binary(max_size=300)), JWE_KEY)
+
+
+@fuzz(200)
+@given(
+    jwk=st.dictionaries(st.sampled_from(["kty", "crv", "x", "y", "n", "e", "alg"]), JSON_VALUES, max_size=6)
+)
+def test_hostile_tee_pubkey_jwks_raise_only_binding_errors(jwk: dict[str, Any]) -> None:
+    _only((binding.BindingError,), secret_jwe.load_public_jwk, jwk)
+    _only((binding.BindingError,), secret_jwe.load_public_jwk, {"kty": "EC", "crv": "P-256", **jwk})
 
 
 @fuzz(200)

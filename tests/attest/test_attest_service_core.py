@@ -27,13 +27,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from attest.formats import binding
 from attest.formats.eventlog import EventLog, SpecIdEvent, encode_event_log, measure, replay
 from attest.formats.eventlog.ccel import EV_EFI_ACTION
+from attest.formats.secret_jwe import open_secret
 from attest.intel import Pki, PkiOptions, init_pki
 from attest.intel.quoting_enclave import QuotingEnclave
 from attest.intel.td_report_builder import DEBUG, SEPT_VE_DISABLE, build_td_report
 from attest.verifier.appraise import AppraisalRefused, StaleEvidence
 from attest.verifier.dcap.quote_verifier import load_anchors
 from attest.verifier.dcap.roots import INTEL_SGX_ROOT_CA_PEM
-from attest.verifier.kbs import open_sealed
 from attest.verifier.service.core import CollateralIndex, ServiceConfig, VerifierCore
 from attest.verifier.service.errors import status_of
 from attest.verifier.store import SqliteStore
@@ -291,15 +291,15 @@ def test_unknown_policy_and_reference_set_are_not_found(core: VerifierCore) -> N
     assert core.attest(quote, b"", b"", b"", "sets").tcb_status == "UpToDate"
 
 
-def test_secret_is_released_sealed_to_the_attested_key_only(
+def test_secret_is_released_as_a_jwe_to_the_attested_key_only(
     core: VerifierCore, pki: Pki, clock: Clock
 ) -> None:
     core.put_resource("default/key/disk", b"top secret", '{"claims": {"mr_td": ["' + MRTD.hex() + '"]}}')
     td = new_td()
     nonce, quote = _attest(core, pki, td)
     token = core.attest(quote, b"", nonce, td.spki, "").token
-    sealed = core.get_resource("default/key/disk", f"Bearer {token}")
-    assert open_sealed(sealed, td.key, "default/key/disk") == b"top secret"
+    jwe = core.get_resource("default/key/disk", f"Bearer {token}")
+    assert open_secret(jwe, td.key) == b"top secret"
     audit = core.audit_log(0, 100)
     assert all(b"top secret" not in e.detail.encode() for e in audit)
     assert [(e.action, e.reason) for e in audit][-1] == ("GetResource", "OK")

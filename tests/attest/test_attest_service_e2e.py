@@ -28,11 +28,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from attest.formats import binding
 from attest.formats.eventlog import EventLog, SpecIdEvent, encode_event_log, measure, replay
 from attest.formats.eventlog.ccel import EV_EFI_ACTION
+from attest.formats.secret_jwe import open_secret
 from attest.intel import Pki, PkiOptions, init_pki
 from attest.intel.quoting_enclave import QuotingEnclave
 from attest.intel.td_report_builder import DEBUG, SEPT_VE_DISABLE, build_td_report
 from attest.verifier.dcap.roots import INTEL_SGX_ROOT_CA_PEM
-from attest.verifier.kbs import SealedSecret, open_sealed
 from attest.verifier.token import tdx_claims, verify
 from tests.conftest import ADMIN_CREDENTIAL, ADMIN_FILE
 from wire.credentials import with_bearer
@@ -162,8 +162,7 @@ def attest_td(
 
 
 def open_response(resp: pb.GetResourceResponse, key: ec.EllipticCurvePrivateKey) -> bytes:
-    s = resp.sealed
-    return open_sealed(SealedSecret(s.alg, s.ephemeral_public_key, s.iv, s.ciphertext), key, resp.path)
+    return open_secret(resp.jwe_json, key)
 
 
 def test_verifier_process_verifies_a_real_quote(

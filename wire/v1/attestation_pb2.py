@@ -24,57 +24,55 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btdxsim/v1/attestation.proto\x12\ttdxsim.v1\"&\n\x0fGetNonceRequest\x12\x13\n\x0bttl_seconds\x18\x01 \x01(\r\"R\n\x10GetNonceResponse\x12\r\n\x05nonce\x18\x01 \x01(\x0c\x12\x16\n\x0eissued_at_unix\x18\x02 \x01(\x03\x12\x17\n\x0f\x65xpires_at_unix\x18\x03 \x01(\x03\"h\n\rAttestRequest\x12\r\n\x05quote\x18\x01 \x01(\x0c\x12\x11\n\tevent_log\x18\x02 \x01(\x0c\x12\r\n\x05nonce\x18\x03 \x01(\x0c\x12\x16\n\x0etee_public_key\x18\x04 \x01(\x0c\x12\x0e\n\x06policy\x18\x05 \x01(\t\"\x83\x01\n\x0e\x41ttestResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12\x17\n\x0f\x65xpires_at_unix\x18\x02 \x01(\x03\x12\x12\n\near_status\x18\x03 \x01(\t\x12\x12\n\ntcb_status\x18\x04 \x01(\t\x12\x14\n\x0c\x61\x64visory_ids\x18\x05 \x03(\t\x12\x0b\n\x03kid\x18\x06 \x01(\t\"\x10\n\x0eGetJwksRequest\"$\n\x0fGetJwksResponse\x12\x11\n\tjwks_json\x18\x01 \x01(\t\"5\n\x10SetPolicyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bpolicy_json\x18\x02 \x01(\t\"!\n\x11SetPolicyResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\" \n\x10GetPolicyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"a\n\x11GetPolicyResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bpolicy_json\x18\x02 \x01(\t\x12\x17\n\x0fupdated_at_unix\x18\x03 \x01(\x03\x12\x10\n\x08\x62uilt_in\x18\x04 \x01(\x08\"/\n\x0eReferenceValue\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\x0c\"T\n\x19SetReferenceValuesRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x06values\x18\x02 \x03(\x0b\x32\x19.tdxsim.v1.ReferenceValue\"?\n\x1aSetReferenceValuesResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bvalue_count\x18\x02 \x01(\r\"G\n\x12PutResourceRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0e\n\x06secret\x18\x02 \x01(\x0c\x12\x13\n\x0bpolicy_json\x18\x03 \x01(\t\"#\n\x13PutResourceResponse\x12\x0c\n\x04path\x18\x01 \x01(\t\"\"\n\x12GetResourceRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\"Y\n\x0cSealedSecret\x12\x0b\n\x03\x61lg\x18\x01 \x01(\t\x12\x1c\n\x14\x65phemeral_public_key\x18\x02 \x01(\x0c\x12\n\n\x02iv\x18\x03 \x01(\x0c\x12\x12\n\nciphertext\x18\x04 \x01(\x0c\"L\n\x13GetResourceResponse\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\'\n\x06sealed\x18\x02 \x01(\x0b\x32\x17.tdxsim.v1.SealedSecret\"\x9c\x01\n\nAuditEntry\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x12\n\nat_unix_ms\x18\x02 \x01(\x03\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12(\n\x07outcome\x18\x04 \x01(\x0e\x32\x17.tdxsim.v1.AuditOutcome\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x0f\n\x07subject\x18\x06 \x01(\t\x12\x13\n\x0b\x64\x65tail_json\x18\x07 \x01(\t\"5\n\x12GetAuditLogRequest\x12\x10\n\x08\x61\x66ter_id\x18\x01 \x01(\x04\x12\r\n\x05limit\x18\x02 \x01(\r\"=\n\x13GetAuditLogResponse\x12&\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x15.tdxsim.v1.AuditEntry*c\n\x0c\x41uditOutcome\x12\x1d\n\x19\x41UDIT_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41UDIT_OUTCOME_ALLOWED\x10\x01\x12\x19\n\x15\x41UDIT_OUTCOME_REFUSED\x10\x02\x32\xb4\x05\n\x0fVerifierService\x12\x43\n\x08GetNonce\x12\x1a.tdxsim.v1.GetNonceRequest\x1a\x1b.tdxsim.v1.GetNonceResponse\x12=\n\x06\x41ttest\x12\x18.tdxsim.v1.AttestRequest\x1a\x19.tdxsim.v1.AttestResponse\x12@\n\x07GetJwks\x12\x19.tdxsim.v1.GetJwksRequest\x1a\x1a.tdxsim.v1.GetJwksResponse\x12\x46\n\tSetPolicy\x12\x1b.tdxsim.v1.SetPolicyRequest\x1a\x1c.tdxsim.v1.SetPolicyResponse\x12\x46\n\tGetPolicy\x12\x1b.tdxsim.v1.GetPolicyRequest\x1a\x1c.tdxsim.v1.GetPolicyResponse\x12\x61\n\x12SetReferenceValues\x12$.tdxsim.v1.SetReferenceValuesRequest\x1a%.tdxsim.v1.SetReferenceValuesResponse\x12L\n\x0bPutResource\x12\x1d.tdxsim.v1.PutResourceRequest\x1a\x1e.tdxsim.v1.PutResourceResponse\x12L\n\x0bGetResource\x12\x1d.tdxsim.v1.GetResourceRequest\x1a\x1e.tdxsim.v1.GetResourceResponse\x12L\n\x0bGetAuditLog\x12\x1d.tdxsim.v1.GetAuditLogRequest\x1a\x1e.tdxsim.v1.GetAuditLogResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btdxsim/v1/attestation.proto\x12\ttdxsim.v1\"&\n\x0fGetNonceRequest\x12\x13\n\x0bttl_seconds\x18\x01 \x01(\r\"R\n\x10GetNonceResponse\x12\r\n\x05nonce\x18\x01 \x01(\x0c\x12\x16\n\x0eissued_at_unix\x18\x02 \x01(\x03\x12\x17\n\x0f\x65xpires_at_unix\x18\x03 \x01(\x03\"z\n\rAttestRequest\x12\r\n\x05quote\x18\x01 \x01(\x0c\x12\x11\n\tevent_log\x18\x02 \x01(\x0c\x12\r\n\x05nonce\x18\x03 \x01(\x0c\x12\x16\n\x0etee_public_key\x18\x04 \x01(\x0c\x12\x0e\n\x06policy\x18\x05 \x01(\t\x12\x10\n\x08\x61udience\x18\x06 \x01(\t\"\x83\x01\n\x0e\x41ttestResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12\x17\n\x0f\x65xpires_at_unix\x18\x02 \x01(\x03\x12\x12\n\near_status\x18\x03 \x01(\t\x12\x12\n\ntcb_status\x18\x04 \x01(\t\x12\x14\n\x0c\x61\x64visory_ids\x18\x05 \x03(\t\x12\x0b\n\x03kid\x18\x06 \x01(\t\"\x10\n\x0eGetJwksRequest\"$\n\x0fGetJwksResponse\x12\x11\n\tjwks_json\x18\x01 \x01(\t\"5\n\x10SetPolicyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bpolicy_json\x18\x02 \x01(\t\"!\n\x11SetPolicyResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\" \n\x10GetPolicyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"a\n\x11GetPolicyResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bpolicy_json\x18\x02 \x01(\t\x12\x17\n\x0fupdated_at_unix\x18\x03 \x01(\x03\x12\x10\n\x08\x62uilt_in\x18\x04 \x01(\x08\"/\n\x0eReferenceValue\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\x0c\"T\n\x19SetReferenceValuesRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x06values\x18\x02 \x03(\x0b\x32\x19.tdxsim.v1.ReferenceValue\"?\n\x1aSetReferenceValuesResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bvalue_count\x18\x02 \x01(\r\"G\n\x12PutResourceRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0e\n\x06secret\x18\x02 \x01(\x0c\x12\x13\n\x0bpolicy_json\x18\x03 \x01(\t\"#\n\x13PutResourceResponse\x12\x0c\n\x04path\x18\x01 \x01(\t\"\"\n\x12GetResourceRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\"C\n\x13GetResourceResponse\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x10\n\x08jwe_json\x18\x03 \x01(\tJ\x04\x08\x02\x10\x03R\x06sealed\"\x9c\x01\n\nAuditEntry\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x12\n\nat_unix_ms\x18\x02 \x01(\x03\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12(\n\x07outcome\x18\x04 \x01(\x0e\x32\x17.tdxsim.v1.AuditOutcome\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x0f\n\x07subject\x18\x06 \x01(\t\x12\x13\n\x0b\x64\x65tail_json\x18\x07 \x01(\t\"5\n\x12GetAuditLogRequest\x12\x10\n\x08\x61\x66ter_id\x18\x01 \x01(\x04\x12\r\n\x05limit\x18\x02 \x01(\r\"=\n\x13GetAuditLogResponse\x12&\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x15.tdxsim.v1.AuditEntry*c\n\x0c\x41uditOutcome\x12\x1d\n\x19\x41UDIT_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41UDIT_OUTCOME_ALLOWED\x10\x01\x12\x19\n\x15\x41UDIT_OUTCOME_REFUSED\x10\x02\x32\xb4\x05\n\x0fVerifierService\x12\x43\n\x08GetNonce\x12\x1a.tdxsim.v1.GetNonceRequest\x1a\x1b.tdxsim.v1.GetNonceResponse\x12=\n\x06\x41ttest\x12\x18.tdxsim.v1.AttestRequest\x1a\x19.tdxsim.v1.AttestResponse\x12@\n\x07GetJwks\x12\x19.tdxsim.v1.GetJwksRequest\x1a\x1a.tdxsim.v1.GetJwksResponse\x12\x46\n\tSetPolicy\x12\x1b.tdxsim.v1.SetPolicyRequest\x1a\x1c.tdxsim.v1.SetPolicyResponse\x12\x46\n\tGetPolicy\x12\x1b.tdxsim.v1.GetPolicyRequest\x1a\x1c.tdxsim.v1.GetPolicyResponse\x12\x61\n\x12SetReferenceValues\x12$.tdxsim.v1.SetReferenceValuesRequest\x1a%.tdxsim.v1.SetReferenceValuesResponse\x12L\n\x0bPutResource\x12\x1d.tdxsim.v1.PutResourceRequest\x1a\x1e.tdxsim.v1.PutResourceResponse\x12L\n\x0bGetResource\x12\x1d.tdxsim.v1.GetResourceRequest\x1a\x1e.tdxsim.v1.GetResourceResponse\x12L\n\x0bGetAuditLog\x12\x1d.tdxsim.v1.GetAuditLogRequest\x1a\x1e.tdxsim.v1.GetAuditLogResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tdxsim.v1.attestation_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AUDITOUTCOME']._serialized_start=1477
-  _globals['_AUDITOUTCOME']._serialized_end=1576
+  _globals['_AUDITOUTCOME']._serialized_start=1395
+  _globals['_AUDITOUTCOME']._serialized_end=1494
   _globals['_GETNONCEREQUEST']._serialized_start=42
   _globals['_GETNONCEREQUEST']._serialized_end=80
   _globals['_GETNONCERESPONSE']._serialized_start=82
   _globals['_GETNONCERESPONSE']._serialized_end=164
   _globals['_ATTESTREQUEST']._serialized_start=166
-  _globals['_ATTESTREQUEST']._serialized_end=270
-  _globals['_ATTESTRESPONSE']._serialized_start=273
-  _globals['_ATTESTRESPONSE']._serialized_end=404
-  _globals['_GETJWKSREQUEST']._serialized_start=406
-  _globals['_GETJWKSREQUEST']._serialized_end=422
-  _globals['_GETJWKSRESPONSE']._serialized_start=424
-  _globals['_GETJWKSRESPONSE']._serialized_end=460
-  _globals['_SETPOLICYREQUEST']._serialized_start=462
-  _globals['_SETPOLICYREQUEST']._serialized_end=515
-  _globals['_SETPOLICYRESPONSE']._serialized_start=517
-  _globals['_SETPOLICYRESPONSE']._serialized_end=550
-  _globals['_GETPOLICYREQUEST']._serialized_start=552
-  _globals['_GETPOLICYREQUEST']._serialized_end=584
-  _globals['_GETPOLICYRESPONSE']._serialized_start=586
-  _globals['_GETPOLICYRESPONSE']._serialized_end=683
-  _globals['_REFERENCEVALUE']._serialized_start=685
-  _globals['_REFERENCEVALUE']._serialized_end=732
-  _globals['_SETREFERENCEVALUESREQUEST']._serialized_start=734
-  _globals['_SETREFERENCEVALUESREQUEST']._serialized_end=818
-  _globals['_SETREFERENCEVALUESRESPONSE']._serialized_start=820
-  _globals['_SETREFERENCEVALUESRESPONSE']._serialized_end=883
-  _globals['_PUTRESOURCEREQUEST']._serialized_start=885
-  _globals['_PUTRESOURCEREQUEST']._serialized_end=956
-  _globals['_PUTRESOURCERESPONSE']._serialized_start=958
-  _globals['_PUTRESOURCERESPONSE']._serialized_end=993
-  _globals['_GETRESOURCEREQUEST']._serialized_start=995
-  _globals['_GETRESOURCEREQUEST']._serialized_end=1029
-  _globals['_SEALEDSECRET']._serialized_start=1031
-  _globals['_SEALEDSECRET']._serialized_end=1120
-  _globals['_GETRESOURCERESPONSE']._serialized_start=1122
-  _globals['_GETRESOURCERESPONSE']._serialized_end=1198
-  _globals['_AUDITENTRY']._serialized_start=1201
-  _globals['_AUDITENTRY']._serialized_end=1357
-  _globals['_GETAUDITLOGREQUEST']._serialized_start=1359
-  _globals['_GETAUDITLOGREQUEST']._serialized_end=1412
-  _globals['_GETAUDITLOGRESPONSE']._serialized_start=1414
-  _globals['_GETAUDITLOGRESPONSE']._serialized_end=1475
-  _globals['_VERIFIERSERVICE']._serialized_start=1579
-  _globals['_VERIFIERSERVICE']._serialized_end=2271
+  _globals['_ATTESTREQUEST']._serialized_end=288
+  _globals['_ATTESTRESPONSE']._serialized_start=291
+  _globals['_ATTESTRESPONSE']._serialized_end=422
+  _globals['_GETJWKSREQUEST']._serialized_start=424
+  _globals['_GETJWKSREQUEST']._serialized_end=440
+  _globals['_GETJWKSRESPONSE']._serialized_start=442
+  _globals['_GETJWKSRESPONSE']._serialized_end=478
+  _globals['_SETPOLICYREQUEST']._serialized_start=480
+  _globals['_SETPOLICYREQUEST']._serialized_end=533
+  _globals['_SETPOLICYRESPONSE']._serialized_start=535
+  _globals['_SETPOLICYRESPONSE']._serialized_end=568
+  _globals['_GETPOLICYREQUEST']._serialized_start=570
+  _globals['_GETPOLICYREQUEST']._serialized_end=602
+  _globals['_GETPOLICYRESPONSE']._serialized_start=604
+  _globals['_GETPOLICYRESPONSE']._serialized_end=701
+  _globals['_REFERENCEVALUE']._serialized_start=703
+  _globals['_REFERENCEVALUE']._serialized_end=750
+  _globals['_SETREFERENCEVALUESREQUEST']._serialized_start=752
+  _globals['_SETREFERENCEVALUESREQUEST']._serialized_end=836
+  _globals['_SETREFERENCEVALUESRESPONSE']._serialized_start=838
+  _globals['_SETREFERENCEVALUESRESPONSE']._serialized_end=901
+  _globals['_PUTRESOURCEREQUEST']._serialized_start=903
+  _globals['_PUTRESOURCEREQUEST']._serialized_end=974
+  _globals['_PUTRESOURCERESPONSE']._serialized_start=976
+  _globals['_PUTRESOURCERESPONSE']._serialized_end=1011
+  _globals['_GETRESOURCEREQUEST']._serialized_start=1013
+  _globals['_GETRESOURCEREQUEST']._serialized_end=1047
+  _globals['_GETRESOURCERESPONSE']._serialized_start=1049
+  _globals['_GETRESOURCERESPONSE']._serialized_end=1116
+  _globals['_AUDITENTRY']._serialized_start=1119
+  _globals['_AUDITENTRY']._serialized_end=1275
+  _globals['_GETAUDITLOGREQUEST']._serialized_start=1277
+  _globals['_GETAUDITLOGREQUEST']._serialized_end=1330
+  _globals['_GETAUDITLOGRESPONSE']._serialized_start=1332
+  _globals['_GETAUDITLOGRESPONSE']._serialized_end=1393
+  _globals['_VERIFIERSERVICE']._serialized_start=1497
+  _globals['_VERIFIERSERVICE']._serialized_end=2189
 # @@protoc_insertion_point(module_scope)

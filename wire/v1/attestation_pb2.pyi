@@ -33,18 +33,20 @@ class GetNonceResponse(_message.Message):
     def __init__(self, nonce: _Optional[bytes] = ..., issued_at_unix: _Optional[int] = ..., expires_at_unix: _Optional[int] = ...) -> None: ...
 
 class AttestRequest(_message.Message):
-    __slots__ = ("quote", "event_log", "nonce", "tee_public_key", "policy")
+    __slots__ = ("quote", "event_log", "nonce", "tee_public_key", "policy", "audience")
     QUOTE_FIELD_NUMBER: _ClassVar[int]
     EVENT_LOG_FIELD_NUMBER: _ClassVar[int]
     NONCE_FIELD_NUMBER: _ClassVar[int]
     TEE_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
+    AUDIENCE_FIELD_NUMBER: _ClassVar[int]
     quote: bytes
     event_log: bytes
     nonce: bytes
     tee_public_key: bytes
     policy: str
-    def __init__(self, quote: _Optional[bytes] = ..., event_log: _Optional[bytes] = ..., nonce: _Optional[bytes] = ..., tee_public_key: _Optional[bytes] = ..., policy: _Optional[str] = ...) -> None: ...
+    audience: str
+    def __init__(self, quote: _Optional[bytes] = ..., event_log: _Optional[bytes] = ..., nonce: _Optional[bytes] = ..., tee_public_key: _Optional[bytes] = ..., policy: _Optional[str] = ..., audience: _Optional[str] = ...) -> None: ...
 
 class AttestResponse(_message.Message):
     __slots__ = ("token", "expires_at_unix", "ear_status", "tcb_status", "advisory_ids", "kid")
@@ -150,25 +152,13 @@ class GetResourceRequest(_message.Message):
     path: str
     def __init__(self, path: _Optional[str] = ...) -> None: ...
 
-class SealedSecret(_message.Message):
-    __slots__ = ("alg", "ephemeral_public_key", "iv", "ciphertext")
-    ALG_FIELD_NUMBER: _ClassVar[int]
-    EPHEMERAL_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
-    IV_FIELD_NUMBER: _ClassVar[int]
-    CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
-    alg: str
-    ephemeral_public_key: bytes
-    iv: bytes
-    ciphertext: bytes
-    def __init__(self, alg: _Optional[str] = ..., ephemeral_public_key: _Optional[bytes] = ..., iv: _Optional[bytes] = ..., ciphertext: _Optional[bytes] = ...) -> None: ...
-
 class GetResourceResponse(_message.Message):
-    __slots__ = ("path", "sealed")
+    __slots__ = ("path", "jwe_json")
     PATH_FIELD_NUMBER: _ClassVar[int]
-    SEALED_FIELD_NUMBER: _ClassVar[int]
+    JWE_JSON_FIELD_NUMBER: _ClassVar[int]
     path: str
-    sealed: SealedSecret
-    def __init__(self, path: _Optional[str] = ..., sealed: _Optional[_Union[SealedSecret, _Mapping]] = ...) -> None: ...
+    jwe_json: str
+    def __init__(self, path: _Optional[str] = ..., jwe_json: _Optional[str] = ...) -> None: ...
 
 class AuditEntry(_message.Message):
     __slots__ = ("id", "at_unix_ms", "action", "outcome", "reason", "subject", "detail_json")

@@ -133,8 +133,8 @@ class VerifierServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetResource(self, request, context):
-        """Key broker: call metadata "authorization: Bearer <token>"; the secret comes back sealed to the
-        TD's ephemeral key named in the token (attest/formats/sealed_secret.py), never in clear.
+        """Key broker: call metadata "authorization: Bearer <token>"; the secret comes back as a JWE to the
+        TD's ephemeral key named in the token (attest/formats/secret_jwe.py), never in clear.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

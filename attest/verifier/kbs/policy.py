@@ -19,7 +19,7 @@ EAR statuses; ``attestation_policies`` up to 256 policy names; ``claims`` only t
 
 Hex claim values compare case-insensitively; booleans and numbers compare exactly. A claim the token lacks
 never matches. Every release also requires the token to carry a key attestation (the TD's ephemeral key):
-the secret is only ever sent sealed to it (``attest.formats.sealed_secret``).
+the secret is only ever sent as a JWE to it (``attest.formats.secret_jwe``).
 """
 
 from __future__ import annotations

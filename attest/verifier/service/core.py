@@ -17,7 +17,10 @@ nonce never survives an attempt):
 7. REPORTDATA == ``attest.formats.binding.report_data(nonce, key)``, event log replayed against RTMR0..3;
 8. appraisal: every mismatch listed (PERMISSION_DENIED, reason = the first, metadata ``mismatches``; when the
    first is NONCE_REPLAYED/NONCE_EXPIRED, FAILED_PRECONDITION: the client must fetch a fresh nonce);
-9. token: ES256 JWT with EAR claims (``attest.verifier.token.ear``), signed by the persisted key.
+9. token: ES256 JWT with EAR claims (``attest.verifier.token.ear``), signed by the persisted key, with
+   ``aud`` when the requester names an audience.
+
+``GetResource`` releases a secret as a JWE to the TD key the token attests (``attest.formats.secret_jwe``).
 
 Time: nonce expiry and token ``iat``/``exp`` use the wall clock (``clock``); ``verify_at`` (``--at``) only
 fixes the DCAP verification time, for archived collateral. Every decision is written to the audit log with its
@@ -41,7 +44,7 @@ from cryptography.hazmat.primitives import serialization
 
 from attest import schema
 from attest.errors import AttestError, CertificateChainError
-from attest.formats import binding
+from attest.formats import binding, secret_jwe
 from attest.formats import layout as L
 from attest.formats.collateral import parse_tcb_info
 from attest.formats.eventlog import EventLog, decode_event_log
@@ -63,7 +66,7 @@ from attest.verifier.appraise import (
 )
 from attest.verifier.dcap import Collateral, VerifiedQuote, Verifier, parse_collateral
 from attest.verifier.dcap.chains import load_certificates
-from attest.verifier.kbs import SealedSecret, parse_resource_policy, seal
+from attest.verifier.kbs import parse_resource_policy
 from attest.verifier.service.errors import (
     BadRequest,
     NotFound,
@@ -84,6 +87,7 @@ MAX_QUOTE_SIZE = 64 << 10
 MAX_EVENT_LOG_SIZE = 16 << 20
 MAX_SECRET_SIZE = 64 << 10
 MAX_AUDIT_PAGE = 1000
+MAX_AUDIENCE = 256  # characters of a requested token audience
 RESOURCE_PATH = re.compile(r"[A-Za-z0-9._-]{1,128}(/[A-Za-z0-9._-]{1,128}){0,7}")
 
 
@@ -326,11 +330,17 @@ class VerifierCore:
     # --- attestation --------------------------------------------------------------------------------------
 
     def attest(
-        self, quote: bytes, event_log: bytes, nonce: bytes, tee_public_key: bytes, policy_name: str
+        self,
+        quote: bytes,
+        event_log: bytes,
+        nonce: bytes,
+        tee_public_key: bytes,
+        policy_name: str,
+        audience: str = "",
     ) -> AttestResult:
         subject = policy_name or DEFAULT_POLICY_NAME
         try:
-            result = self._attest(quote, event_log, nonce, tee_public_key, subject)
+            result = self._attest(quote, event_log, nonce, tee_public_key, subject, audience)
         except Exception as err:
             self._audit("Attest", subject, err, nonce=nonce[:8].hex())
             raise
@@ -345,7 +355,13 @@ class VerifierCore:
         )
         return result
 
-    def _check_shape(self, quote: bytes, event_log: bytes, nonce: bytes, tee_public_key: bytes) -> None:
+    def _check_shape(
+        self, quote: bytes, event_log: bytes, nonce: bytes, tee_public_key: bytes, audience: str
+    ) -> None:
+        if len(audience) > MAX_AUDIENCE or not audience.isprintable():
+            raise BadRequest(
+                "AUDIENCE_INVALID", f"audience must be at most {MAX_AUDIENCE} printable characters"
+            )
         if not quote or len(quote) > MAX_QUOTE_SIZE:
             raise BadRequest("VERIFY_HEADER", f"quote must be 1..{MAX_QUOTE_SIZE} bytes", step="header")
         if len(event_log) > MAX_EVENT_LOG_SIZE:
@@ -386,9 +402,15 @@ class VerifierCore:
         }[state]
 
     def _attest(
-        self, raw_quote: bytes, raw_log: bytes, nonce: bytes, tee_public_key: bytes, policy_name: str
+        self,
+        raw_quote: bytes,
+        raw_log: bytes,
+        nonce: bytes,
+        tee_public_key: bytes,
+        policy_name: str,
+        audience: str,
     ) -> AttestResult:
-        self._check_shape(raw_quote, raw_log, nonce, tee_public_key)
+        self._check_shape(raw_quote, raw_log, nonce, tee_public_key, audience)
         policy, sets = self._policy_with_sets(policy_name)
         options = policy.resolve(sets)
         log: EventLog | None = decode_event_log(raw_log) if raw_log else None
@@ -431,6 +453,7 @@ class VerifierCore:
             vector=_vector(vq, appraisal.checked_fields, replay),
             nonce=nonce or None,
             tee_public_key_spki=tee_public_key or None,
+            audience=audience or None,
         )
         token = self.keys.sign(claims)
         ear = claims["submods"]["cpu0"]["ear.status"]
@@ -474,9 +497,11 @@ class VerifierCore:
         scheme, _, token = authorization.strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthenticated("TOKEN_MISSING", "authorization is not a bearer token")
-        return verify_token(token.strip(), self.jwks(), self.clock(), issuer=self.config.issuer).claims
+        issuer = self.config.issuer  # the key broker is this verifier: a token meant for others is refused
+        return verify_token(token.strip(), self.jwks(), self.clock(), issuer=issuer, audience=issuer).claims
 
-    def get_resource(self, path: str, authorization: str | None) -> SealedSecret:
+    def get_resource(self, path: str, authorization: str | None) -> dict[str, str]:
+        """The resource at ``path`` as a flattened JWE to the TD key the bearer token attests."""
         jti = ""
         try:
             claims = self._bearer(authorization)
@@ -490,7 +515,7 @@ class VerifierCore:
             akpub = claims["submods"]["cpu0"].get("ear.veraison.key-attestation", {}).get("akpub")
             if not isinstance(akpub, str):
                 raise Refused("TOKEN_NOT_KEY_BOUND", "the token attests no td key to seal the secret to")
-            sealed = seal(resource.secret, b64url_decode(akpub), path)
+            sealed = secret_jwe.seal(resource.secret, binding.load_tee_public_key(b64url_decode(akpub)))
         except Exception as err:
             self._audit("GetResource", path, err, jti=jti)
             raise

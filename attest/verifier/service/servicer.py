@@ -69,7 +69,12 @@ class VerifierServicer(attestation_pb2_grpc.VerifierServiceServicer):
     @translate
     def Attest(self, request: pb.AttestRequest, context: grpc.ServicerContext) -> pb.AttestResponse:
         result = self.core.attest(
-            request.quote, request.event_log, request.nonce, request.tee_public_key, request.policy
+            request.quote,
+            request.event_log,
+            request.nonce,
+            request.tee_public_key,
+            request.policy,
+            request.audience,
         )
         return pb.AttestResponse(
             token=result.token,
@@ -118,16 +123,8 @@ class VerifierServicer(attestation_pb2_grpc.VerifierServiceServicer):
     def GetResource(
         self, request: pb.GetResourceRequest, context: grpc.ServicerContext
     ) -> pb.GetResourceResponse:
-        sealed = self.core.get_resource(request.path, _metadata(context, "authorization"))
-        return pb.GetResourceResponse(
-            path=request.path,
-            sealed=pb.SealedSecret(
-                alg=sealed.alg,
-                ephemeral_public_key=sealed.ephemeral_public_key,
-                iv=sealed.iv,
-                ciphertext=sealed.ciphertext,
-            ),
-        )
+        jwe = self.core.get_resource(request.path, _metadata(context, "authorization"))
+        return pb.GetResourceResponse(path=request.path, jwe_json=json.dumps(jwe, sort_keys=True))
 
     @translate
     def GetAuditLog(

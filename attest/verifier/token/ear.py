@@ -6,6 +6,7 @@ A token issued by the verifier carries::
       "eat_profile": "tag:github.com,2023:veraison/ear",
       "iss": "<verifier issuer>", "iat": <int>, "nbf": <int>, "exp": <int>, "jti": "<random hex>",
       "eat_nonce": "<base64url of the 32-byte nonce>",            # only when a nonce was used
+      "aud": "<audience>",                                          # only when the requester named one
       "ear.verifier-id": {"developer": "tdxsim", "build": "tdxsim-verifier <version>"},
       "submods": {"cpu0": {
         "ear.status": "affirming" | "warning",
@@ -61,6 +62,7 @@ def build_claims(
     vector: Mapping[str, int],
     nonce: bytes | None,
     tee_public_key_spki: bytes | None,
+    audience: str | None = None,
 ) -> dict[str, Any]:
     """The claims set of the module docstring."""
     submod: dict[str, Any] = {
@@ -83,6 +85,8 @@ def build_claims(
     }
     if nonce is not None:
         claims["eat_nonce"] = b64url(nonce)
+    if audience is not None:
+        claims["aud"] = audience
     return claims
 
 
