@@ -37,6 +37,8 @@ tdxsim simulates an Intel TDX machine as separate processes talking gRPC (make d
                                             speed as ratios against limits measured in the same run
   tdxsim soak [--minutes N] [--json] [--seed S]
                                             the whole stack under hostile load, then a verdict
+  tdxsim attack [--json] [--host ADDR]      host-side and physical attacks on a live TD, each beside what
+                                            real TDX guarantees (exit 1 when one differs)
 
 Every command takes --help.
 """
@@ -113,6 +115,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     soak.add_arguments(soak_parser)
     soak_parser.set_defaults(func=soak.run)
+
+    from tdxsim import attack
+
+    attack_parser = sub.add_parser(
+        "attack",
+        help="run the host-side and physical attacks against a live TD and compare with what TDX guarantees",
+        description=attack.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    attack.add_arguments(attack_parser)
+    attack_parser.set_defaults(func=attack.run)
     return parser
 
 
