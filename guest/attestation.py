@@ -16,6 +16,8 @@ The private key never leaves this process; the verifier never returns a secret i
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -23,13 +25,18 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from attest.formats import binding
 from attest.formats.secret_jwe import JweError, open_secret
-from guest.connection import open_channel
+from guest.connection import open_verifier_channel
 from guest.errors import GuestError, from_rpc_error
 from guest.td import Td
+from wire.balancing import TargetError
 from wire.tls import TlsConfig
 from wire.v1 import attestation_pb2, attestation_pb2_grpc
 
 TIMEOUT = 30.0
+#: Exchanges ``Verifier.attest`` tries when a verifier replica cannot answer (UNAVAILABLE), each with a new
+#: nonce and key; the pause before the next one grows by ``RETRY_PAUSE`` seconds each time.
+ATTEST_ATTEMPTS = 4
+RETRY_PAUSE = 0.2
 
 
 @dataclass(frozen=True)
@@ -44,10 +51,15 @@ class Attestation:
 
 
 class Verifier:
-    """A connection to a tdxsim verifier (``tdxsim verifier``): plaintext, or TLS / mTLS with ``tls``."""
+    """A connection to a tdxsim verifier (``tdxsim verifier``): plaintext, or TLS / mTLS with ``tls``.
+    ``address`` may name several replicas (a list, a comma list, or a DNS name): calls go round-robin to
+    those that answer (``guest.connection.open_verifier_channel``)."""
 
-    def __init__(self, address: str, tls: TlsConfig | None = None) -> None:
-        self._channel = open_channel(address, tls)
+    def __init__(self, address: str | Sequence[str], tls: TlsConfig | None = None) -> None:
+        try:
+            self._channel = open_verifier_channel(address, tls)
+        except TargetError as err:
+            raise GuestError(f"verifier address: {err}", "VERIFIER_ADDRESS_INVALID") from None
         self._stub = attestation_pb2_grpc.VerifierServiceStub(self._channel)
 
     def close(self) -> None:
@@ -63,23 +75,32 @@ class Verifier:
         self, td: Td, *, policy: str = "", with_event_log: bool = True, audience: str = ""
     ) -> Attestation:
         """Steps 1–3: a token for this TD under ``policy`` (the verifier's default when empty), naming
-        ``audience`` as its ``aud`` when given."""
-        try:
-            nonce = self._stub.GetNonce(attestation_pb2.GetNonceRequest(), timeout=TIMEOUT).nonce
-            key = ec.generate_private_key(ec.SECP256R1())
-            spki = binding.spki_der(key.public_key())
-            quote = td.quote(binding.report_data(nonce, spki))
-            request = attestation_pb2.AttestRequest(
-                quote=quote,
-                event_log=td.event_log() if with_event_log else b"",
-                nonce=nonce,
-                tee_public_key=spki,
-                policy=policy,
-                audience=audience,
-            )
-            reply = self._stub.Attest(request, timeout=TIMEOUT)
-        except grpc.RpcError as err:
-            raise from_rpc_error(err, verifier=True) from None
+        ``audience`` as its ``aud`` when given. A replica that cannot answer (UNAVAILABLE: it is gone, or its
+        database is) costs one attempt: the exchange starts over with a fresh nonce and key, at the next
+        replica, up to ``ATTEST_ATTEMPTS`` times; a nonce is never presented twice."""
+        for attempt in range(1, ATTEST_ATTEMPTS + 1):
+            try:
+                return self._attest_once(td, policy, with_event_log, audience)
+            except grpc.RpcError as err:
+                if attempt == ATTEST_ATTEMPTS or not _unavailable(err):
+                    raise from_rpc_error(err, verifier=True) from None
+            time.sleep(RETRY_PAUSE * attempt)
+        raise AssertionError("unreachable")
+
+    def _attest_once(self, td: Td, policy: str, with_event_log: bool, audience: str) -> Attestation:
+        nonce = self._stub.GetNonce(attestation_pb2.GetNonceRequest(), timeout=TIMEOUT).nonce
+        key = ec.generate_private_key(ec.SECP256R1())
+        spki = binding.spki_der(key.public_key())
+        quote = td.quote(binding.report_data(nonce, spki))
+        request = attestation_pb2.AttestRequest(
+            quote=quote,
+            event_log=td.event_log() if with_event_log else b"",
+            nonce=nonce,
+            tee_public_key=spki,
+            policy=policy,
+            audience=audience,
+        )
+        reply = self._stub.Attest(request, timeout=TIMEOUT)
         return Attestation(reply.token, reply.expires_at_unix, reply.tcb_status, reply.ear_status, key)
 
     def fetch_secret(self, attestation: Attestation, path: str) -> bytes:
@@ -96,3 +117,7 @@ class Verifier:
             return open_secret(reply.jwe_json, attestation.private_key)
         except JweError as err:
             raise GuestError(f"the released secret does not open: {err}", "SECRET_JWE_INVALID") from None
+
+
+def _unavailable(err: grpc.RpcError) -> bool:
+    return isinstance(err, grpc.Call) and err.code() is grpc.StatusCode.UNAVAILABLE

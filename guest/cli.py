@@ -15,6 +15,10 @@ Launching is the host operator's act: the guest presents the host's admin creden
 (``--admin-credential FILE``, else the file ``$TDXSIM_ADMIN_CREDENTIAL_FILE`` names; the host printed its
 path as ``admin credential: PATH``), then speaks only with its own TD's credential.
 
+``--verifier ADDR`` (repeatable, or a comma list; a DNS name with several records works too) names the
+verifier replicas that workload steps written ``attest -`` use: calls go round-robin to the replicas that
+answer, so losing one costs only the calls in flight on it (docs/fleet.md).
+
 ``--tls-ca PEM`` reaches the host, and the verifier of ``attest`` steps, over TLS trusting that CA; add
 ``--tls-cert PEM --tls-key PEM`` for servers that require client certificates (mTLS).
 
@@ -40,6 +44,7 @@ from guest.image import ImageError, expected_mrtd, load_image
 from guest.td import Td
 from guest.workload import Runner, StepResult, WorkloadError, load_workload
 from wire import credentials, tls
+from wire.balancing import split_addresses
 
 EXIT_STEP_FAILED = 1
 EXIT_SETUP = 2
@@ -56,6 +61,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="serve Linux's configfs-tsm tree (/sys/kernel/config/tsm) at DIR through FUSE, backed by the "
         "TD: reading report/NAME/outblob returns a DCAP quote; runs until Ctrl-C, then unmounts",
+    )
+    parser.add_argument(
+        "--verifier",
+        action="append",
+        default=[],
+        metavar="ADDR[,ADDR…]",
+        help="verifier replica(s) for workload steps 'attest -': repeatable or a comma list; calls go "
+        "round-robin to those that answer",
     )
     credentials.add_client_argument(parser)
     tls.add_client_arguments(parser)
@@ -100,6 +113,14 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.host:
         return _fail("--host ADDR is required to launch a TD")
+    if steps is not None and not args.verifier:
+        unnamed = [
+            s.line
+            for s in steps
+            if isinstance(s.params, workload.Attest) and s.params.verifier == workload.DEFAULT_VERIFIER
+        ]
+        if unnamed:
+            return _fail(f"workload line {unnamed[0]}: 'attest -' needs --verifier ADDR")
     if args.tsm and (steps is not None or not os.path.isdir(args.tsm)):
         return _fail(f"--tsm {args.tsm}: " + ("takes no command" if steps else "not a directory"))
     try:
@@ -126,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
             return _keep_alive(td, summary, launched.credential, args.json)
         if not args.json:
             print(f"TD {launched.td_id} launched (HKID {launched.hkid}, MRTD {str(summary['mrtd'])[:24]}…)")
-        runner = Runner(td, tls=tls_config)
+        runner = Runner(td, tls=tls_config, verifiers=split_addresses(args.verifier))
         for step in steps:
             result = runner.run_step(step)
             results.append(result)

@@ -32,6 +32,10 @@ step                                        what the guest does
                                             token, opened with the TD's key (``expect`` checks it)
 ==========================================  ==================================================================
 
+VERIFIER is ``HOST:PORT``, several replicas as a comma list (``10.0.0.1:50054,10.0.0.2:50054``: calls go
+round-robin to those that answer), a DNS name whose records are the replicas, or ``-``: the verifiers
+``tdxsim guest --verifier`` names.
+
 Any step may end with ``expect-error REASON``: it then passes only if it fails with that ErrorInfo reason
 (e.g. ``read 0x800000 16 expect-error VE_PENDING_PAGE``, ``quote expect-error QGS_UNAVAILABLE``).
 
@@ -45,7 +49,7 @@ import hashlib
 import math
 import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,6 +67,8 @@ MAX_FILL = 64 << 20
 #: The longest ``sleep`` (a day); longer waits are the keep-alive mode's job.
 MAX_SLEEP = 86400.0
 REPORT_DATA_SIZE = 64
+#: ``attest -``: the verifier replicas the runner was given (``tdxsim guest --verifier``).
+DEFAULT_VERIFIER = "-"
 
 
 class WorkloadError(ValueError):
@@ -395,10 +401,12 @@ def _preview(data: bytes) -> str:
 class Runner:
     """Executes parsed steps against a :class:`Td`."""
 
-    def __init__(self, td: Td, *, tls: TlsConfig | None = None) -> None:
+    def __init__(self, td: Td, *, tls: TlsConfig | None = None, verifiers: Sequence[str] = ()) -> None:
         self.td = td
         #: How ``attest`` steps reach their verifier: plaintext, or TLS / mTLS.
         self.tls = tls
+        #: The verifier replicas an ``attest -`` step uses.
+        self.verifiers = list(verifiers)
 
     def _address(self, gpa: Gpa) -> int:
         return self.td.shared(gpa.value) if gpa.shared else gpa.value
@@ -513,7 +521,10 @@ class Runner:
         return f"quote of {len(quote)} bytes", {"bytes": len(quote), "sha256": _sha256(quote)}
 
     def _attest(self, p: Attest, line: int) -> tuple[str, dict[str, object]]:
-        with Verifier(p.verifier, self.tls) as verifier:
+        if p.verifier == DEFAULT_VERIFIER and not self.verifiers:
+            raise WorkloadError(f"line {line}: 'attest -' needs the verifiers given with --verifier")
+        address = self.verifiers if p.verifier == DEFAULT_VERIFIER else p.verifier
+        with Verifier(address, self.tls) as verifier:
             attestation = verifier.attest(self.td, policy=p.policy)
             detail = f"token ({attestation.ear_status}, TCB {attestation.tcb_status})"
             values: dict[str, object] = {
