@@ -8,8 +8,10 @@ nonce never survives an attempt):
    (INVALID_ARGUMENT);
 2. policy and its reference-value sets (NOT_FOUND);
 3. event log decoded, if given (INVALID_ARGUMENT ``EVENT_LOG_MALFORMED``);
-4. quote decoded, its FMSPC read from the PCK certificate, collateral for that FMSPC chosen
-   (INVALID_ARGUMENT ``VERIFY_HEADER`` / ``VERIFY_PCK_CHAIN``; FAILED_PRECONDITION ``COLLATERAL_NOT_FOUND``);
+4. quote decoded, its FMSPC read from the PCK certificate, collateral for that FMSPC chosen: a file's, or
+   a PCCS's (``--pccs``, fetched and cached, docs/attestation.md §17) (INVALID_ARGUMENT ``VERIFY_HEADER`` /
+   ``VERIFY_PCK_CHAIN``; FAILED_PRECONDITION ``COLLATERAL_NOT_FOUND``; a PCCS without an answer: UNAVAILABLE
+   ``PCCS_UNAVAILABLE``, never a verdict);
 5. nonce consumed (unknown: NOT_FOUND ``NONCE_NOT_FOUND``; replayed/expired become appraisal mismatches);
 6. DCAP verification (``attest.verifier.dcap.Verifier``, one caching instance per server thread) at
 ``verify_at`` or
@@ -66,6 +68,7 @@ from attest.verifier.appraise import (
 )
 from attest.verifier.dcap import Collateral, VerifiedQuote, Verifier, parse_collateral
 from attest.verifier.dcap.chains import load_certificates
+from attest.verifier.dcap.pccs_client import PCK_CA_PLATFORM, PccsCollateral, pck_ca_of
 from attest.verifier.kbs import parse_resource_policy
 from attest.verifier.service.errors import (
     BadRequest,
@@ -137,10 +140,15 @@ def _root_digest(pem_chain: bytes | str) -> bytes | None:
 class CollateralIndex:
     """Collateral chosen per quote by FMSPC and, when several roots share an FMSPC (Intel's real platform and
     the simulated one both use ``90C06F000000``), by the root that ends the quote's PCK chain and the TCB
-    Info issuer chain. A later collateral for the same (FMSPC, root) replaces an earlier one."""
+    Info issuer chain. A later collateral for the same (FMSPC, root) replaces an earlier one.
 
-    def __init__(self, texts: Sequence[str] = ()) -> None:
+    With ``pccs`` (docs/attestation.md §17), a quote that no file matches by (FMSPC, root) gets the collateral
+    of its FMSPC and PCK CA from the PCCS, fetched on demand and cached until its ``nextUpdate``; the PCCS's
+    ``CollateralNotFound`` and ``PccsUnavailable`` pass to the caller."""
+
+    def __init__(self, texts: Sequence[str] = (), pccs: PccsCollateral | None = None) -> None:
         self._by_key: dict[tuple[bytes, bytes | None], Collateral] = {}
+        self.pccs = pccs
         for text in texts:
             self.add(parse_collateral(text))
 
@@ -152,10 +160,14 @@ class CollateralIndex:
     def fmspcs(self) -> list[bytes]:
         return sorted({fmspc for fmspc, _ in self._by_key})
 
-    def select(self, fmspc: bytes, pck_root: bytes | None) -> Collateral | None:
+    def select(
+        self, fmspc: bytes, pck_root: bytes | None, pck_ca: str = PCK_CA_PLATFORM
+    ) -> Collateral | None:
         hit = self._by_key.get((fmspc, pck_root))
         if hit is not None:
             return hit
+        if self.pccs is not None:
+            return self.pccs.get(fmspc, pck_ca)
         same = [c for (f, _), c in self._by_key.items() if f == fmspc]
         return same[0] if len(same) == 1 else None
 
@@ -420,7 +432,7 @@ class VerifierCore:
             err.step = err.step or "header"
             raise
         fmspc, pck_root = quote_platform(quote)
-        collateral = self.collateral.select(fmspc, pck_root)
+        collateral = self.collateral.select(fmspc, pck_root, pck_ca_of(quote))
         if collateral is None:
             raise PreconditionFailed(
                 "COLLATERAL_NOT_FOUND",

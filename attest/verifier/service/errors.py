@@ -20,9 +20,13 @@ clipped (``clip``), so what a refusal repeats of the caller's input stays small.
 
 The database failing under a running server (``sqlite3.Error``: disk I/O error, read-only or locked file;
 ``StoreError``: also a PostgreSQL server that cannot be reached or fails a statement, with psycopg's first
-line as the message) is UNAVAILABLE with reason ``STORE_UNAVAILABLE``: the one retryable code (docs/conventions.md
-§7), and never UNKNOWN, which a client could not tell from a bug. ``SERVER_FAULTS`` are the codes the servicer
-also reports on stderr, one line per failure, since the operator rather than the caller has to act on them.
+line as the message) is UNAVAILABLE with reason ``STORE_UNAVAILABLE``: the one retryable code
+(docs/conventions.md §7), and never UNKNOWN, which a client could not tell from a bug. So is a PCCS that gives
+no collateral (``PccsUnavailable``: unreachable, timed out, an error status or an unusable answer; reason
+``PCCS_UNAVAILABLE``, metadata ``pccs``), while a PCCS that has no collateral for the quote's FMSPC (404,
+``CollateralNotFound``) is FAILED_PRECONDITION ``COLLATERAL_NOT_FOUND`` as when no file has it.
+``SERVER_FAULTS`` are the codes the servicer also reports on stderr, one line per failure, since the operator
+rather than the caller has to act on them.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from attest.formats.binding import BindingError
 from attest.formats.eventlog import EventLogError
 from attest.schema import TooLarge
 from attest.verifier.appraise import AppraisalRefused, PolicyError, StaleEvidence
+from attest.verifier.dcap.pccs_client import CollateralNotFound, PccsError, PccsUnavailable
 from attest.verifier.kbs import ResourcePolicyError
 from attest.verifier.store import StoreError
 from attest.verifier.token import TokenError
@@ -90,6 +95,8 @@ STATUS_TABLE: tuple[tuple[type[Exception], str], ...] = (
     (TokenError, "UNAUTHENTICATED"),
     (sqlite3.Error, "UNAVAILABLE"),
     (StoreError, "UNAVAILABLE"),
+    (PccsUnavailable, "UNAVAILABLE"),
+    (CollateralNotFound, "FAILED_PRECONDITION"),
 )
 HANDLED: tuple[type[Exception], ...] = (ServiceError, *(cls for cls, _ in STATUS_TABLE))
 SERVER_FAULTS = frozenset({"UNAVAILABLE"})
@@ -114,7 +121,7 @@ def _reason(err: Exception) -> str:
 
 
 def _metadata(err: Exception) -> dict[str, str]:
-    if isinstance(err, ServiceError):
+    if isinstance(err, (ServiceError, PccsError)):
         return dict(err.metadata)
     if isinstance(err, TcbRevoked):
         return {"step": err.step or "", "advisory_ids": ",".join(err.advisory_ids)}

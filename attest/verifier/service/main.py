@@ -7,7 +7,10 @@ Prints ``listening on HOST:PORT`` as the first line of stdout (bind port 0 and r
 
 Trust anchors (``--root``, required, repeatable, PEM or DER): Intel's SGX Root CA for real quotes,
 ``DIR/root_ca.pem`` of ``tdxsim pki init DIR`` for simulated ones, or both. Collateral (``--collateral``,
-repeatable): dcap-qvl ``QuoteCollateralV3`` JSON files, chosen per quote by FMSPC. Verification time is now,
+repeatable): dcap-qvl ``QuoteCollateralV3`` JSON files, chosen per quote by FMSPC; and/or ``--pccs URL``: a
+PCCS or Intel's PCS (``tdxsim pcs serve`` for simulated PKIs) that collateral is fetched from per FMSPC on
+demand and cached until its ``nextUpdate`` (a file matching the quote's FMSPC and root wins; a PCCS without an
+answer is UNAVAILABLE ``PCCS_UNAVAILABLE``, docs/attestation.md §17). Verification time is now,
 or ``--at UNIX`` to verify against archived collateral (nonce expiry and tokens keep using the wall clock).
 Plaintext by default; ``--tls-cert`` and ``--tls-key`` serve TLS, and ``--tls-client-ca`` also requires client
 certificates signed by that CA (mTLS); ``tdxsim tls init DIR`` mints a test PKI.
@@ -19,12 +22,14 @@ from __future__ import annotations
 
 import argparse
 import sqlite3
+import ssl
 import sys
 import threading
 import time
 from pathlib import Path
 
 from attest.errors import AttestError
+from attest.verifier.dcap.pccs_client import DEFAULT_TIMEOUT, PccsClient, PccsCollateral
 from attest.verifier.dcap.quote_verifier import load_anchors
 from attest.verifier.service.core import CollateralIndex, ServiceConfig, VerifierCore
 from attest.verifier.service.grpc_server import create_server
@@ -62,6 +67,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="JSON",
         help="QuoteCollateralV3 JSON file, keyed by its FMSPC (repeatable)",
     )
+    parser.add_argument(
+        "--pccs",
+        default=None,
+        metavar="URL",
+        help="fetch collateral per FMSPC from this PCCS or PCS (http(s)://HOST:PORT, as 'tdxsim pcs serve' "
+        "prints it, or https://api.trustedservices.intel.com); cached until its nextUpdate",
+    )
+    parser.add_argument(
+        "--pccs-ca", default=None, metavar="PEM", help="CA certificates trusted for an https --pccs"
+    )
+    parser.add_argument(
+        "--pccs-timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"bound on one collateral fetch (default {DEFAULT_TIMEOUT:g})",
+    )
     parser.add_argument("--at", type=int, default=None, metavar="UNIX", help="fixed DCAP verification time")
     parser.add_argument("--nonce-ttl", type=int, default=300, help="default nonce lifetime, seconds (300)")
     parser.add_argument("--token-ttl", type=int, default=300, help="default token lifetime, seconds (300)")
@@ -71,7 +93,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _build_core(args: argparse.Namespace, admin: str) -> VerifierCore:
     anchors = load_anchors([Path(p).read_bytes() for p in args.root])  # argparse requires one at least
-    collateral = CollateralIndex([Path(p).read_text() for p in args.collateral])
+    pccs = None
+    if args.pccs is not None:
+        if not 0 < args.pccs_timeout <= 300:
+            raise ValueError("--pccs-timeout must be in (0, 300] seconds")
+        try:
+            pccs = PccsCollateral(PccsClient(args.pccs, timeout=args.pccs_timeout, ca_file=args.pccs_ca))
+        except ssl.SSLError as err:
+            raise ValueError(f"--pccs-ca {args.pccs_ca}: {err}") from None
+    collateral = CollateralIndex([Path(p).read_text() for p in args.collateral], pccs)
     if args.nonce_ttl < 1 or args.token_ttl < 1:
         raise ValueError("--nonce-ttl and --token-ttl must be positive")
     config = ServiceConfig(
@@ -114,6 +144,8 @@ def run(args: argparse.Namespace) -> int:
     stop_on_signals(stop)
     announce(args.listen, port, admin.path)
     fmspcs = ", ".join(f.hex().upper() for f in core.collateral.fmspcs) or "none"
+    if core.collateral.pccs is not None:
+        fmspcs += f", any fmspc from pccs {core.collateral.pccs.url}"
     print(
         f"tdxsim verifier: {len(core.anchors)} trust anchor(s), collateral for fmspc {fmspcs}, "
         f"db {core.store.location}, kid {core.keys.current_kid}, {tls.describe(tls_config)}",
