@@ -1,8 +1,10 @@
 """``tdxsim quote inspect|verify``: offline use of the quote codec and the DCAP verifier (docs/cli.md).
 
-A quote file holds the binary quote or its hex text (``0x`` and line breaks allowed). Without ``--policy`` the
-verdict is dcap-qvl's: a DEBUG TD is rejected ("Debug mode is enabled"); with one, the policy decides
-(``allow_debug``). Both commands say when the PCK chain is a tdxsim simulation.
+A quote file holds the binary quote or its hex text (``0x`` and line breaks allowed). Collateral comes from a
+``QuoteCollateralV3`` file (``--collateral``) or, as real verifiers get it, from a PCCS or Intel's PCS by URL
+(``--pccs``, docs/attestation.md §17). Without ``--policy`` the verdict is dcap-qvl's: a DEBUG TD is rejected
+("Debug mode is enabled"); with one, the policy decides (``allow_debug``). Both commands say when the PCK
+chain is a tdxsim simulation.
 
 Exit codes (as go-tdx-guest's ``check``): 0 accepted (or inspected), 1 rejected, 2 unusable input
 or arguments. Unusable input includes malformed collateral (any member that does not parse or has the wrong
@@ -25,6 +27,7 @@ from attest.errors import AttestError
 from attest.formats.quote import decode_quote, quote_bytes
 from attest.verifier import offline
 from attest.verifier.appraise import Evidence, PolicyError, appraise, policy_from_json
+from attest.verifier.dcap.pccs_client import PccsClient, PccsError, platform_of
 from attest.verifier.dcap.roots import INTEL_SGX_ROOT_CA_PEM
 
 EXIT_ACCEPTED, EXIT_REJECTED, EXIT_UNUSABLE = 0, 1, 2
@@ -50,7 +53,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "window), 2 unusable input (unreadable files, malformed quote, collateral or policy).",
     )
     verify.add_argument("file", type=Path, help="quote file, binary or hex")
-    verify.add_argument("--collateral", type=Path, required=True, help="dcap-qvl QuoteCollateralV3 JSON")
+    source = verify.add_mutually_exclusive_group(required=True)
+    source.add_argument("--collateral", type=Path, help="dcap-qvl QuoteCollateralV3 JSON")
+    source.add_argument(
+        "--pccs",
+        metavar="URL",
+        help="fetch the collateral for the quote's FMSPC from a PCCS or Intel's PCS (http(s)://HOST:PORT, "
+        "e.g. what 'tdxsim pcs serve' prints, or https://api.trustedservices.intel.com)",
+    )
     verify.add_argument("--at", type=int, default=None, help="verification time, unix seconds (default: now)")
     verify.add_argument(
         "--root",
@@ -114,7 +124,7 @@ def run_inspect(args: argparse.Namespace) -> int:
 def run_verify(args: argparse.Namespace) -> int:
     try:
         quote = _read(args.file)
-        collateral = _read_text(args.collateral)
+        collateral = _read_text(args.collateral) if args.collateral is not None else _fetch(args.pccs, quote)
         roots = [_read(p) for p in args.root] or [INTEL_SGX_ROOT_CA_PEM]
         at = args.at if args.at is not None else int(time.time())
         result = offline.verify(quote, collateral, at, roots, allow_debug=args.policy is not None)
@@ -133,6 +143,16 @@ def run_verify(args: argparse.Namespace) -> int:
     lines.append(f"  mr_td {result['report']['mr_td']}")
     _emit(result, args.json, lines)
     return EXIT_ACCEPTED if accepted else EXIT_REJECTED
+
+
+def _fetch(url: str, quote: bytes) -> str:
+    """The QuoteCollateralV3 JSON of the quote's FMSPC, fetched from the PCCS at ``url`` (docs/attestation.md
+    §17); an unreachable PCCS or one without that FMSPC makes the input unusable (exit 2)."""
+    try:
+        fmspc, pck_ca = platform_of(decode_quote(quote_bytes(quote)))
+        return PccsClient(url).fetch(fmspc, pck_ca).json_text
+    except (PccsError, ValueError) as err:
+        raise _Unusable(f"--pccs: {err}") from None
 
 
 def _root_line(root: dict[str, Any]) -> str:

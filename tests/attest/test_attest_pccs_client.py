@@ -292,3 +292,40 @@ def test_verifier_cli_refuses_a_bad_pccs_url(tmp_path: Path, pki: Pki) -> None:
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "pccs url" in done.stderr and done.stderr.count("\n") == 1
+
+
+def test_quote_verify_fetches_its_collateral_from_a_pccs(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from attest_pcs_served import foreign_fmspc_quote
+    from attest_sim_evidence import make_evidence
+
+    from tests.conftest import ROOT
+
+    evidence = make_evidence(tmp_path / "pki")
+    (tmp_path / "q.bin").write_bytes(evidence.quote)
+    (tmp_path / "foreign.hex").write_text(foreign_fmspc_quote(evidence.pki).hex())
+    pcs = start_pcs(evidence.pki.directory)
+
+    def verify(quote: str, url: str) -> subprocess.CompletedProcess[str]:
+        cmd = [
+            sys.executable, "-m", "tdxsim.cli", "quote", "verify", str(tmp_path / quote), "--pccs", url,
+            "--root", str(evidence.pki.directory / "root_ca.pem"), "--at", str(NOW), "--json",
+        ]  # fmt: skip
+        return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+    try:
+        done = verify("q.bin", pcs.url)
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout)
+        assert (result["verdict"], result["tcb_status"]) == ("accepted", "UpToDate")
+        done = verify("foreign.hex", pcs.url)
+        assert done.returncode == 2
+        assert json.loads(done.stdout)["verdict"] == "unusable"
+        assert "404" in done.stderr and done.stderr.count("\n") == 1
+    finally:
+        assert pcs.stop() == 0
+    done = verify("q.bin", pcs.url)  # the PCCS is gone
+    assert done.returncode == 2
+    assert "refused" in done.stderr and done.stderr.count("\n") == 1

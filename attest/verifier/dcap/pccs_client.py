@@ -48,6 +48,7 @@ from attest.formats.collateral import (
     parse_tcb_info,
     slice_json_member,
 )
+from attest.formats.pck_extension import pck_extension_of
 from attest.formats.quote import Quote
 from attest.jsonutil import loads_json
 from attest.verifier.dcap.chains import load_certificates
@@ -108,6 +109,18 @@ def pck_ca_of(quote: Quote) -> str:
         raise CertificateChainError("pck chain is empty", step="pck_chain")
     issuer = pck_names.common_name(leaf.issuer)
     return PCK_CA_PLATFORM if issuer == pck_names.PLATFORM_CA_CN else PCK_CA_PROCESSOR
+
+
+def platform_of(quote: Quote) -> tuple[bytes, str]:
+    """The FMSPC and PCK CA (``platform``/``processor``) the quote's PCK leaf names: which collateral to
+    fetch for it (read before verification, which then checks everything)."""
+    ca = pck_ca_of(quote)
+    leaf = load_certificates(quote.pck_chain.pem_certificates()[0], "pck chain")[0]
+    try:
+        return pck_extension_of(leaf).fmspc, ca
+    except AttestError as err:
+        err.step = err.step or "pck_chain"
+        raise
 
 
 def base_url(url: str) -> str:
