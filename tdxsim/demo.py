@@ -1,7 +1,8 @@
 """``make demo``: the whole stack as separate processes, in one command.
 
-1. A simulated Intel PCS (``tdxsim pki init``), a host whose quoting enclave is provisioned from it, and a
-   remote verifier that trusts its root.
+1. A simulated Intel PCS (``tdxsim pki init``) served over HTTP as a PCCS (``tdxsim pcs serve``), a host
+   whose quoting enclave is provisioned from it, and a remote verifier that trusts its root and fetches
+   collateral from the PCCS (``--pccs``), as real verifiers do.
 2. The relying party computes the MRTD of ``examples/image.json`` offline, writes a policy with it and
    stores a secret that only TDs satisfying that policy may receive.
 3. Guest processes launch TDs from the image, work with private and shared memory, measure into an RTMR,
@@ -9,9 +10,9 @@
 4. The pre-2021 world (``--memory-mode legacy``): the host can touch private memory, poisons a TD with one
    write, and takes itself down with a machine check when it reads the line back.
 
-Every process is started with ``--listen 127.0.0.1:0`` and found through its first stdout line; its second
-line names the admin credential it generated, which the operator's calls (launching TDs, setting policy)
-present. All of them are stopped on exit or Ctrl-C.
+Every process is started with ``--listen 127.0.0.1:0`` and found through its first stdout line; the gRPC
+servers' second line names the admin credential they generated, which the operator's calls (launching TDs,
+setting policy) present. All of them are stopped on exit or Ctrl-C.
 """
 
 from __future__ import annotations
@@ -64,8 +65,9 @@ class Server(NamedTuple):
 
 
 @contextmanager
-def server(name: str, *args: str) -> Iterator[Server]:
-    """A tdxsim server process on a free loopback port; stopped (SIGTERM, then SIGKILL) on exit."""
+def server(name: str, *args: str, admin: bool = True) -> Iterator[Server]:
+    """A tdxsim server process on a free loopback port; stopped (SIGTERM, then SIGKILL) on exit. ``admin``:
+    it prints an admin credential's path as its second line (the PCCS has no admin API)."""
     proc = subprocess.Popen(
         tdxsim(*args, "--listen", "127.0.0.1:0"), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
     )
@@ -75,8 +77,9 @@ def server(name: str, *args: str) -> Iterator[Server]:
         if not line.startswith("listening on "):
             raise SystemExit(f"{name} did not start")
         address = line.removeprefix("listening on ")
-        admin_file = proc.stdout.readline().strip().removeprefix("admin credential: ")
-        say(f"  {name:<9} pid {proc.pid:<6} {address}  (admin credential {admin_file})")
+        admin_file = proc.stdout.readline().strip().removeprefix("admin credential: ") if admin else ""
+        role = f"admin credential {admin_file}" if admin else "public, read-only"
+        say(f"  {name:<9} pid {proc.pid:<6} {address}  ({role})")
         yield Server(proc, address, admin_file)
     finally:
         if proc.poll() is None:
@@ -126,7 +129,7 @@ def show_steps(steps: list[dict[str, object]]) -> None:
 
 
 def attestation_story(work: Path) -> None:
-    say("== 1. a simulated Intel PCS, a host provisioned from it, and a remote verifier")
+    say("== 1. a simulated Intel PCS served as a PCCS, a host provisioned from it, and a remote verifier")
     made = subprocess.run(
         tdxsim("pki", "init", str(work / "pki")), capture_output=True, text=True, timeout=60
     )
@@ -135,6 +138,7 @@ def attestation_story(work: Path) -> None:
     say(f"  pki       {work / 'pki'} (Intel's names marked 'tdxsim SIMULATED', tdxsim's own root key)")
     pki = work / "pki"
     with ExitStack() as stack:
+        pcs = stack.enter_context(server("pccs", "pcs", "serve", "--pki", str(pki), admin=False))
         host = stack.enter_context(server("host", "host", "--phys-mem", "1G", "--pki", str(pki)))
         verifier = stack.enter_context(
             server(
@@ -144,10 +148,11 @@ def attestation_story(work: Path) -> None:
                 str(work / "verifier.db"),
                 "--root",
                 str(pki / "root_ca.pem"),
-                "--collateral",
-                str(pki / "collateral.json"),
+                "--pccs",
+                f"http://{pcs.address}",
             )
         )
+        say(f"  the verifier fetches collateral per FMSPC from http://{pcs.address} (Intel PCS API v4 paths)")
 
         say("\n== 2. the relying party: expected MRTD from the image, a policy, a secret")
         mrtd = subprocess.run(
