@@ -39,6 +39,8 @@ tdxsim simulates an Intel TDX machine as separate processes talking gRPC (make d
                                             the whole stack under hostile load, then a verdict
   tdxsim attack [--json] [--host ADDR]      host-side and physical attacks on a live TD, each beside what
                                             real TDX guarantees (exit 1 when one differs)
+  tdxsim memmap --host ADDR --td ID [--svg FILE]
+                                            a TD's GPA map: private, pending, shared, unbacked, poisoned
 
 Every command takes --help.
 """
@@ -126,6 +128,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     attack.add_arguments(attack_parser)
     attack_parser.set_defaults(func=attack.run)
+
+    from tdxsim import memmap
+
+    memmap_parser = sub.add_parser(
+        "memmap",
+        help="draw a TD's GPA space: private accepted/pending, shared, unbacked, poisoned (terminal or SVG)",
+        description=memmap.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    memmap.add_arguments(memmap_parser)
+    memmap_parser.set_defaults(func=memmap.run)
     return parser
 
 
