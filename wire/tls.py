@@ -22,7 +22,9 @@ import datetime
 import ipaddress
 import os
 import re
+import ssl
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -419,3 +421,39 @@ def run_init(args: argparse.Namespace) -> int:
     print(f"server  {paths['server.pem']} + {paths['server.key']} (for {args.hosts})")
     print(f"client  {paths['client.pem']} + {paths['client.key']}")
     return 0
+
+
+def _load_chain(context: ssl.SSLContext, chain: bytes, key: bytes) -> None:
+    """``ssl`` loads a certificate and key only from files: write them to a private temporary folder, load,
+    and remove them at once."""
+    with tempfile.TemporaryDirectory(prefix="tdxsim-tls-") as folder:
+        cert_path, key_path = Path(folder) / "chain.pem", Path(folder) / "key.pem"
+        for path, data in ((cert_path, chain), (key_path, key)):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        context.load_cert_chain(cert_path, key_path)
+
+
+def ssl_server_context(cfg: TlsConfig) -> ssl.SSLContext:
+    """The same server TLS as :func:`server_credentials`, for an HTTP server (``ssl``): TLS 1.2 or later,
+    client certificates from ``root_certificates`` required when it is set (mTLS)."""
+    if cfg.certificate_chain is None or cfg.private_key is None:
+        raise TlsError("a TLS server needs a certificate and its key")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    _load_chain(context, cfg.certificate_chain, cfg.private_key)
+    if cfg.root_certificates is not None:
+        context.load_verify_locations(cadata=cfg.root_certificates.decode("ascii"))
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def ssl_client_context(cfg: TlsConfig) -> ssl.SSLContext:
+    """The same client TLS as :func:`channel_credentials`, for an HTTP client (``ssl``): the server must
+    chain to ``root_certificates`` and match the host name; our certificate is presented when given."""
+    context = ssl.create_default_context(cadata=(cfg.root_certificates or b"").decode("ascii") or None)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if cfg.certificate_chain is not None and cfg.private_key is not None:
+        _load_chain(context, cfg.certificate_chain, cfg.private_key)
+    return context

@@ -16,7 +16,8 @@ nonce never survives an attempt):
 6. DCAP verification (``attest.verifier.dcap.Verifier``, one caching instance per server thread) at
 ``verify_at`` or
    now (INVALID_ARGUMENT ``VERIFY_<STEP>``, Revoked: PERMISSION_DENIED ``TCB_REVOKED``);
-7. REPORTDATA == ``attest.formats.binding.report_data(nonce, key)``, event log replayed against RTMR0..3;
+7. REPORTDATA == ``attest.formats.binding.report_data(nonce, key)`` (or, for the KBS protocol's front door,
+   the value its runtime data gives: ``report_data``), event log replayed against RTMR0..3;
 8. appraisal: every mismatch listed (PERMISSION_DENIED, reason = the first, metadata ``mismatches``; when the
    first is NONCE_REPLAYED/NONCE_EXPIRED, FAILED_PRECONDITION: the client must fetch a fresh nonce);
 9. token: ES256 JWT with EAR claims (``attest.verifier.token.ear``), signed by the persisted key, with
@@ -349,12 +350,18 @@ class VerifierCore:
         tee_public_key: bytes,
         policy_name: str,
         audience: str = "",
+        *,
+        report_data: bytes | None = None,
+        door: str = "",
     ) -> AttestResult:
+        """``report_data``: the REPORTDATA the caller's protocol binds (the KBS protocol's runtime data),
+        instead of tdxsim's rule; ``door``: that front door's name for the audit log ("" = gRPC)."""
         subject = policy_name or DEFAULT_POLICY_NAME
+        where = {"door": door} if door else {}
         try:
-            result = self._attest(quote, event_log, nonce, tee_public_key, subject, audience)
+            result = self._attest(quote, event_log, nonce, tee_public_key, subject, audience, report_data)
         except Exception as err:
-            self._audit("Attest", subject, err, nonce=nonce[:8].hex())
+            self._audit("Attest", subject, err, nonce=nonce[:8].hex(), **where)
             raise
         tdx = tdx_claims(result.claims)
         self._audit(
@@ -364,6 +371,7 @@ class VerifierCore:
             nonce=nonce[:8].hex(),
             mr_td=tdx.get("mr_td"),
             tcb_status=result.tcb_status,
+            **where,
         )
         return result
 
@@ -421,6 +429,7 @@ class VerifierCore:
         tee_public_key: bytes,
         policy_name: str,
         audience: str,
+        report_data: bytes | None = None,
     ) -> AttestResult:
         self._check_shape(raw_quote, raw_log, nonce, tee_public_key, audience)
         policy, sets = self._policy_with_sets(policy_name)
@@ -443,7 +452,10 @@ class VerifierCore:
         freshness = self._freshness(nonce, now)
         at = self.config.verify_at if self.config.verify_at is not None else int(now)
         vq = self._verifier().verify(raw_quote, collateral, at)
-        bound = binding.matches(vq.report.report_data, nonce, tee_public_key) if nonce else None
+        if report_data is not None:
+            bound: bool | None = hmac.compare_digest(vq.report.report_data, report_data)
+        else:
+            bound = binding.matches(vq.report.report_data, nonce, tee_public_key) if nonce else None
         replay = compare_rtmrs(log, vq.report.rtmrs) if log is not None else None
         appraisal = appraise(
             Evidence(vq.report, vq.status, vq.advisory_ids),
@@ -512,8 +524,10 @@ class VerifierCore:
         issuer = self.config.issuer  # the key broker is this verifier: a token meant for others is refused
         return verify_token(token.strip(), self.jwks(), self.clock(), issuer=issuer, audience=issuer).claims
 
-    def get_resource(self, path: str, authorization: str | None) -> dict[str, str]:
-        """The resource at ``path`` as a flattened JWE to the TD key the bearer token attests."""
+    def get_resource(self, path: str, authorization: str | None, door: str = "") -> dict[str, str]:
+        """The resource at ``path`` as a flattened JWE to the TD key the bearer token attests (``door`` as
+        for ``attest``)."""
+        where = {"door": door} if door else {}
         jti = ""
         try:
             claims = self._bearer(authorization)
@@ -529,9 +543,9 @@ class VerifierCore:
                 raise Refused("TOKEN_NOT_KEY_BOUND", "the token attests no td key to seal the secret to")
             sealed = secret_jwe.seal(resource.secret, binding.load_tee_public_key(b64url_decode(akpub)))
         except Exception as err:
-            self._audit("GetResource", path, err, jti=jti)
+            self._audit("GetResource", path, err, jti=jti, **where)
             raise
-        self._audit("GetResource", path, None, jti=jti)
+        self._audit("GetResource", path, None, jti=jti, **where)
         return sealed
 
     def audit_log(self, after_id: int, limit: int) -> list[AuditRecord]:

@@ -14,6 +14,9 @@ answer is UNAVAILABLE ``PCCS_UNAVAILABLE``, docs/attestation.md §17). Verificat
 or ``--at UNIX`` to verify against archived collateral (nonce expiry and tokens keep using the wall clock).
 Plaintext by default; ``--tls-cert`` and ``--tls-key`` serve TLS, and ``--tls-client-ca`` also requires client
 certificates signed by that CA (mTLS); ``tdxsim tls init DIR`` mints a test PKI.
+With ``--kbs-listen HOST:PORT`` the same verifier also speaks the KBS attestation protocol over HTTP
+(trustee's RCAR, docs/kbs.md), TLS with the same ``--tls-*`` files, and prints ``kbs listening on
+HOST:PORT`` after the other two lines.
 Exit status: 0 after a graceful stop, 2 for unusable arguments or files (argparse's usage line when
 ``--root`` or ``--db`` is missing).
 """
@@ -33,9 +36,18 @@ from attest.verifier.dcap.pccs_client import DEFAULT_TIMEOUT, PccsClient, PccsCo
 from attest.verifier.dcap.quote_verifier import load_anchors
 from attest.verifier.service.core import CollateralIndex, ServiceConfig, VerifierCore
 from attest.verifier.service.grpc_server import create_server
+from attest.verifier.service.kbs_http import KbsHttpServer
+from attest.verifier.service.kbs_protocol import KbsProtocol
 from attest.verifier.store import StoreError, open_store
 from wire import credentials, tls
-from wire.serving import announce, check_server_arguments, stop_on_signals, wait_until_signalled
+from wire.serving import (
+    address_in_use,
+    announce,
+    check_listen_address,
+    check_server_arguments,
+    stop_on_signals,
+    wait_until_signalled,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -87,6 +99,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--at", type=int, default=None, metavar="UNIX", help="fixed DCAP verification time")
     parser.add_argument("--nonce-ttl", type=int, default=300, help="default nonce lifetime, seconds (300)")
     parser.add_argument("--token-ttl", type=int, default=300, help="default token lifetime, seconds (300)")
+    parser.add_argument(
+        "--kbs-listen",
+        metavar="HOST:PORT",
+        help="also serve the KBS attestation protocol (trustee's /kbs/v0 RCAR over HTTP, docs/kbs.md) there; "
+        "TLS with the --tls-* files; port 0 picks one, printed as 'kbs listening on HOST:PORT'",
+    )
     credentials.add_server_argument(parser)
     tls.add_server_arguments(parser)
 
@@ -118,8 +136,24 @@ def _build_core(args: argparse.Namespace, admin: str) -> VerifierCore:
     return core
 
 
+def _kbs_address(address: str) -> tuple[str, int, str]:
+    """(host, port, "") for a usable ``--kbs-listen``, else ("", 0, the one-line reason)."""
+    problem = check_listen_address(address)
+    if not problem and address.startswith(("unix:", "unix-abstract:")):
+        problem = "the kbs serves HTTP on HOST:PORT, not on a unix socket"
+    if problem:
+        return "", 0, f"--kbs-listen: {problem}"
+    if address_in_use(address):
+        return "", 0, f"cannot listen on {address}: address already in use"
+    host, _, port = address.rpartition(":")
+    return host, int(port), ""
+
+
 def run(args: argparse.Namespace) -> int:
     tls_config, problem = check_server_arguments(args)
+    kbs_host, kbs_port = "", 0
+    if not problem and args.kbs_listen:
+        kbs_host, kbs_port, problem = _kbs_address(args.kbs_listen)
     if problem:
         print(f"tdxsim verifier: {problem}", file=sys.stderr)
         return 2
@@ -140,9 +174,22 @@ def run(args: argparse.Namespace) -> int:
         print(f"tdxsim verifier: cannot listen on {args.listen}: {err}", file=sys.stderr)
         credentials.discard_generated(admin)
         return 2
+    kbs: KbsHttpServer | None = None
+    if args.kbs_listen:
+        kbs = KbsHttpServer(KbsProtocol(core), kbs_host, kbs_port, tls=tls_config)
+        try:
+            kbs.start()
+        except (OSError, RuntimeError, ValueError) as err:
+            print(f"tdxsim verifier: cannot listen on {args.kbs_listen}: {err}", file=sys.stderr)
+            server.stop(None).wait(5)
+            core.store.close()
+            credentials.discard_generated(admin)
+            return 2
     stop = threading.Event()
     stop_on_signals(stop)
     announce(args.listen, port, admin.path)
+    if kbs is not None:
+        print(f"kbs listening on {kbs_host}:{kbs.port}", flush=True)
     fmspcs = ", ".join(f.hex().upper() for f in core.collateral.fmspcs) or "none"
     if core.collateral.pccs is not None:
         fmspcs += f", any fmspc from pccs {core.collateral.pccs.url}"
@@ -154,6 +201,8 @@ def run(args: argparse.Namespace) -> int:
     )
     wait_until_signalled(stop)
     health.enter_graceful_shutdown()
+    if kbs is not None:
+        kbs.stop(2.0)
     server.stop(2.0).wait(5)
     core.store.close()
     credentials.discard_generated(admin)

@@ -1,0 +1,163 @@
+"""The KBS protocol's HTTP endpoints (``tdxsim verifier --kbs-listen ADDR``) on aiohttp (docs/kbs.md §5).
+
+=========================================================  =============================================
+``POST /kbs/v0/auth``      Request (JSON)                   200 Challenge, ``Set-Cookie: kbs-session-id``
+``POST /kbs/v0/attest``    Attestation (JSON) + cookie      200 ``{"token": JWT}``
+``GET  /kbs/v0/resource/<repository>/<type>/<tag>``         200 flattened JWE; cookie or
+                                                            ``Authorization: Bearer <token>``
+=========================================================  =============================================
+
+Refusals are trustee's ErrorInformation JSON (``{"type": ".../errors/<Kind>", "detail": …}``) with 401, 403
+or 404 as ``attest.verifier.service.kbs_protocol`` decides; 413 for a body over ``MAX_BODY`` (an Attestation
+carries a 64 KiB quote and a 16 MiB event log, base64), 503 when the server is saturated
+(``MAX_IN_FLIGHT`` requests) or its database fails, 500 (one stderr line) for a fault of the server itself.
+
+The server runs on an event loop of its own thread; the protocol's synchronous work (database, DCAP
+verification) runs in a small thread pool, so a slow client holds a coroutine, never a worker. TLS and mTLS
+use the verifier's ``--tls-*`` files (``wire.tls.ssl_server_context``); plaintext otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import json
+import sys
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from attest.formats.kbs_evidence import SESSION_COOKIE
+from attest.verifier.service.kbs_protocol import KbsError, KbsProtocol, Session
+from wire.tls import TlsConfig, ssl_server_context
+
+PREFIX = "/kbs/v0"
+MAX_BODY = 24 << 20
+MAX_IN_FLIGHT = 64
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _problem(err: KbsError) -> web.Response:
+    return web.json_response(err.information(), status=err.status)
+
+
+class KbsHttpServer:
+    """One aiohttp site serving ``protocol`` on ``host:port`` (port 0 picks a free one)."""
+
+    def __init__(
+        self, protocol: KbsProtocol, host: str, port: int, tls: TlsConfig | None = None, max_workers: int = 8
+    ) -> None:
+        self.protocol = protocol
+        self.host = host
+        self.requested_port = port
+        self.tls = tls
+        self.port = 0
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers, thread_name_prefix="kbs")
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="kbs-http", daemon=True)
+        self._runner: web.AppRunner | None = None
+        self._in_flight: asyncio.Semaphore | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------------------------
+
+    def start(self) -> int:
+        """Bind and serve; returns the bound port. A bind failure raises ``OSError`` here."""
+        self._thread.start()
+        try:
+            asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(30)
+        except BaseException:
+            self.stop()
+            raise
+        return self.port
+
+    async def _start(self) -> None:
+        self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
+        app = web.Application(client_max_size=MAX_BODY, middlewares=[self._guard])
+        app.router.add_post(f"{PREFIX}/auth", self._auth)
+        app.router.add_post(f"{PREFIX}/attest", self._attest)
+        app.router.add_get(f"{PREFIX}/resource/{{repository}}/{{type}}/{{tag}}", self._resource)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        ssl_context = ssl_server_context(self.tls) if self.tls is not None else None
+        host = self.host.strip("[]")
+        site = web.TCPSite(self._runner, host, self.requested_port, ssl_context=ssl_context, reuse_port=False)
+        await site.start()
+        server = site._server  # aiohttp exposes the bound sockets only here
+        sockets = getattr(server, "sockets", None) or ()
+        self.port = int(sockets[0].getsockname()[1]) if sockets else self.requested_port
+
+    def stop(self, grace: float = 2.0) -> None:
+        """Stop accepting, let requests in progress finish for ``grace`` seconds, end the loop and pool."""
+        if self._runner is not None and self._loop.is_running():
+            for step in (self._runner.shutdown, self._runner.cleanup):
+                future = asyncio.run_coroutine_threadsafe(step(), self._loop)
+                with contextlib.suppress(TimeoutError, concurrent.futures.TimeoutError):
+                    future.result(grace + 1)
+        if self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread.is_alive():
+            self._thread.join(5)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # --- plumbing -----------------------------------------------------------------------------------------
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Every request: at most ``MAX_IN_FLIGHT`` at once (503 beyond), ``KbsError`` as ErrorInformation,
+        an oversized body 413, anything unexpected 500 with one stderr line."""
+        assert self._in_flight is not None
+        if self._in_flight.locked():
+            return _problem(KbsError(503, "AttestationError", "the kbs is busy: too many requests in flight"))
+        async with self._in_flight:
+            try:
+                return await handler(request)
+            except KbsError as err:
+                return _problem(err)
+            except web.HTTPRequestEntityTooLarge:
+                return _problem(KbsError(413, "SerdeError", f"request body larger than {MAX_BODY} bytes"))
+            except web.HTTPException:
+                raise
+            except Exception as err:
+                line = f"tdxsim verifier: kbs {request.path}: {type(err).__name__}: {err}"
+                print(line.replace("\n", " "), file=sys.stderr, flush=True)
+                return _problem(KbsError(500, "AttestationError", "internal error of the kbs"))
+
+    async def _run(self, work: Callable[[], Any]) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, work)
+
+    def _with_cookie(self, response: web.Response, session: Session) -> web.Response:
+        max_age = max(0, int(session.expires_at - self.protocol.core.clock()))
+        response.set_cookie(
+            SESSION_COOKIE,
+            session.id,
+            path=PREFIX,
+            max_age=max_age,
+            httponly=True,
+            samesite="Strict",
+            secure=self.tls is not None,
+        )
+        return response
+
+    # --- endpoints ----------------------------------------------------------------------------------------
+
+    async def _auth(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        session, challenge = await self._run(lambda: self.protocol.auth(body))
+        return self._with_cookie(web.json_response(challenge), session)
+
+    async def _attest(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        cookie = request.cookies.get(SESSION_COOKIE)
+        session, token = await self._run(lambda: self.protocol.attest(cookie, body))
+        return self._with_cookie(web.json_response({"token": token}), session)
+
+    async def _resource(self, request: web.Request) -> web.StreamResponse:
+        info = request.match_info
+        path = f"{info['repository']}/{info['type']}/{info['tag']}"
+        cookie = request.cookies.get(SESSION_COOKIE)
+        authorization = request.headers.get("Authorization")
+        jwe = await self._run(lambda: self.protocol.resource(path, cookie, authorization))
+        return web.Response(text=json.dumps(jwe), content_type="application/json")
