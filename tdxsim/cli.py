@@ -39,6 +39,9 @@ tdxsim simulates an Intel TDX machine as separate processes talking gRPC (make d
                                             the whole stack under hostile load, then a verdict
   tdxsim attack [--json] [--host ADDR]      host-side and physical attacks on a live TD, each beside what
                                             real TDX guarantees (exit 1 when one differs)
+  tdxsim fleet up --hosts N --verifiers M --dir DIR [--postgres URL] [--tcb-mix]
+                                            many platforms and verifier replicas on one PostgreSQL
+  tdxsim fleet status|down --dir DIR        check or stop them
   tdxsim memmap --host ADDR --td ID [--svg FILE]
                                             a TD's GPA map: private, pending, shared, unbacked, poisoned
 
@@ -128,6 +131,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     attack.add_arguments(attack_parser)
     attack_parser.set_defaults(func=attack.run)
+
+    from tdxsim import fleet
+
+    fleet_parser = sub.add_parser(
+        "fleet",
+        help="start, check or stop a fleet: simulated platforms and verifier replicas sharing PostgreSQL",
+        description=fleet.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    fleet.add_arguments(fleet_parser)
+    fleet_parser.set_defaults(func=fleet.run)
 
     from tdxsim import memmap
 

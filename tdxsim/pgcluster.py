@@ -5,7 +5,8 @@
 created on demand, ``pg_ctl stop -m fast`` at the end. PostgreSQL refuses to run as root: run as root, the
 cluster belongs to an unprivileged user (``postgres`` when it exists, else ``nobody``) and lives in a fresh
 folder under the system's temporary directory that this user owns, since the caller's folder may be one the
-user cannot enter. docs/fleet.md "The database" says what a real deployment uses instead.
+user cannot enter; the binaries run through ``setpriv`` (util-linux) as that user. docs/fleet.md "The
+database" says what a real deployment uses instead.
 
 Binaries: ``$TDXSIM_PG_BIN`` if set, else the newest ``/usr/lib/postgresql/VERSION/bin`` (Debian's
 ``postgresql`` package), else ``initdb`` on the PATH. ``scripts/system-packages.sh`` installs the package
@@ -134,6 +135,17 @@ class LocalCluster:
     def _run(self, tool: str, *args: str, timeout: float = START_TIMEOUT) -> str:
         command = [str(self.binaries / tool), *args]
         owner = self._owner
+        if owner is not None:
+            # setpriv, not subprocess's user/group arguments: those make Python fork() instead of vfork(),
+            # and a fork() in a process with gRPC threads runs gRPC's fork handlers, which may crash it.
+            command = [
+                "setpriv",
+                f"--reuid={owner.uid}",
+                f"--regid={owner.gid}",
+                "--clear-groups",
+                "--",
+                *command,
+            ]
         try:
             done = subprocess.run(
                 command,
@@ -143,9 +155,6 @@ class LocalCluster:
                 cwd=self.root,
                 check=False,
                 env={**os.environ, "LC_ALL": "C"},
-                user=owner.uid if owner else None,
-                group=owner.gid if owner else None,
-                extra_groups=[] if owner else None,
             )
         except (OSError, subprocess.TimeoutExpired) as err:
             raise ClusterError(f"{tool}: {err}") from None

@@ -105,6 +105,9 @@ class PostgresStore(Store):
             name="tdxsim-verifier",
         )
         try:
+            # One direct connection first: an unreachable server is its own precise error at once, not a
+            # pool timeout after OPEN_WAIT seconds.
+            psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT).close()
             self._pool.open(wait=True, timeout=OPEN_WAIT)
             self._migrate()
         except psycopg.Error as err:

@@ -1,0 +1,97 @@
+"""``tdxsim fleet`` end to end: up with 4 hosts and 2 verifier replicas on a throwaway PostgreSQL, a guest on
+every host attests through the replicas, status says every process is healthy, down leaves no process and no
+PostgreSQL running."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tdxsim.pgcluster import find_binaries, missing_reason
+from tests.conftest import ROOT
+
+HOSTS = 4
+
+
+def _tdxsim(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tdxsim.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.fixture
+def fleet_dir(tmp_path: Path) -> Iterator[Path]:
+    if find_binaries() is None:
+        pytest.skip(missing_reason())
+    directory = tmp_path / "fleet"
+    try:
+        yield directory
+    finally:
+        if (directory / "fleet.json").exists():
+            _tdxsim("fleet", "down", "--dir", str(directory))
+
+
+def test_fleet_up_attest_status_down(fleet_dir: Path, tmp_path: Path) -> None:
+    up = _tdxsim("fleet", "up", "--hosts", str(HOSTS), "--verifiers", "2", "--dir", str(fleet_dir), "--json")
+    assert up.returncode == 0, up.stderr
+    fleet = json.loads((fleet_dir / "fleet.json").read_text())
+    assert json.loads(up.stdout) == fleet
+    roles = [m["role"] for m in fleet["members"]]
+    assert roles.count("host") == HOSTS and roles.count("verifier") == 2 and roles.count("pccs") == HOSTS
+    hosts = [m for m in fleet["members"] if m["role"] == "host"]
+    assert len({h["details"]["fmspc"] for h in hosts}) == HOSTS  # distinct platforms
+    assert {h["details"]["tcb_status"] for h in hosts} == {"UpToDate"}
+    assert fleet["verifier_target"] == ",".join(
+        m["address"] for m in fleet["members"] if m["role"] == "verifier"
+    )
+
+    workload = tmp_path / "attest.tdx"
+    workload.write_text("attest -\n")
+
+    def guest(host: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        return _tdxsim(
+            "guest", "--host", host["address"], "--admin-credential", fleet["admin_credential"],
+            "--image", str(ROOT / "examples" / "image.json"), "--verifier", fleet["verifier_target"],
+            "--json", "run", str(workload),
+        )  # fmt: skip
+
+    with ThreadPoolExecutor(max_workers=HOSTS) as pool:
+        results = list(pool.map(guest, hosts))
+    for result in results:
+        assert result.returncode == 0, result.stderr
+        [step] = json.loads(result.stdout)["steps"]
+        assert step["ok"] and step["values"]["tcb_status"] == "UpToDate", step
+
+    status = _tdxsim("fleet", "status", "--dir", str(fleet_dir), "--json")
+    assert status.returncode == 0, status.stdout + status.stderr
+    rows = json.loads(status.stdout)
+    assert len(rows) == len(fleet["members"]) + 1 and all(r["healthy"] for r in rows), rows
+    assert [r["role"] for r in rows][-1] == "postgres"
+
+    pids = [m["pid"] for m in fleet["members"]] + [fleet["database"]["pid"]]
+    down = _tdxsim("fleet", "down", "--dir", str(fleet_dir))
+    assert down.returncode == 0, down.stderr
+    assert [pid for pid in pids if _running(pid)] == []
+    assert not Path(fleet["database"]["cluster"]).exists()
+    assert not (fleet_dir / "fleet.json").exists()
+    again = _tdxsim("fleet", "status", "--dir", str(fleet_dir))
+    assert again.returncode == 2 and again.stderr.startswith("tdxsim fleet: ")
