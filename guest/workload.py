@@ -30,6 +30,9 @@ step                                        what the guest does
 ``attest VERIFIER [policy NAME]``           remote attestation at a ``tdxsim verifier``: nonce, quote bound to
 ``[secret PATH [expect DATA]]``             a fresh key, token; with ``secret`` the resource released to the
                                             token, opened with the TD's key (``expect`` checks it)
+``kbs URL resource PATH [expect DATA]``     the KBS protocol at ``tdxsim verifier --kbs-listen`` (or any KBS):
+                                            auth, attest with a fresh key, the resource PATH
+                                            (repository/type/tag) as a JWE opened with it (``guest.kbs``)
 ==========================================  ==================================================================
 
 VERIFIER is ``HOST:PORT``, several replicas as a comma list (``10.0.0.1:50054,10.0.0.2:50054``: calls go
@@ -58,6 +61,7 @@ from attest.formats.tdreport import decode_tdreport
 from guest.attestation import Verifier
 from guest.errors import GuestError, malformed_response
 from guest.image import ImageError, parse_number
+from guest.kbs import KbsClient
 from guest.td import Td
 from wire.tls import TlsConfig
 
@@ -163,7 +167,14 @@ class Attest:
     expect: Data | None = None
 
 
-Params = Accept | Write | Read | Convert | Extend | Report | Quote | Sleep | Attest
+@dataclass(frozen=True)
+class Kbs:
+    url: str
+    resource: str
+    expect: Data | None = None
+
+
+Params = Accept | Write | Read | Convert | Extend | Report | Quote | Sleep | Attest | Kbs
 
 
 @dataclass(frozen=True)
@@ -334,6 +345,18 @@ def _parse_attest(args: tuple[str, ...], line: int, base: Path) -> Attest:
     return Attest(args[0], options.get("policy", ""), options.get("secret"), expect)
 
 
+def _parse_kbs(args: tuple[str, ...], line: int, base: Path) -> Kbs:
+    usage = f"line {line}: kbs URL resource REPOSITORY/TYPE/TAG [expect DATA]"
+    if len(args) not in (3, 5) or args[1] != "resource" or (len(args) == 5 and args[3] != "expect"):
+        raise WorkloadError(usage)
+    if not args[0].startswith(("http://", "https://")):
+        raise WorkloadError(f"{usage}: URL must be http:// or https://")
+    parts = args[2].split("/")
+    if len(parts) != 3 or not all(parts):
+        raise WorkloadError(f"{usage}: the resource is three parts")
+    return Kbs(args[0], args[2], parse_spec(args[4], base, line) if len(args) == 5 else None)
+
+
 _Parser = Callable[[tuple[str, ...], int, Path], Params]
 _STEPS: dict[str, tuple[int, int, _Parser]] = {
     "accept": (2, 3, _parse_accept),
@@ -345,6 +368,7 @@ _STEPS: dict[str, tuple[int, int, _Parser]] = {
     "quote": (0, 1, _parse_quote),
     "sleep": (1, 1, _parse_sleep),
     "attest": (1, 7, _parse_attest),
+    "kbs": (3, 5, _parse_kbs),
 }
 
 
@@ -456,6 +480,8 @@ class Runner:
                 return f"slept {params.seconds:g} s", {}
             case Attest():
                 return self._attest(params, line)
+            case Kbs():
+                return self._kbs(params, line)
 
     def _accept(self, p: Accept) -> tuple[str, dict[str, object]]:
         out = self.td.accept(p.gpa, p.size, strict=not p.allow_accepted)
@@ -538,6 +564,17 @@ class Runner:
                 detail += f"; secret {p.secret} released: {_preview(secret)!r}"
                 values["secret_sha256"] = _sha256(secret)
         return detail, values
+
+    def _kbs(self, p: Kbs, line: int) -> tuple[str, dict[str, object]]:
+        with KbsClient(p.url, self.tls) as client:
+            attestation = client.attest(self.td)
+            secret = client.get_resource(p.resource, attestation)
+        if p.expect is not None and secret != p.expect.load(line):
+            raise WorkloadError(f"line {line}: the released secret is not the expected one")
+        return (
+            f"kbs token; resource {p.resource} released: {_preview(secret)!r}",
+            {"secret_sha256": _sha256(secret)},
+        )
 
 
 def _sha256(data: bytes) -> str:

@@ -308,7 +308,7 @@ def test_the_examples_readme_has_every_workload_step_of_the_docstring_and_every_
     steps = _docstring_step_forms()
     assert "attest VERIFIER [policy NAME] [secret PATH [expect DATA]]" in steps
     assert {form.split()[0] for form in steps} == {
-        "accept", "write", "read", "convert", "extend", "report", "quote", "sleep", "attest"
+        "accept", "write", "read", "convert", "extend", "report", "quote", "sleep", "attest", "kbs"
     }  # fmt: skip
     assert steps <= readme_forms, steps - readme_forms
     assert "tdxsim guest --image examples/image.json mrtd" in readme
