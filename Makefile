@@ -37,11 +37,10 @@ protos: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m tdxsim.demo
 
-## bench: every benchmark suite; each row is a ratio against a limit measured in the same run.
+## bench: every benchmark suite in one table; each row is a ratio against a limit measured in the same run.
+## The report (BENCHMARKS.md with plots) goes to bench-report/.
 bench: $(STAMP)
-	$(VENV)/bin/tdxsim bench memory
-	$(VENV)/bin/tdxsim bench guest
-	$(VENV)/bin/tdxsim bench verify
+	$(VENV)/bin/tdxsim bench --report bench-report
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

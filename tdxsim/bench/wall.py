@@ -1,0 +1,35 @@
+"""``demo_wall``: the wall time of the whole demo (``python -m tdxsim.demo``: a PCS, a host, a verifier, guest
+processes that attest, the legacy-mode story), against the budget of a first-time user's first command:
+10 s; target ≤ 1.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from tdxsim.bench.rows import SuiteResult, row, unmeasured
+
+BUDGET = 10.0
+NAME = "demo_wall"
+LIMIT_NAME = "budget for the demo, 10 s"
+
+
+def bench_demo_wall(timeout: float = 600.0) -> SuiteResult:
+    start = time.perf_counter()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "tdxsim.demo"], capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        reason = f"the demo did not finish within {timeout:.0f} s"
+        return SuiteResult([unmeasured(NAME, "s", LIMIT_NAME, target=1.0)], {}, {NAME: reason})
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        lines = (done.stderr or done.stdout).strip().splitlines()
+        reason = f"the demo failed (exit {done.returncode}): {lines[-1] if lines else 'no output'}"
+        return SuiteResult([unmeasured(NAME, "s", LIMIT_NAME, target=1.0)], {}, {NAME: reason})
+    print(f"  demo: {wall:.1f} s", file=sys.stderr, flush=True)
+    result = row(NAME, wall, "s", BUDGET, LIMIT_NAME, target=1.0, higher_is_better=False)
+    return SuiteResult([result], {}, {})
