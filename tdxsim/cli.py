@@ -33,8 +33,8 @@ tdxsim simulates an Intel TDX machine as separate processes talking gRPC (make d
   tdxsim quote inspect QUOTE                decode a DCAP quote
   tdxsim quote verify QUOTE --collateral JSON [--at UNIX] [--root PEM] [--policy FILE]
                                             verify (and appraise) a DCAP quote, real or simulated, offline
-  tdxsim bench memory|guest|verify [--json FILE]
-                                            speed as ratios against limits measured in the same run
+  tdxsim bench [SUITE ...] [--quick] [--report DIR]
+                                            every benchmark: ratios against limits measured in the same run
   tdxsim soak [--minutes N] [--json] [--seed S]
                                             the whole stack under hostile load, then a verdict
   tdxsim attack [--json] [--host ADDR]      host-side and physical attacks on a live TD, each beside what
