@@ -2,7 +2,8 @@
 started by ``tdxsim.fleet.start_verifiers``) on a server the test run starts from the machine's binaries.
 
 - a nonce issued by one replica and presented to both at once is accepted exactly once (100 trials);
-- a token issued by one replica is honoured by the other (same key set, JWKS alike);
+- a token issued by one replica is honoured by the other (same key set, JWKS alike); a key rotated at a
+  replica started with ``--rotate-signing-key`` is published by all, and its tokens are honoured by all;
 - SIGKILL of one replica under 8 concurrent attesting guests: every guest finishes through the other, and
   every token a guest got has its nonce used and its audit row in the database;
 - PostgreSQL stopped: both replicas answer UNAVAILABLE ``STORE_UNAVAILABLE``; restarted: both serve again.
@@ -161,6 +162,48 @@ def test_a_token_from_one_replica_is_honoured_by_the_other(replicas: Replicas) -
         ("Attest", allowed),
         ("GetResource", allowed),
     ]
+
+
+def test_a_key_rotated_at_one_replica_is_published_and_honoured_by_all(
+    replicas: Replicas, tmp_path: Path
+) -> None:
+    before = json.loads(replicas.stub(0).GetJwks(attestation_pb2.GetJwksRequest(), timeout=10).jwks_json)
+    [rotated] = start_verifiers(
+        1,
+        db=replicas.url,
+        roots=[replicas.pki / "root_ca.pem"],
+        collaterals=[replicas.pki / "collateral.json"],
+        logs=tmp_path / "logs",
+        admin_credential_file=ADMIN_FILE,
+        first_index=2,
+        extra=["--rotate-signing-key"],
+    )
+    try:
+        with grpc.insecure_channel(rotated.address) as channel:
+            stub = attestation_pb2_grpc.VerifierServiceStub(channel)
+            nonce = stub.GetNonce(attestation_pb2.GetNonceRequest(), timeout=10).nonce
+            quote, spki = _evidence(replicas.qe, nonce)
+            reply = stub.Attest(
+                attestation_pb2.AttestRequest(quote=quote, nonce=nonce, tee_public_key=spki), timeout=30
+            )
+    finally:
+        stop_members([rotated])
+    old_kids = [k["kid"] for k in before["keys"]]
+    assert reply.kid not in old_kids
+    policy = {"claims": {}, "attestation_policies": ["default"]}
+    replicas.stub(1, admin=True).PutResource(
+        attestation_pb2.PutResourceRequest(path="fleet/k2", secret=SECRET, policy_json=json.dumps(policy)),
+        timeout=10,
+    )
+    released = replicas.stub(0).GetResource(  # the rotated key's token is honoured elsewhere
+        attestation_pb2.GetResourceRequest(path="fleet/k2"),
+        metadata=[("authorization", f"Bearer {reply.token}")],
+        timeout=10,
+    )
+    assert released.jwe_json
+    for index in (0, 1):  # the others publish current and previous keys, the rotated one included
+        jwks_json = replicas.stub(index).GetJwks(attestation_pb2.GetJwksRequest(), timeout=10).jwks_json
+        assert [k["kid"] for k in json.loads(jwks_json)["keys"]] == [*old_kids, reply.kid]
 
 
 @pytest.fixture
