@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -32,7 +34,7 @@ from attest.verifier.token import b64url_decode
 from guest.attestation import Verifier
 from tdxsim.fleet import Member, start_verifiers, stop_members
 from tdxsim.pgcluster import LocalCluster, find_binaries, missing_reason
-from tests.conftest import ADMIN_CREDENTIAL, ADMIN_FILE, HostProcess, start_host
+from tests.conftest import ADMIN_CREDENTIAL, ADMIN_FILE, ROOT, HostProcess, start_host
 from wire.credentials import with_bearer
 from wire.rpc_status import error_info
 from wire.v1 import attestation_pb2, attestation_pb2_grpc
@@ -326,3 +328,18 @@ def _alive_pid(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_a_verifier_whose_database_cannot_be_reached_is_one_line_exit_2(tmp_path: Path) -> None:
+    init_pki(tmp_path / "pki", PkiOptions())
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "tdxsim.cli", "verifier", "--listen", "127.0.0.1:0",
+            "--db", f"postgresql://nobody@/none?host={tmp_path}",
+            "--root", str(tmp_path / "pki" / "root_ca.pem"),
+        ],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 2 and done.stdout == ""
+    [line] = done.stderr.splitlines()
+    assert line.startswith("tdxsim verifier: postgresql ") and str(tmp_path) in line
