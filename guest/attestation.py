@@ -48,6 +48,9 @@ class Attestation:
     tcb_status: str
     ear_status: str
     private_key: ec.EllipticCurvePrivateKey
+    #: The evidence the token was issued for: the DCAP quote and the CC event log sent with it.
+    quote: bytes = b""
+    event_log: bytes = b""
 
 
 class Verifier:
@@ -101,7 +104,15 @@ class Verifier:
             audience=audience,
         )
         reply = self._stub.Attest(request, timeout=TIMEOUT)
-        return Attestation(reply.token, reply.expires_at_unix, reply.tcb_status, reply.ear_status, key)
+        return Attestation(
+            reply.token,
+            reply.expires_at_unix,
+            reply.tcb_status,
+            reply.ear_status,
+            key,
+            quote,
+            request.event_log,
+        )
 
     def fetch_secret(self, attestation: Attestation, path: str) -> bytes:
         """Step 4: the resource at ``path``, released to this TD's token and opened with its key."""

@@ -34,6 +34,7 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 from types import FrameType
 
 from attest.errors import AttestError
@@ -69,6 +70,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="ADDR[,ADDR…]",
         help="verifier replica(s) for workload steps 'attest -': repeatable or a comma list; calls go "
         "round-robin to those that answer",
+    )
+    parser.add_argument(
+        "--evidence",
+        metavar="DIR",
+        help="with run: leave the last attest step's evidence in DIR for other tools: quote.bin, "
+        "eventlog.bin, token.jwt and verify_at (the unix time the verifier checked it)",
+    )
+    parser.add_argument(
+        "--hold",
+        action="store_true",
+        help="with run: after the workload, print the report and keep the TD until stdin reaches end of "
+        "file, so a launcher can look at it from the host side",
     )
     credentials.add_client_argument(parser)
     tls.add_client_arguments(parser)
@@ -139,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
     summary: dict[str, object] = {"td_id": launched.td_id, "hkid": launched.hkid, "host": args.host}
     results: list[StepResult] = []
     interrupted = False
+    held: dict[str, object] | None = None
     try:
         summary["mrtd"] = _mrtd(td)
         if args.tsm:
@@ -147,7 +161,8 @@ def run(args: argparse.Namespace) -> int:
             return _keep_alive(td, summary, launched.credential, args.json)
         if not args.json:
             print(f"TD {launched.td_id} launched (HKID {launched.hkid}, MRTD {str(summary['mrtd'])[:24]}…)")
-        runner = Runner(td, tls=tls_config, verifiers=split_addresses(args.verifier))
+        evidence = Path(args.evidence) if args.evidence else None
+        runner = Runner(td, tls=tls_config, verifiers=split_addresses(args.verifier), evidence=evidence)
         for step in steps:
             result = runner.run_step(step)
             results.append(result)
@@ -156,6 +171,12 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{mark} line {result.line:<4} {result.step}\n       {result.detail}", flush=True)
             if not result.ok:
                 break
+        if args.hold:
+            held = _report(summary, steps, results, interrupted=False)
+            print(
+                json.dumps(held) if args.json else f"TD {launched.td_id} held until stdin closes", flush=True
+            )
+            sys.stdin.read()
     except KeyboardInterrupt:
         interrupted = True
     except GuestError as err:
@@ -163,10 +184,11 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_STEP_FAILED
     finally:
         td.close()
-    ok = bool(steps is not None and len(results) == len(steps) and all(r.ok for r in results))
+    report = _report(summary, steps, results, interrupted=interrupted)
+    ok = bool(report["ok"])
     if args.json:
-        summary.update(ok=ok, interrupted=interrupted, steps=[r.to_dict() for r in results])
-        print(json.dumps(summary, indent=2))
+        if held is None:
+            print(json.dumps(report, indent=2))
     elif interrupted:
         print("interrupted: the TD is destroyed with this guest", file=sys.stderr)
     else:
@@ -174,6 +196,17 @@ def run(args: argparse.Namespace) -> int:
     if interrupted:
         return EXIT_INTERRUPTED
     return 0 if ok else EXIT_STEP_FAILED
+
+
+def _report(
+    summary: dict[str, object],
+    steps: list[workload.Step] | None,
+    results: list[StepResult],
+    *,
+    interrupted: bool,
+) -> dict[str, object]:
+    ok = bool(steps is not None and len(results) == len(steps) and all(r.ok for r in results))
+    return {**summary, "ok": ok, "interrupted": interrupted, "steps": [r.to_dict() for r in results]}
 
 
 def _mrtd(td: Td) -> str:

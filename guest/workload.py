@@ -58,7 +58,7 @@ from pathlib import Path
 
 from attest.errors import AttestError
 from attest.formats.tdreport import decode_tdreport
-from guest.attestation import Verifier
+from guest.attestation import Attestation, Verifier
 from guest.errors import GuestError, malformed_response
 from guest.image import ImageError, parse_number
 from guest.kbs import KbsClient
@@ -425,8 +425,18 @@ def _preview(data: bytes) -> str:
 class Runner:
     """Executes parsed steps against a :class:`Td`."""
 
-    def __init__(self, td: Td, *, tls: TlsConfig | None = None, verifiers: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        td: Td,
+        *,
+        tls: TlsConfig | None = None,
+        verifiers: Sequence[str] = (),
+        evidence: Path | None = None,
+    ) -> None:
         self.td = td
+        #: Where ``attest`` steps leave their evidence for other tools: quote.bin, eventlog.bin, token.jwt,
+        #: verify_at (the unix time the verifier checked it at); the last attest step's wins.
+        self.evidence = evidence
         #: How ``attest`` steps reach their verifier: plaintext, or TLS / mTLS.
         self.tls = tls
         #: The verifier replicas an ``attest -`` step uses.
@@ -546,6 +556,18 @@ class Runner:
         quote = self.td.quote(self._report_data(p.data, line))
         return f"quote of {len(quote)} bytes", {"bytes": len(quote), "sha256": _sha256(quote)}
 
+    def _keep_evidence(self, attestation: Attestation) -> None:
+        assert self.evidence is not None
+        _write_evidence(
+            self.evidence,
+            {
+                "quote.bin": attestation.quote,
+                "eventlog.bin": attestation.event_log,
+                "token.jwt": attestation.token.encode(),
+                "verify_at": f"{int(time.time())}\n".encode(),
+            },
+        )
+
     def _attest(self, p: Attest, line: int) -> tuple[str, dict[str, object]]:
         if p.verifier == DEFAULT_VERIFIER and not self.verifiers:
             raise WorkloadError(f"line {line}: 'attest -' needs the verifiers given with --verifier")
@@ -553,6 +575,8 @@ class Runner:
         with Verifier(address, self.tls) as verifier:
             attestation = verifier.attest(self.td, policy=p.policy)
             detail = f"token ({attestation.ear_status}, TCB {attestation.tcb_status})"
+            if self.evidence is not None:
+                self._keep_evidence(attestation)
             values: dict[str, object] = {
                 "tcb_status": attestation.tcb_status,
                 "ear_status": attestation.ear_status,
@@ -575,6 +599,15 @@ class Runner:
             f"kbs token; resource {p.resource} released: {_preview(secret)!r}",
             {"secret_sha256": _sha256(secret)},
         )
+
+
+def _write_evidence(folder: Path, files: dict[str, bytes]) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, data in files.items():
+            (folder / name).write_bytes(data)
+    except OSError as err:
+        raise WorkloadError(f"cannot keep the evidence in {folder}: {err.strerror or err}") from None
 
 
 def _sha256(data: bytes) -> str:

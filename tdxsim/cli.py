@@ -44,6 +44,8 @@ tdxsim simulates an Intel TDX machine as separate processes talking gRPC (make d
   tdxsim fleet status|down --dir DIR        check or stop them
   tdxsim memmap --host ADDR --td ID [--svg FILE]
                                             a TD's GPA map: private, pending, shared, unbacked, poisoned
+  tdxsim demo [--guests N] [--json] [--artifacts DIR]
+                                            the whole story as processes (make demo), for people or tools
 
 Every command takes --help.
 """
@@ -153,6 +155,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     memmap.add_arguments(memmap_parser)
     memmap_parser.set_defaults(func=memmap.run)
+
+    from tdxsim import demo
+
+    demo_parser = sub.add_parser(
+        "demo",
+        help="the whole stack as processes: PCS, host, verifier, guests that attest; then legacy mode",
+        description=demo.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    demo.add_arguments(demo_parser)
+    demo_parser.set_defaults(func=demo.run)
     return parser
 
 

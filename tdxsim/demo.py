@@ -1,4 +1,4 @@
-"""``make demo``: the whole stack as separate processes, in one command.
+"""``tdxsim demo`` (``make demo``): the whole stack as separate processes, in one command.
 
 1. A simulated Intel PCS (``tdxsim pki init``) served over HTTP as a PCCS (``tdxsim pcs serve``), a host
    whose quoting enclave is provisioned from it, and a remote verifier that trusts its root and fetches
@@ -6,29 +6,54 @@
 2. The relying party computes the MRTD of ``examples/image.json`` offline, writes a policy with it and
    stores a secret that only TDs satisfying that policy may receive.
 3. Guest processes launch TDs from the image, work with private and shared memory, measure into an RTMR,
-   attest and receive the secret sealed to their ephemeral key; a guest from a modified image is refused.
-4. The pre-2021 world (``--memory-mode legacy``): the host can touch private memory, poisons a TD with one
+   attest and receive the secret sealed to their ephemeral key. While each guest holds its TD, the host
+   operator looks at it: the first TD's GPA map after its conversions (``tdxsim memmap``), and for every TD
+   its private and shared pages and conversions.
+4. A guest from a modified image is refused; a table sums up every TD.
+5. The pre-2021 world (``--memory-mode legacy``): the host can touch private memory, poisons a TD with one
    write, and takes itself down with a machine check when it reads the line back.
+
+``--json`` prints one JSON event per line instead of the story (``event``: ``stage``, ``process``, ``policy``,
+``guest``, ``memmap``, ``refused``, ``artifacts``, ``summary``, ``legacy``, ``error``, ``done``).
+``--artifacts DIR`` leaves what other tools can check: ``DIR/root_ca.der`` (the simulated root CA),
+``DIR/collateral.json`` (dcap-qvl's ``QuoteCollateralV3``), ``DIR/jwks.json`` (the verifier's keys) and per
+guest ``DIR/<guest>/quote.bin``, ``eventlog.bin``, ``token.jwt`` and ``verify_at`` (the unix time at which the
+collateral is valid for that quote).
 
 Every process is started with ``--listen 127.0.0.1:0`` and found through its first stdout line; the gRPC
 servers' second line names the admin credential they generated, which the operator's calls (launching TDs,
-setting policy) present. All of them are stopped on exit or Ctrl-C.
+setting policy) present. Each runs in its own session and dies with the demo (``PR_SET_PDEATHSIG``); all of
+them are stopped at the end, on Ctrl-C or SIGTERM, and when one of them dies unexpectedly, the demo says which
+and exits 1. Exit status: 0 every act went as told, 1 an act failed or a process died, 2 unusable options,
+130 interrupted.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from types import FrameType
+from typing import IO, Any
 
 import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from guest.connection import td_channel
+from tdxsim import memmap
+from tdxsim.soak import Processes, Server
 from wire.credentials import read_credential_file, with_bearer
 from wire.v1 import (
     attestation_pb2,
@@ -40,219 +65,486 @@ from wire.v1 import (
 )
 
 MIB = 1 << 20
+PAGE = 4096
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 SECRET = "disk key 7c1f-payments-prod"
+GUEST_TIMEOUT = 300.0
+MAX_GUESTS = 16
+PRIVATE_STATES = (host_pb2.GPA_STATE_PRIVATE_ACCEPTED, host_pb2.GPA_STATE_PRIVATE_PENDING)
 
 
-def say(text: str = "") -> None:
-    print(text, flush=True)
+class ProcessDied(Exception):
+    """A process the demo started ended when it should not have."""
 
 
-def tdxsim(*args: str) -> list[str]:
-    return [sys.executable, "-m", "tdxsim.cli", *args]
+@dataclass
+class GuestOutcome:
+    name: str
+    pid: int
+    report: dict[str, Any]
+    exit: int | None = None
+    private_pages: int = 0
+    shared_pages: int = 0
+    conversions: int = 0
+
+    @property
+    def td_id(self) -> int:
+        return int(self.report.get("td_id", 0))
+
+    @property
+    def verdict(self) -> str:
+        attest = next(
+            (s for s in self.report.get("steps", []) if str(s.get("step", "")).startswith("attest")), None
+        )
+        if attest is None:
+            return "not attested"
+        if attest.get("ok"):
+            values = attest.get("values", {})
+            return f"{values.get('ear_status', 'ok')} (TCB {values.get('tcb_status', '?')})"
+        return f"refused ({attest.get('reason', attest.get('detail', ''))})"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "pid": self.pid,
+            "td_id": self.td_id,
+            "exit": self.exit,
+            "ok": bool(self.report.get("ok")),
+            "mrtd": self.report.get("mrtd", ""),
+            "private_pages": self.private_pages,
+            "shared_pages": self.shared_pages,
+            "conversions": self.conversions,
+            "verdict": self.verdict,
+            "steps": self.report.get("steps", []),
+        }
 
 
-class Server(NamedTuple):
-    proc: subprocess.Popen[str]
-    address: str
-    #: The file holding the server's admin credential (it printed the path as its second line).
-    admin_file: str
+@dataclass
+class Demo:
+    work: Path
+    as_json: bool
+    artifacts: Path | None
+    guests: int
+    processes: Processes = field(init=False)
+    #: pid → role of every process whose exit would be a failure.
+    watched: dict[int, str] = field(default_factory=dict)
+    died: str = ""
+    outcomes: list[GuestOutcome] = field(default_factory=list)
+    _logs: list[IO[str]] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _stop: threading.Event = field(default_factory=threading.Event)
 
-    def admin_channel(self) -> grpc.Channel:
-        """A channel to the server that presents its admin credential on every call."""
-        return with_bearer(grpc.insecure_channel(self.address), read_credential_file(self.admin_file))
+    def __post_init__(self) -> None:
+        self.processes = Processes(self.work)
 
+    # ---- output --------------------------------------------------------------------------------------------
+    def say(self, text: str = "") -> None:
+        if not self.as_json:
+            print(text, flush=True)
 
-@contextmanager
-def server(name: str, *args: str, admin: bool = True) -> Iterator[Server]:
-    """A tdxsim server process on a free loopback port; stopped (SIGTERM, then SIGKILL) on exit. ``admin``:
-    it prints an admin credential's path as its second line (the PCCS has no admin API)."""
-    proc = subprocess.Popen(
-        tdxsim(*args, "--listen", "127.0.0.1:0"), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-    )
-    try:
+    def event(self, kind: str, **fields: Any) -> None:
+        if self.as_json:
+            print(json.dumps({"event": kind, "time": round(time.time(), 3), **fields}), flush=True)
+
+    def stage(self, number: int, name: str, title: str) -> None:
+        self.say(("\n" if number > 1 else "") + f"== {number}. {title}")
+        self.event("stage", stage=name, number=number, title=title)
+
+    # ---- processes -----------------------------------------------------------------------------------------
+    def server(self, name: str, role: str, *args: str, admin: bool = True) -> Server:
+        """A tdxsim server on a free loopback port, watched until the demo stops it."""
+        if admin:
+            started = self.processes.start_server(role, [*args, "--listen", "127.0.0.1:0"])
+        else:
+            started = self._public_server(role, list(args))
+        with self._lock:
+            self.watched[started.proc.pid] = name
+        note = f"admin credential {started.admin_file}" if admin else "public, read-only"
+        self.say(f"  {name:<9} pid {started.proc.pid:<6} {started.address}  ({note})")
+        self.event("process", name=name, pid=started.proc.pid, address=started.address, admin=admin)
+        return started
+
+    def _public_server(self, role: str, args: list[str]) -> Server:
+        """A server that prints only its address (the PCCS has no admin API)."""
+        log = self.work / f"{role}.stderr"
+        proc = self.processes.popen(_tdxsim(*role.split(), *args, "--listen", "127.0.0.1:0"), log)
         assert proc.stdout is not None
         line = proc.stdout.readline().strip()
         if not line.startswith("listening on "):
-            raise SystemExit(f"{name} did not start")
-        address = line.removeprefix("listening on ")
-        admin_file = proc.stdout.readline().strip().removeprefix("admin credential: ") if admin else ""
-        role = f"admin credential {admin_file}" if admin else "public, read-only"
-        say(f"  {name:<9} pid {proc.pid:<6} {address}  ({role})")
-        yield Server(proc, address, admin_file)
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+            raise ProcessDied(f"{role} did not start: {log.read_text().strip()[-300:]}")
+        threading.Thread(target=lambda: proc.stdout and proc.stdout.read(), daemon=True).start()
+        return Server(role, args, proc, line.removeprefix("listening on "), "", log)
+
+    def unwatch(self, pid: int) -> None:
+        with self._lock:
+            self.watched.pop(pid, None)
+
+    def watchdog(self) -> None:
+        """Stop the demo the moment a watched process ends: SIGINT to itself, which interrupts any wait."""
+        while not self._stop.wait(0.2):
+            with self._lock:
+                procs = [(p, self.watched[p.pid]) for p in self.processes.all if p.pid in self.watched]
+            for proc, name in procs:
+                status = proc.poll()
+                if status is not None:
+                    with self._lock:
+                        if proc.pid not in self.watched:
+                            continue
+                        self.died = f"the {name} (pid {proc.pid}) died with status {status}"
+                    os.kill(os.getpid(), signal.SIGINT)
+                    return
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._lock:
+            self.watched.clear()
+        self.processes.stop_all()
+        for log in self._logs:
+            log.close()
+
+    # ---- guests --------------------------------------------------------------------------------------------
+    def start_guest(self, name: str, host: Server, image: Path, workload: Path) -> subprocess.Popen[str]:
+        args = [
+            "guest",
+            "--host",
+            host.address,
+            "--admin-credential",
+            host.admin_file,
+            "--image",
+            str(image),
+            "--name",
+            name,
+            "--json",
+            "--hold",
+        ]
+        if self.artifacts is not None:
+            args += ["--evidence", str(self.artifacts / name)]
+        log = (self.work / f"{name}.stderr").open("w")
+        self._logs.append(log)
+        proc = subprocess.Popen(
+            _tdxsim(*args, "run", str(workload)),
+            stdin=subprocess.PIPE,  # the guest holds its TD until the demo closes this
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            env=self.processes.env,
+            start_new_session=True,
+        )
+        self.processes.all.append(proc)
+        return proc
+
+    def held_report(self, name: str, proc: subprocess.Popen[str]) -> GuestOutcome:
+        """The report a guest prints while it holds its TD; ProcessDied when it ends without one."""
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line.strip():
+            status = proc.wait(10)
+            tail = (self.work / f"{name}.stderr").read_text().strip().splitlines()[-1:]
+            raise ProcessDied(f"{name} (pid {proc.pid}) ended with status {status} before reporting: {tail}")
+        return GuestOutcome(name, proc.pid, json.loads(line))
+
+    def inspect(self, host: Server, outcome: GuestOutcome, show_map: bool) -> None:
+        """The host operator's view of a held TD: its pages, conversions and, once, its GPA map."""
+        with host_channel(host) as stub:
+            gmap = memmap.fetch(stub, outcome.td_id)
+            info = next(
+                td
+                for td in stub.ListTds(host_pb2.ListTdsRequest(), timeout=30).tds
+                if td.td_id == outcome.td_id
+            )
+        outcome.private_pages = sum(r.size for r in gmap.runs if r.state in PRIVATE_STATES) // PAGE
+        outcome.shared_pages = sum(r.size for r in gmap.runs if r.state == host_pb2.GPA_STATE_SHARED) // PAGE
+        outcome.conversions = info.conversions
+        if show_map:
+            self.say(
+                f"  the host operator's view of {outcome.name}'s TD {outcome.td_id} after its conversions:"
+            )
+            picture = memmap.render_text(gmap, color=memmap.use_color(sys.stdout))
+            self.say("\n".join(f"    {line}" if line else "" for line in picture.splitlines()))
+            self.event("memmap", guest=outcome.name, **memmap.as_json(gmap))
+
+    def release(self, outcome: GuestOutcome, proc: subprocess.Popen[str]) -> None:
+        """Close the guest's stdin: it exits and the host destroys its TD."""
+        if proc.stdin is not None:
+            proc.stdin.close()
+        outcome.exit = proc.wait(60)
+
+    def run_guests(
+        self, host: Server, entries: Sequence[tuple[str, Path]], workload: Path, show_map: bool
+    ) -> None:
+        procs = [(name, self.start_guest(name, host, image, workload)) for name, image in entries]
+        held = [(self.held_report(name, proc), proc) for name, proc in procs]
+        for number, (outcome, _) in enumerate(held):
+            self.inspect(host, outcome, show_map and number == 0)
+        for outcome, proc in held:
+            self.release(outcome, proc)
+            self.outcomes.append(outcome)
+            self.say(f"  {outcome.name} (pid {outcome.pid}, TD {outcome.td_id}, exit {outcome.exit}):")
+            show_steps(self, outcome.report.get("steps", []))
+            self.event("guest", **outcome.as_dict())
 
 
-def guest_command(host: Server, image: Path, workload: Path) -> list[str]:
-    """``tdxsim guest … run WORKLOAD``: launching with the host's admin credential, then the TD's own."""
-    return tdxsim(
-        "guest",
-        "--host",
-        host.address,
-        "--admin-credential",
-        host.admin_file,
-        "--image",
-        str(image),
-        "--json",
-        "run",
-        str(workload),
-    )
+def _tdxsim(*args: str) -> list[str]:
+    command = [sys.executable, "-m", "tdxsim.cli", *args]
+    setpriv = shutil.which("setpriv")  # children die with the demo even if it is SIGKILLed
+    return [setpriv, "--pdeathsig", "KILL", "--", *command] if setpriv else command
 
 
-def run_guest(host: Server, image: Path, workload: Path) -> tuple[int, list[dict[str, object]]]:
-    """One guest process; returns its exit status and its steps."""
-    done = subprocess.run(
-        guest_command(host, image, workload),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    try:
-        report = json.loads(done.stdout)
-    except json.JSONDecodeError:
-        raise SystemExit(f"guest failed: {done.stderr.strip()}") from None
-    return done.returncode, report["steps"]
+@contextmanager
+def host_channel(server: Server) -> Iterator[Any]:
+    with grpc.insecure_channel(server.address) as channel:
+        yield host_pb2_grpc.HostServiceStub(with_bearer(channel, read_credential_file(server.admin_file)))
 
 
-def show_steps(steps: list[dict[str, object]]) -> None:
+def show_steps(demo: Demo, steps: list[dict[str, Any]]) -> None:
     for step in steps:
         mark = "ok " if step["ok"] else "ERR"
-        say(f"    {mark} {str(step['step'])[:44]:<44} {step['detail']}")
+        demo.say(f"    {mark} {str(step['step'])[:44]:<44} {step['detail']}")
 
 
-def attestation_story(work: Path) -> None:
-    say("== 1. a simulated Intel PCS served as a PCCS, a host provisioned from it, and a remote verifier")
+# ---- the acts ----------------------------------------------------------------------------------------------
+
+
+def attestation_story(demo: Demo) -> None:
+    work = demo.work
+    demo.stage(
+        1, "servers", "a simulated Intel PCS served as a PCCS, a host provisioned from it, and a verifier"
+    )
     made = subprocess.run(
-        tdxsim("pki", "init", str(work / "pki")), capture_output=True, text=True, timeout=60
+        _tdxsim("pki", "init", str(work / "pki")), capture_output=True, text=True, timeout=120
     )
     if made.returncode:
-        raise SystemExit(made.stdout + made.stderr)
-    say(f"  pki       {work / 'pki'} (Intel's names marked 'tdxsim SIMULATED', tdxsim's own root key)")
+        raise ProcessDied(f"tdxsim pki init failed: {made.stderr.strip()}")
     pki = work / "pki"
-    with ExitStack() as stack:
-        pcs = stack.enter_context(server("pccs", "pcs", "serve", "--pki", str(pki), admin=False))
-        host = stack.enter_context(server("host", "host", "--phys-mem", "1G", "--pki", str(pki)))
-        verifier = stack.enter_context(
-            server(
-                "verifier",
-                "verifier",
-                "--db",
-                str(work / "verifier.db"),
-                "--root",
-                str(pki / "root_ca.pem"),
-                "--pccs",
-                f"http://{pcs.address}",
-            )
+    demo.say(f"  pki       {pki} (Intel's names marked 'tdxsim SIMULATED', tdxsim's own root key)")
+    demo.event("pki", dir=str(pki))
+    pcs = demo.server("pccs", "pcs serve", "--pki", str(pki), admin=False)
+    host = demo.server("host", "host", "--phys-mem", "1G", "--pki", str(pki))
+    verifier = demo.server(
+        "verifier",
+        "verifier",
+        "--db",
+        str(work / "verifier.db"),
+        "--root",
+        str(pki / "root_ca.pem"),
+        "--pccs",
+        f"http://{pcs.address}",
+    )
+    demo.say(
+        f"  the verifier fetches collateral per FMSPC from http://{pcs.address} (Intel PCS API v4 paths)"
+    )
+
+    demo.stage(2, "policy", "the relying party: expected MRTD from the image, a policy, a secret")
+    mrtd = subprocess.run(
+        _tdxsim("guest", "--image", str(EXAMPLES / "image.json"), "mrtd"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout.strip()
+    demo.say(f"  tdxsim guest --image examples/image.json mrtd  ->  {mrtd[:32]}…")
+    with grpc.insecure_channel(verifier.address) as plain:
+        channel = with_bearer(plain, read_credential_file(verifier.admin_file))
+        admin = attestation_pb2_grpc.VerifierServiceStub(channel)
+        policy = {"reference_values": {"mr_td": [mrtd]}, "accepted_tcb_statuses": ["UpToDate"]}
+        admin.SetPolicy(
+            attestation_pb2.SetPolicyRequest(name="prod", policy_json=json.dumps(policy)), timeout=30
         )
-        say(f"  the verifier fetches collateral per FMSPC from http://{pcs.address} (Intel PCS API v4 paths)")
-
-        say("\n== 2. the relying party: expected MRTD from the image, a policy, a secret")
-        mrtd = subprocess.run(
-            tdxsim("guest", "--image", str(EXAMPLES / "image.json"), "mrtd"), capture_output=True, text=True
-        ).stdout.strip()
-        say(f"  tdxsim guest --image examples/image.json mrtd  ->  {mrtd[:32]}…")
-        with verifier.admin_channel() as channel:
-            admin = attestation_pb2_grpc.VerifierServiceStub(channel)
-            policy = {"reference_values": {"mr_td": [mrtd]}, "accepted_tcb_statuses": ["UpToDate"]}
-            admin.SetPolicy(attestation_pb2.SetPolicyRequest(name="prod", policy_json=json.dumps(policy)))
-            resource = {"attestation_policies": ["prod"], "claims": {"mr_td": [mrtd]}}
-            admin.PutResource(
-                attestation_pb2.PutResourceRequest(
-                    path="prod/key/disk", secret=SECRET.encode(), policy_json=json.dumps(resource)
-                )
-            )
-        say(
-            "  policy 'prod': MRTD must match, TCB UpToDate, no DEBUG; "
-            "secret prod/key/disk released only under it"
+        resource = {"attestation_policies": ["prod"], "claims": {"mr_td": [mrtd]}}
+        admin.PutResource(
+            attestation_pb2.PutResourceRequest(
+                path="prod/key/disk", secret=SECRET.encode(), policy_json=json.dumps(resource)
+            ),
+            timeout=30,
         )
+        jwks = admin.GetJwks(attestation_pb2.GetJwksRequest(), timeout=30).jwks_json
+    demo.say(
+        "  policy 'prod': MRTD must match, TCB UpToDate, no DEBUG; "
+        "secret prod/key/disk released only under it"
+    )
+    demo.event("policy", name="prod", mrtd=mrtd, secret_path="prod/key/disk")
 
-        workload = work / "attest.tdx"
-        workload.write_text((EXAMPLES / "attest.tdx").read_text().replace("VERIFIER", verifier.address))
-        say("\n== 3. two guest processes launch TDs from the image, work, measure, attest, get the secret")
-        guests = [
-            subprocess.Popen(
-                guest_command(host, EXAMPLES / "image.json", workload),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            for _ in range(2)
-        ]
-        for number, proc in enumerate(guests, 1):
-            out, err = proc.communicate(timeout=300)
-            if not out:
-                raise SystemExit(f"guest {number} failed: {err.strip()}")
-            report = json.loads(out)
-            say(f"  guest {number} (pid {proc.pid}, TD {report['td_id']}, exit {proc.returncode}):")
-            show_steps(report["steps"])
+    workload = work / "attest.tdx"
+    workload.write_text((EXAMPLES / "attest.tdx").read_text().replace("VERIFIER", verifier.address))
+    count = (
+        "one guest process launches a TD" if demo.guests == 1 else f"{demo.guests} guest processes launch TDs"
+    )
+    demo.stage(3, "guests", f"{count} from the image, work, measure, attest, get the secret")
+    entries = [(f"guest-{n}", EXAMPLES / "image.json") for n in range(1, demo.guests + 1)]
+    demo.run_guests(host, entries, workload, show_map=True)
 
-        say("\n== 4. a guest from a modified image: one byte of the kernel differs")
-        kernel = (EXAMPLES / "kernel.txt").read_bytes()
-        (work / "kernel.txt").write_bytes(kernel[:-1] + bytes([kernel[-1] ^ 1]))
-        image = json.loads((EXAMPLES / "image.json").read_text())
-        (work / "image.json").write_text(json.dumps(image))
-        status, steps = run_guest(host, work / "image.json", workload)
-        show_steps(steps[-1:])
-        say(f"  the verifier refused it (exit {status}): its MRTD is not the policy's")
+    demo.stage(4, "modified-image", "a guest from a modified image: one byte of the kernel differs")
+    kernel = (EXAMPLES / "kernel.txt").read_bytes()
+    (work / "kernel.txt").write_bytes(kernel[:-1] + bytes([kernel[-1] ^ 1]))
+    image = json.loads((EXAMPLES / "image.json").read_text())
+    (work / "image.json").write_text(json.dumps(image))
+    demo.run_guests(host, [("modified", work / "image.json")], workload, show_map=False)
+    refused = demo.outcomes[-1]
+    demo.say(f"  the verifier refused it (exit {refused.exit}): its MRTD is not the policy's")
+    demo.event("refused", guest=refused.name, td_id=refused.td_id, verdict=refused.verdict, exit=refused.exit)
 
-
-def legacy_story() -> None:
-    say("\n== 5. why guest_memfd exists: the same host in legacy mode (private memory mapped by the host)")
-    with server("host", "host", "--phys-mem", "256M", "--memory-mode", "legacy") as host:
-        with host.admin_channel() as admin_channel, grpc.insecure_channel(host.address) as channel:
-            admin = host_pb2_grpc.HostServiceStub(admin_channel)
-            td = admin.CreateTd(host_pb2.CreateTdRequest(memory_bytes=64 * MIB, name="legacy"), timeout=10)
-            admin.FinalizeTd(host_pb2.FinalizeTdRequest(td_id=td.td_id), timeout=10)
-            guest = guest_pb2_grpc.TdGuestServiceStub(td_channel(channel, td.credential))
-            guest.AcceptPages(
-                guest_pb2.AcceptPagesRequest(td_id=td.td_id, ranges=[guest_pb2.GpaRange(gpa=0, length=MIB)]),
-                timeout=10,
-            )
-            guest.WriteMemory(
-                guest_pb2.WriteMemoryRequest(
-                    td_id=td.td_id, writes=[guest_pb2.GpaData(gpa=0, data=b"my TD secret")]
-                ),
-                timeout=10,
-            )
-            say("  the TD wrote 'my TD secret' to private GPA 0x0")
-            seen = admin.HostRead(host_pb2.HostReadRequest(td_id=td.td_id, gpa=0, length=12), timeout=10).data
-            say(f"  host reads GPA 0x0: {seen!r} (TD-owned lines read as zeros)")
-            admin.HostWrite(host_pb2.HostWriteRequest(td_id=td.td_id, gpa=0, data=b"oops"), timeout=10)
-            say("  host writes 'oops' there: the line's TD-owner bit is cleared, silently")
-            td_read = guest_pb2.ReadMemoryRequest(
-                td_id=td.td_id, ranges=[guest_pb2.GpaRange(gpa=0, length=12)]
-            )
-            host_read = host_pb2.HostReadRequest(td_id=td.td_id, gpa=0, length=12)
-            for label, call in (
-                ("the TD reads GPA 0x0", lambda: guest.ReadMemory(td_read, timeout=10)),
-                ("the host reads it again", lambda: admin.HostRead(host_read, timeout=10)),
-            ):
-                try:
-                    call()
-                except grpc.RpcError as err:
-                    say(f"  {label}: {err.code().name}: {err.details()}")
-        status = host.proc.wait(15)
-        say(f"  host process exited with status {status}: a machine check took the whole machine down")
+    if demo.artifacts is not None:
+        write_artifacts(demo, pki, jwks)
+    summary(demo)
 
 
-def main() -> int:
-    try:
-        with tempfile.TemporaryDirectory(prefix="tdxsim-demo-") as tmp:
-            attestation_story(Path(tmp))
-        legacy_story()
-    except KeyboardInterrupt:
-        say("\ninterrupted: every process stopped")
-        return 130
-    say("\nNext: `make test`, `tdxsim --help`, examples/README.md.")
-    return 0
+def write_artifacts(demo: Demo, pki: Path, jwks: str) -> None:
+    folder = demo.artifacts
+    assert folder is not None
+    root = x509.load_pem_x509_certificate((pki / "root_ca.pem").read_bytes())
+    (folder / "root_ca.der").write_bytes(root.public_bytes(Encoding.DER))
+    shutil.copyfile(pki / "collateral.json", folder / "collateral.json")
+    (folder / "jwks.json").write_text(jwks)
+    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    demo.say(f"\n  artifacts in {folder}: {', '.join(files)}")
+    demo.event("artifacts", dir=str(folder), files=files)
+
+
+def summary(demo: Demo) -> None:
+    demo.say("\n  TD summary")
+    header = f"  {'guest':<10} {'TD':>3}  {'MRTD':<17} {'private':>8} {'shared':>7} {'conv':>5}  verdict"
+    demo.say(header)
+    for o in demo.outcomes:
+        mrtd = str(o.report.get("mrtd", ""))[:16]
+        demo.say(
+            f"  {o.name:<10} {o.td_id:>3}  {mrtd:<17} {o.private_pages:>8} {o.shared_pages:>7} "
+            f"{o.conversions:>5}  {o.verdict}"
+        )
+    demo.event(
+        "summary",
+        tds=[
+            {
+                "guest": o.name,
+                "td_id": o.td_id,
+                "mrtd_prefix": str(o.report.get("mrtd", ""))[:16],
+                "private_pages": o.private_pages,
+                "shared_pages": o.shared_pages,
+                "conversions": o.conversions,
+                "verdict": o.verdict,
+            }
+            for o in demo.outcomes
+        ],
+    )
+
+
+def legacy_story(demo: Demo) -> None:
+    demo.stage(
+        5,
+        "legacy",
+        "why guest_memfd exists: the same host in legacy mode (private memory mapped by the host)",
+    )
+    host = demo.server("legacy host", "host", "--phys-mem", "256M", "--memory-mode", "legacy")
+    with host_channel(host) as admin, grpc.insecure_channel(host.address) as channel:
+        td = admin.CreateTd(host_pb2.CreateTdRequest(memory_bytes=64 * MIB, name="legacy"), timeout=10)
+        admin.FinalizeTd(host_pb2.FinalizeTdRequest(td_id=td.td_id), timeout=10)
+        guest = guest_pb2_grpc.TdGuestServiceStub(td_channel(channel, td.credential))
+        guest.AcceptPages(
+            guest_pb2.AcceptPagesRequest(td_id=td.td_id, ranges=[guest_pb2.GpaRange(gpa=0, length=MIB)]),
+            timeout=10,
+        )
+        guest.WriteMemory(
+            guest_pb2.WriteMemoryRequest(
+                td_id=td.td_id, writes=[guest_pb2.GpaData(gpa=0, data=b"my TD secret")]
+            ),
+            timeout=10,
+        )
+        demo.say("  the TD wrote 'my TD secret' to private GPA 0x0")
+        seen = admin.HostRead(host_pb2.HostReadRequest(td_id=td.td_id, gpa=0, length=12), timeout=10).data
+        demo.say(f"  host reads GPA 0x0: {seen!r} (TD-owned lines read as zeros)")
+        demo.event("legacy", step="host-read", data_hex=seen.hex())
+        admin.HostWrite(host_pb2.HostWriteRequest(td_id=td.td_id, gpa=0, data=b"oops"), timeout=10)
+        demo.say("  host writes 'oops' there: the line's TD-owner bit is cleared, silently")
+        demo.event("legacy", step="host-write", code="OK")
+        td_read = guest_pb2.ReadMemoryRequest(td_id=td.td_id, ranges=[guest_pb2.GpaRange(gpa=0, length=12)])
+        host_read = host_pb2.HostReadRequest(td_id=td.td_id, gpa=0, length=12)
+        demo.unwatch(host.proc.pid)  # the machine check that comes next takes this host down, as it should
+        for step, label, call in (
+            ("td-read", "the TD reads GPA 0x0", lambda: guest.ReadMemory(td_read, timeout=10)),
+            ("host-read-again", "the host reads it again", lambda: admin.HostRead(host_read, timeout=10)),
+        ):
+            try:
+                call()
+                demo.event("legacy", step=step, code="OK")
+            except grpc.RpcError as err:
+                demo.say(f"  {label}: {err.code().name}: {err.details()}")
+                demo.event("legacy", step=step, code=err.code().name, details=err.details())
+    status = host.proc.wait(15)
+    demo.say(f"  host process exited with status {status}: a machine check took the whole machine down")
+    demo.event("legacy", step="host-exit", status=status)
+
+
+# ---- command line ------------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--guests", type=int, default=2, metavar="N", help="guest processes in act 3 (default 2)"
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON event per line instead of the story")
+    parser.add_argument(
+        "--artifacts",
+        metavar="DIR",
+        help="leave root_ca.der, collateral.json, jwks.json and per guest quote.bin, eventlog.bin, token.jwt "
+        "and verify_at in DIR, for other tools to check",
+    )
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def run(args: argparse.Namespace) -> int:
+    if not 1 <= args.guests <= MAX_GUESTS:
+        print(f"tdxsim demo: --guests must be 1..{MAX_GUESTS}, not {args.guests}", file=sys.stderr)
+        return 2
+    artifacts = Path(args.artifacts).resolve() if args.artifacts else None
+    if artifacts is not None:
+        try:
+            artifacts.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            print(f"tdxsim demo: --artifacts {args.artifacts}: {err.strerror}", file=sys.stderr)
+            return 2
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    status = 0
+    with tempfile.TemporaryDirectory(prefix="tdxsim-demo-") as tmp:
+        demo = Demo(Path(tmp), args.json, artifacts, args.guests)
+        watchdog = threading.Thread(target=demo.watchdog, daemon=True)
+        watchdog.start()
+        try:
+            attestation_story(demo)
+            legacy_story(demo)
+        except KeyboardInterrupt:
+            status = 1 if demo.died else 130
+        except ProcessDied as err:
+            demo.died = str(err)
+            status = 1
+        except grpc.RpcError as err:
+            demo.died = demo.died or f"a call failed: {err.code().name}: {err.details()}"
+            status = 1
+        finally:
+            demo.stop()
+            signal.signal(signal.SIGTERM, previous)
+        if status == 1:
+            message = f"{demo.died}; every other process is stopped"
+            print(f"tdxsim demo: {message}", file=sys.stderr)
+            demo.event("error", message=message)
+        elif status == 130:
+            demo.say("\ninterrupted: every process stopped")
+            demo.event("error", message="interrupted")
+    if status == 0:
+        demo.say(
+            "\nNext: `tdxsim attack`, `tdxsim memmap`, `make test`, `tdxsim --help`, examples/README.md."
+        )
+    demo.event("done", status=status)
+    return status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="tdxsim demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -123,6 +123,7 @@ class HostServicer(host_pb2_grpc.HostServiceServicer):
                 dead_reason=td.dead,
                 private_pages=td.private_pages,
                 attributes=td.attributes,
+                conversions=td.conversions,
             )
             for td in self._vmm.td_statuses()
         ]

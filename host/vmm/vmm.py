@@ -61,6 +61,7 @@ class TdStatus:
     dead: str
     private_pages: int
     attributes: int
+    conversions: int
 
 
 @dataclass(frozen=True)
@@ -226,6 +227,7 @@ class Vmm:
                     vm.dead,
                     len(vm.private_map),
                     vm.params.attributes,
+                    handle.conversions,
                 )
             )
         return out

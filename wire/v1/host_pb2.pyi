@@ -164,7 +164,7 @@ class ListTdsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class TdInfo(_message.Message):
-    __slots__ = ("td_id", "name", "hkid", "lifecycle", "op_state", "dead", "dead_reason", "private_pages", "attributes")
+    __slots__ = ("td_id", "name", "hkid", "lifecycle", "op_state", "dead", "dead_reason", "private_pages", "attributes", "conversions")
     TD_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     HKID_FIELD_NUMBER: _ClassVar[int]
@@ -174,6 +174,7 @@ class TdInfo(_message.Message):
     DEAD_REASON_FIELD_NUMBER: _ClassVar[int]
     PRIVATE_PAGES_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    CONVERSIONS_FIELD_NUMBER: _ClassVar[int]
     td_id: int
     name: str
     hkid: int
@@ -183,7 +184,8 @@ class TdInfo(_message.Message):
     dead_reason: str
     private_pages: int
     attributes: int
-    def __init__(self, td_id: _Optional[int] = ..., name: _Optional[str] = ..., hkid: _Optional[int] = ..., lifecycle: _Optional[str] = ..., op_state: _Optional[str] = ..., dead: _Optional[bool] = ..., dead_reason: _Optional[str] = ..., private_pages: _Optional[int] = ..., attributes: _Optional[int] = ...) -> None: ...
+    conversions: int
+    def __init__(self, td_id: _Optional[int] = ..., name: _Optional[str] = ..., hkid: _Optional[int] = ..., lifecycle: _Optional[str] = ..., op_state: _Optional[str] = ..., dead: _Optional[bool] = ..., dead_reason: _Optional[str] = ..., private_pages: _Optional[int] = ..., attributes: _Optional[int] = ..., conversions: _Optional[int] = ...) -> None: ...
 
 class ListTdsResponse(_message.Message):
     __slots__ = ("tds",)
