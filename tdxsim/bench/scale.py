@@ -36,6 +36,9 @@ def _log(text: str) -> None:
 def explain_window(result: WindowResult, what: str) -> str:
     """One sentence of what a window measured: load of the machine and CPU seconds by process role."""
     per_role = ", ".join(f"{role} {cpu:.2f}" for role, cpu in result.cpu_by_role.items())
+    others = result.busy_cores * result.seconds - sum(result.cpu_by_role.values())
+    if others > 0.05 * result.seconds:  # busy cores that none of the benchmark's processes used
+        per_role += f", other processes on the machine {others:.2f}"
     text = (
         f"{what}: {result.busy_cores:.2f} of {cores()} cores busy over the {result.seconds:.1f} s window "
         f"(CPU seconds: {per_role})"
