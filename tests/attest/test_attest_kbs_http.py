@@ -15,6 +15,7 @@ import http.cookiejar
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import urllib.error
@@ -42,6 +43,7 @@ from tests.attest.test_attest_token_jose import verify_independently
 from tests.conftest import ADMIN_CREDENTIAL, ADMIN_FILE
 from wire.credentials import with_bearer
 from wire.rpc_status import error_info
+from wire.tls import mint_test_pki
 from wire.v1 import attestation_pb2 as pb
 from wire.v1 import attestation_pb2_grpc
 
@@ -67,37 +69,41 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return init_pki(tmp_path_factory.mktemp("pki") / "pki", PkiOptions(now=NOW, seed=b"kbs"))
 
 
-@pytest.fixture(scope="module")
-def kbs(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kbs]:
-    db = tmp_path_factory.mktemp("kbs") / "verifier.db"
+def start_kbs(pki: Pki, db: Path, *extra: str) -> tuple[subprocess.Popen[str], list[str]]:
+    """A verifier process with ``--kbs-listen 127.0.0.1:0`` and its three start-up lines."""
     cmd = [
-        sys.executable,
-        "-m",
-        "attest.verifier.service.main",
-        "--listen",
-        "127.0.0.1:0",
-        "--kbs-listen",
-        "127.0.0.1:0",
-        "--db",
-        str(db),
-        "--root",
-        str(pki.directory / "root_ca.pem"),
-        "--collateral",
-        str(pki.directory / "collateral.json"),
-        "--at",
-        str(NOW),
-        "--admin-credential-file",
-        str(ADMIN_FILE),
-    ]
+        sys.executable, "-m", "attest.verifier.service.main", "--listen", "127.0.0.1:0",
+        "--kbs-listen", "127.0.0.1:0", "--db", str(db), "--root", str(pki.directory / "root_ca.pem"),
+        "--collateral", str(pki.directory / "collateral.json"), "--at", str(NOW),
+        "--admin-credential-file", str(ADMIN_FILE), *extra,
+    ]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None
+    lines = [proc.stdout.readline().strip() for _ in range(3)]
+    if not lines[2].startswith("kbs listening on 127.0.0.1:"):
+        proc.kill()
+        raise AssertionError(f"verifier did not start: {lines} {proc.communicate(timeout=5)[1]}")
+    assert lines[0].startswith("listening on 127.0.0.1:") and lines[1].startswith("admin credential: ")
+    return proc, lines
+
+
+def stop(proc: subprocess.Popen[str]) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+
+
+@pytest.fixture(scope="module")
+def kbs(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kbs]:
+    proc, lines = start_kbs(pki, tmp_path_factory.mktemp("kbs") / "verifier.db")
     channel: grpc.Channel | None = None
     try:
-        assert proc.stdout is not None
-        lines = [proc.stdout.readline().strip() for _ in range(3)]
-        assert lines[0].startswith("listening on 127.0.0.1:"), lines
-        assert lines[1].startswith("admin credential: "), lines
-        assert lines[2].startswith("kbs listening on 127.0.0.1:"), lines
         channel = grpc.insecure_channel(lines[0].removeprefix("listening on "))
         grpc.channel_ready_future(channel).result(timeout=20)
         admin = attestation_pb2_grpc.VerifierServiceStub(with_bearer(channel, ADMIN_CREDENTIAL))
@@ -109,23 +115,19 @@ def kbs(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kbs]:
     finally:
         if channel is not None:
             channel.close()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            assert proc.wait(10) == 0
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(5)
+        assert stop(proc) == 0
 
 
 class Client:
     """A plain HTTP client with a cookie jar, as reqwest's cookie store behaves for the KBS client."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, context: ssl.SSLContext | None = None) -> None:
         self.url = url
         self.jar = http.cookiejar.CookieJar()
-        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+        handlers: list[Any] = [urllib.request.HTTPCookieProcessor(self.jar)]
+        if context is not None:
+            handlers.append(urllib.request.HTTPSHandler(context=context))
+        self.opener = urllib.request.build_opener(*handlers)
 
     def call(
         self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
@@ -340,3 +342,39 @@ def test_grpc_tokens_carry_the_audience_and_verify_with_two_libraries(kbs: Kbs, 
         )
     info = error_info(err.value)
     assert info is not None and info.reason == "TOKEN_AUDIENCE_MISMATCH"
+
+
+def test_other_paths_methods_and_oversized_bodies_are_refused(kbs: Kbs) -> None:
+    client = Client(kbs.url)
+    assert client.call("GET", "/kbs/v0/auth")[:2] == (
+        405,
+        {"type": ERRORS + "InvalidRequestPath", "detail": "no GET /kbs/v0/auth in the kbs protocol"},
+    )
+    status, info, _ = client.call("GET", "/kbs/v0/attestation-policy")
+    assert (status, info["type"]) == (404, ERRORS + "InvalidRequestPath")
+    status, info, _ = client.call("POST", "/kbs/v0/auth", b"{" + b" " * (25 << 20) + b"}")
+    assert (status, info["type"]) == (413, ERRORS + "SerdeError")
+    assert client.call("POST", "/kbs/v0/auth", REQUEST)[0] == 200  # the server is unharmed
+
+
+def test_the_kbs_port_serves_tls_with_the_verifiers_certificate(pki: Pki, tmp_path: Path) -> None:
+    mint_test_pki(tmp_path / "tls")
+    tls = [
+        "--tls-cert",
+        str(tmp_path / "tls" / "server.pem"),
+        "--tls-key",
+        str(tmp_path / "tls" / "server.key"),
+    ]
+    proc, lines = start_kbs(pki, tmp_path / "v.db", *tls)
+    try:
+        address = lines[2].removeprefix("kbs listening on ")
+        context = ssl.create_default_context(cafile=str(tmp_path / "tls" / "ca.pem"))
+        status, challenge, headers = Client(f"https://{address}", context).call(
+            "POST", "/kbs/v0/auth", REQUEST
+        )
+        assert status == 200 and len(base64.b64decode(challenge["nonce"])) == 32
+        assert "Secure" in headers["Set-Cookie"]
+        with pytest.raises(urllib.error.URLError):  # a client that does not trust the CA
+            Client(f"https://{address}").call("POST", "/kbs/v0/auth", REQUEST)
+    finally:
+        assert stop(proc) == 0

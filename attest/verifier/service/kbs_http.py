@@ -8,7 +8,8 @@
 =========================================================  =============================================
 
 Refusals are trustee's ErrorInformation JSON (``{"type": ".../errors/<Kind>", "detail": …}``) with 401, 403
-or 404 as ``attest.verifier.service.kbs_protocol`` decides; 413 for a body over ``MAX_BODY`` (an Attestation
+or 404 as ``attest.verifier.service.kbs_protocol`` decides (404/405 ``InvalidRequestPath`` for another path
+or method); 413 for a body over ``MAX_BODY`` (an Attestation
 carries a 64 KiB quote and a 16 MiB event log, base64), 503 when the server is saturated
 (``MAX_IN_FLIGHT`` requests) or its database fails, 500 (one stderr line) for a fault of the server itself.
 
@@ -118,6 +119,9 @@ class KbsHttpServer:
                 return _problem(err)
             except web.HTTPRequestEntityTooLarge:
                 return _problem(KbsError(413, "SerdeError", f"request body larger than {MAX_BODY} bytes"))
+            except (web.HTTPNotFound, web.HTTPMethodNotAllowed) as exc:
+                what = f"no {request.method} {request.path[:128]} in the kbs protocol"
+                return _problem(KbsError(exc.status, "InvalidRequestPath", what))
             except web.HTTPException:
                 raise
             except Exception as err:
