@@ -9,7 +9,7 @@
 - one simulated Intel (``tdxsim pki init``): a platform model per host, each with its own FMSPC
   (``90C06F0000NN``) and PCK leaf, all under one root key; with ``--tcb-mix`` every second host is at
   TCB level OutOfDate and every fourth at SWHardeningNeeded (the verifier's default policy accepts only
-  UpToDate, so their guests are refused with ``VERIFY_TCB_LEVEL`` until a policy says otherwise);
+  UpToDate, so their guests are refused with ``TCB_STATUS_NOT_ACCEPTED`` until a policy says otherwise);
 - its PCCS (``tdxsim pcs serve``), one per platform model, unless ``--no-pccs``;
 - a PostgreSQL database: ``--postgres URL``, or a throwaway cluster from the machine's binaries in a folder of
   its own (``tdxsim.pgcluster``: Unix socket only, as the ``postgres`` user when run as root), stopped and
