@@ -95,3 +95,16 @@ def test_fleet_up_attest_status_down(fleet_dir: Path, tmp_path: Path) -> None:
     assert not (fleet_dir / "fleet.json").exists()
     again = _tdxsim("fleet", "status", "--dir", str(fleet_dir))
     assert again.returncode == 2 and again.stderr.startswith("tdxsim fleet: ")
+
+
+def test_platform_models_are_distinct_and_tcb_mix_lowers_some(tmp_path: Path) -> None:
+    from attest.formats.pck_extension import pck_extension_of
+    from attest.intel.pcs_directory import load_pki
+    from tdxsim.fleet import make_platforms
+
+    models = make_platforms(tmp_path, 4, tcb_mix=True)
+    assert [m.tcb_status for m in models] == ["UpToDate", "OutOfDate", "UpToDate", "SWHardeningNeeded"]
+    leaves = [load_pki(m.pki).platform(m.index).certificate for m in models]
+    assert len({leaf.serial_number for leaf in leaves}) == 4
+    assert [pck_extension_of(leaf).fmspc.hex().upper() for leaf in leaves] == [m.fmspc for m in models]
+    assert len({m.fmspc for m in models}) == 4
