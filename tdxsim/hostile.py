@@ -60,9 +60,26 @@ CREDENTIAL_WEIGHTS = {
     "tdxsim.v1.TdGuestService": (1, 4, 1, 1, 1),
     "tdxsim.v1.VerifierService": (2, 1, 1, 3, 1),
 }
-#: HostService methods whose only effect on a TD is to look at it, or (``HostWrite`` in gmem mode) to be
-#: refused: the operator may aim them at a sentinel.
-HOST_LOOKS = frozenset({"ListTds", "GetStats", "HostRead", "HostWrite", "WatchEvents"})
+#: HostService methods whose only effect on a TD is to look at it, or (``HostWrite`` and the guest_memfd file
+#: operations in gmem mode) to be refused: the operator may aim them at a sentinel.
+HOST_LOOKS = frozenset(
+    {
+        "ListTds",
+        "GetStats",
+        "HostRead",
+        "HostWrite",
+        "WatchEvents",
+        "GetGpaMap",
+        "GuestMemfdRead",
+        "GuestMemfdWrite",
+        "GuestMemfdMmap",
+        "GuestMemfdFtruncate",
+    }
+)
+#: The physical attacker's surfaces (docs/memory-model.md §7.2): with the operator's credential they may write
+#: any frame and, through the host's KeyID, consume poison (a host machine check), which are the platform's
+#: answers, not faults; so the operator aims them only at fuzz TDs, by GPA, and reads DRAM itself anywhere.
+PHYSICAL = frozenset({"PhysicalRead", "PhysicalWrite"})
 EDGE_EXPONENTS = (12, 21, 30, 32, 40, 46, 47, 48, 51, 52, 63, 64)
 BYTES_LENGTHS = (
     0,
@@ -584,6 +601,11 @@ def permitted(method: Method, credential: str | None, request: Any, world: World
     if request is None:  # undecodable: the server must refuse it whatever it is
         return True
     protected_ids = {td.td_id for td in world.tds if td.role != "fuzz"}
+    if method.service == HOST_SERVICE and method.name in PHYSICAL and credential == world.host_admin:
+        dram_read = method.name == "PhysicalRead" and request.path == host_pb2.PHYSICAL_PATH_DRAM
+        targets = set(_td_ids(request))
+        if not dram_read and (not request.HasField("td_gpa") or targets & protected_ids):
+            return False
     admin_changes = method.service == HOST_SERVICE and method.name not in HOST_LOOKS
     if admin_changes and credential == world.host_admin and protected_ids & set(_td_ids(request)):
         return False
