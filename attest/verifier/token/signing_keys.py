@@ -1,12 +1,12 @@
 """The verifier's token signing keys, persisted in the store so a restart keeps issued tokens valid.
 
-``SigningKeys.load_or_create`` reads every stored key (PKCS#8 PEM, unencrypted: the database file is 0600 and
-is the verifier's secret store anyway) and creates one P-256 key on first start (atomically in the database, so
-replicas starting together on one database agree on a single key; ``reload`` picks up keys another replica
-added). The newest key signs; all
-keys are published in the JWKS, so rotation (``rotate``) never invalidates tokens already issued. A stored
-key that does not load, or is not the P-256 key its kid names, is a ``StoreError``: the database is damaged
-(``tdxsim verifier`` says so in one line and exits 2).
+``SigningKeys.load_or_create`` reads every stored key (PKCS#8 PEM, unencrypted: the database, a 0600 file
+or a PostgreSQL database, is the verifier's secret store anyway) and creates one P-256 key on first start,
+atomically in the database, so replicas starting together on one database agree on a single key; ``reload``
+picks up keys another replica added. The newest key signs; all keys are published in the JWKS, so rotation
+(``rotate``) never invalidates tokens already issued. A stored key that does not load, or is not the P-256
+key its kid names, is a ``StoreError``: the database is damaged (``tdxsim verifier`` says so in one line and
+exits 2).
 """
 
 from __future__ import annotations
