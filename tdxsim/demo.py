@@ -242,17 +242,19 @@ class Demo:
             status = proc.wait(10)
             tail = (self.work / f"{name}.stderr").read_text().strip().splitlines()[-1:]
             raise ProcessDied(f"{name} (pid {proc.pid}) ended with status {status} before reporting: {tail}")
-        return GuestOutcome(name, proc.pid, json.loads(line))
+        try:
+            return GuestOutcome(name, proc.pid, json.loads(line))
+        except ValueError:
+            raise ProcessDied(f"{name} (pid {proc.pid}) printed no report: {line.strip()[:200]}") from None
 
     def inspect(self, host: Server, outcome: GuestOutcome, show_map: bool) -> None:
         """The host operator's view of a held TD: its pages, conversions and, once, its GPA map."""
         with host_channel(host) as stub:
             gmap = memmap.fetch(stub, outcome.td_id)
-            info = next(
-                td
-                for td in stub.ListTds(host_pb2.ListTdsRequest(), timeout=30).tds
-                if td.td_id == outcome.td_id
-            )
+            tds = stub.ListTds(host_pb2.ListTdsRequest(), timeout=30).tds
+            info = next((td for td in tds if td.td_id == outcome.td_id), None)
+        if info is None:
+            raise ProcessDied(f"{outcome.name}'s TD {outcome.td_id} is gone while the guest should hold it")
         outcome.private_pages = sum(r.size for r in gmap.runs if r.state in PRIVATE_STATES) // PAGE
         outcome.shared_pages = sum(r.size for r in gmap.runs if r.state == host_pb2.GPA_STATE_SHARED) // PAGE
         outcome.conversions = info.conversions
