@@ -143,7 +143,8 @@ class PccsClient:
         self.url = base_url(url)
         self.timeout = timeout
         self.is_intel_pcs = self.url.startswith(INTEL_PCS_URL)
-        context = ssl.create_default_context(cafile=ca_file) if self.url.startswith("https") else None
+        https = self.url.startswith("https")
+        context = ssl.create_default_context(cafile=ca_file) if https or ca_file is not None else None
         handlers: list[urllib.request.BaseHandler] = [urllib.request.HTTPSHandler(context=context)]
         self._opener = urllib.request.build_opener(*handlers)
 

@@ -117,8 +117,8 @@ def _build_core(args: argparse.Namespace, admin: str) -> VerifierCore:
             raise ValueError("--pccs-timeout must be in (0, 300] seconds")
         try:
             pccs = PccsCollateral(PccsClient(args.pccs, timeout=args.pccs_timeout, ca_file=args.pccs_ca))
-        except ssl.SSLError as err:
-            raise ValueError(f"--pccs-ca {args.pccs_ca}: {err}") from None
+        except (ssl.SSLError, OSError) as err:
+            raise ValueError(f"--pccs-ca {args.pccs_ca}: {getattr(err, 'strerror', None) or err}") from None
     collateral = CollateralIndex([Path(p).read_text() for p in args.collateral], pccs)
     if args.nonce_ttl < 1 or args.token_ttl < 1:
         raise ValueError("--nonce-ttl and --token-ttl must be positive")
