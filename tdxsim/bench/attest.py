@@ -24,7 +24,6 @@ from pathlib import Path
 from tdxsim.bench.rows import Row, Series, SuiteResult, row, unmeasured
 from tdxsim.bench.scale import explain_window
 from tdxsim.bench.stack import (
-    Server,
     WindowResult,
     WorkerPool,
     cores,
@@ -33,6 +32,7 @@ from tdxsim.bench.stack import (
     server,
     with_children,
 )
+from wire.credentials import generate_credential_file
 
 GUESTS = 8
 
@@ -74,10 +74,6 @@ def _window(pool: WorkerPool, seconds: float, rounds: int, watch: dict[str, list
             best = result
     assert best is not None
     return best
-
-
-def _verifier_args(pki: Path, db: str) -> list[str]:
-    return ["--db", db, "--root", str(pki / "root_ca.pem"), "--collateral", str(pki / "collateral.json")]
 
 
 def bench_attest_e2e(seconds: float, rounds: int, guests: int = GUESTS) -> tuple[Row, str, float]:
@@ -123,7 +119,7 @@ def bench_replicas(seconds: float, rounds: int, guests: int = GUESTS) -> SuiteRe
     """1 and 2 verifier replicas on one throwaway PostgreSQL database, the same guests spread over them."""
     name = "replicas_2_vs_1"
     try:
-        from tdxsim import pgcluster
+        from tdxsim import fleet, pgcluster
     except ImportError as err:
         return _unavailable(name, f"PostgreSQL backend unavailable: {err}")
     if pgcluster.find_binaries() is None:
@@ -140,9 +136,20 @@ def bench_replicas(seconds: float, rounds: int, guests: int = GUESTS) -> SuiteRe
             return _unavailable(name, f"PostgreSQL could not start: {err}")
         pki = make_pki(work / "pki")
         host = stack.enter_context(server("host", "--phys-mem", "4G", "--pki", str(pki)))
-        replicas: list[Server] = [
-            stack.enter_context(server("verifier", *_verifier_args(pki, db))) for _ in range(2)
-        ]
+        # The replicas start as a fleet's do (tdxsim fleet up), on the one database.
+        replicas: list[fleet.Member] = []
+        stack.callback(fleet.stop_members, replicas)
+        try:
+            replicas += fleet.start_verifiers(
+                2,
+                db=db,
+                roots=[pki / "root_ca.pem"],
+                collaterals=[pki / "collateral.json"],
+                logs=work / "logs",
+                admin_credential_file=generate_credential_file(work),
+            )
+        except fleet.FleetError as err:
+            return _unavailable(name, f"verifier replicas on PostgreSQL did not start: {err}")
         postmaster = cluster.pid()
         for count in (1, 2):
             _log(f"{guests} guests attesting against {count} replica(s) on one PostgreSQL database ...")
@@ -152,7 +159,7 @@ def bench_replicas(seconds: float, rounds: int, guests: int = GUESTS) -> SuiteRe
                 database = with_children(postmaster) if postmaster else []
                 watch = {
                     "host": [host.proc.pid],
-                    "verifiers": [r.proc.pid for r in replicas[:count]],
+                    "verifiers": [r.pid for r in replicas[:count]],
                     "postgres": database,
                 }
                 rates[count] = _window(pool, seconds, rounds, watch)
