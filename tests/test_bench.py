@@ -6,6 +6,7 @@ itself, never in a timed test.
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -124,3 +125,27 @@ def test_unusable_arguments_are_one_line_and_exit_2(tmp_path: Path, args: list[s
     assert result.returncode == 2 and result.stdout == ""
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("tdxsim bench: ") and says in lines[0]
+
+
+def test_a_suite_that_breaks_is_a_row_not_met_and_the_others_still_run(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from tdxsim.bench import cli
+    from tdxsim.bench.rows import SuiteResult
+
+    def broken(quick: bool) -> SuiteResult:
+        raise RuntimeError("tdxsim host did not start (exit 2)")
+
+    def fine(quick: bool) -> SuiteResult:
+        return SuiteResult([row("fine_row", 2.0, "x", 1.0, "one", target=1.0)])
+
+    monkeypatch.setattr(cli, "SUITES", {"broken": broken, "fine": fine})
+    args = argparse.Namespace(
+        suite=[], quick=True, json=str(tmp_path / "rows.json"), report=str(tmp_path / "r")
+    )
+    assert cli.run(args) == 1
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    assert [(r["name"], r["met"]) for r in rows] == [("broken_suite", False), ("fine_row", True)]
+    out = capsys.readouterr().out
+    assert "broken_suite: the suite did not finish: RuntimeError: tdxsim host did not start (exit 2)" in out
+    assert "could not be measured: the suite did not finish" in (tmp_path / "r" / "BENCHMARKS.md").read_text()

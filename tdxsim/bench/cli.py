@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tdxsim.bench.rows import Row, SuiteResult
+from tdxsim.bench.rows import Row, SuiteResult, unmeasured
 
 Suite = Callable[[bool], SuiteResult]
 
@@ -111,6 +111,18 @@ process). Suites start their own processes on 127.0.0.1:0 and stop them.
 Exit status: 0 every target met, 1 one missed or not measurable here, 2 unusable arguments."""
 
 
+def _run_suite(name: str, quick: bool) -> SuiteResult:
+    """One suite; a suite that breaks (a process that does not start, a worker that dies) is one row that
+    is not met, with the error as its note, and the other suites still run."""
+    try:
+        return SUITES[name](quick)
+    except Exception as err:  # any failure of a suite becomes its row; the other suites still run
+        row_name = f"{name}_suite"
+        _say(f"suite {name} did not finish: {err}")
+        failed = unmeasured(row_name, "", "the suite ran to its end", target=1.0)
+        return SuiteResult([failed], {}, {row_name: f"the suite did not finish: {type(err).__name__}: {err}"})
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = DESCRIPTION
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -202,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
     series: dict[str, list[tuple[float, float]]] = {}
     notes: dict[str, str] = {}
     for name in names:
-        result = SUITES[name](args.quick)
+        result = _run_suite(name, args.quick)
         rows += result.rows
         series.update(result.series)
         notes.update(result.notes)
