@@ -467,9 +467,11 @@ def run_dram_splice_rows(lab: Lab, rows: dict[str, Row]) -> None:
                 else f"the TD's read: {describe(code, reason)}"
             )
             row.agrees = code == "OK" and stale
-        td, _ = _private_td(lab.gmem, "attack-dram-swap")
+        td, secret = _private_td(lab.gmem, "attack-dram-swap")
+        integrity = host.GetStats(host_pb2.GetStatsRequest(), timeout=TIMEOUT).integrity
         with td:
-            td.write(PAGE, _secret("the other page"))
+            other = _secret("the other page")
+            td.write(PAGE, other)
             a, b = _dram(host, td, 0), _dram(host, td, PAGE)
             for gpa, line in ((0, b), (PAGE, a)):
                 host.PhysicalWrite(
@@ -478,11 +480,23 @@ def run_dram_splice_rows(lab: Lab, rows: dict[str, Row]) -> None:
                     ),
                     timeout=TIMEOUT,
                 )
-            code, reason, _ = status_of(lambda: td.read(0, LINE))
+            code, reason, seen = status_of(lambda: td.read(0, LINE))
             row = rows["dram-swap"]
-            row.outcome = {"td_read": reason or code}
+            row.outcome = {
+                "td_read": reason or code,
+                "integrity": integrity,
+                "moved_plaintext": seen == other,
+            }
             row.observed = f"the TD's next read: {describe(code, reason)}"
-            row.agrees = reason == "TD_MACHINE_CHECK"
+            if integrity:
+                row.agrees = reason == "TD_MACHINE_CHECK"
+            else:  # Li mode: no MAC; the address tweak turns the moved ciphertext into garbage, undetected
+                row.tdx_guarantee = (
+                    "without integrity (Li mode): not detected, but the address tweak makes the moved "
+                    "ciphertext decrypt to garbage, never the other page's data"
+                )
+                row.observed += " (garbage)" if code == "OK" and seen not in (other, secret) else ""
+                row.agrees = code == "OK" and seen not in (other, secret)
 
 
 def run_conversion_rows(lab: Lab, rows: dict[str, Row]) -> None:

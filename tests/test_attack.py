@@ -59,7 +59,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "plaintext_in_shared_dram": True,
         "macs_per_line": 4,
     },
-    "dram-swap": {"td_read": "TD_MACHINE_CHECK"},
+    "dram-swap": {"td_read": "TD_MACHINE_CHECK", "integrity": True, "moved_plaintext": False},
     "dram-replay": {"td_read": "OK", "td_sees_old_value": True},
     "unrequested-conversion": {
         "memory_fault_conversions": 1,
@@ -139,10 +139,11 @@ def test_the_replay_row_says_plainly_that_tdx_does_not_detect_it(catalogue: dict
     assert "NOT detected" in row["observed"]
 
 
+@pytest.mark.parametrize("integrity", [True, False])
 def test_on_a_given_host_only_the_rows_its_mode_allows_run(
-    host_factory: Callable[..., HostProcess], tmp_path: Path
+    host_factory: Callable[..., HostProcess], tmp_path: Path, integrity: bool
 ) -> None:
-    host = host_factory()
+    host = host_factory() if integrity else host_factory("--no-integrity")
     done = _attack("--json", "--host", host.address, tmpdir=tmp_path)
     assert done.returncode == 0, done.stderr
     rows = {row["id"]: row for row in map(json.loads, done.stdout.splitlines())}
@@ -159,6 +160,15 @@ def test_on_a_given_host_only_the_rows_its_mode_allows_run(
     }
     assert all(rows[row_id]["agrees"] for row_id in set(ROWS) - skipped)
     assert rows["gmem-mmap"]["outcome"]["errno"] == "ENODEV"
+    # Without integrity (Li mode) nothing catches moved ciphertext, but the address tweak makes it garbage.
+    swap = rows["dram-swap"]["outcome"]
+    expected = (
+        EXPECTED["dram-swap"]
+        if integrity
+        else {"td_read": "OK", "integrity": False, "moved_plaintext": False}
+    )
+    assert swap == expected
+    assert rows["dram-read"]["outcome"]["macs_per_line"] == (4 if integrity else 0)
     assert host.proc.poll() is None, "the attacked gmem host survives every attack"
 
 
