@@ -310,3 +310,15 @@ def _merged(runs: list[host_pb2.GpaRun]) -> list[tuple[int, int, int, bool]]:
         else:
             out.append((run.gpa, run.size, run.state, run.private))
     return out
+
+
+def test_the_gpa_map_of_a_64_gib_td_costs_what_it_touched(host_factory: Any) -> None:
+    big = host_factory("--phys-mem", "1T")
+    gib = 1 << 30
+    with launch(big, image(memory=64 * gib)) as td:
+        td.accept_ranges([(0, PAGE), (17 * gib, PAGE), (63 * gib, 2 * PAGE)])
+        runs, calls = gpa_map(big, td.td_id)
+    assert calls == 1
+    accepted = [(r.gpa, r.size) for r in runs if r.state == host_pb2.GPA_STATE_PRIVATE_ACCEPTED]
+    assert accepted == [(0, PAGE), (MIB, 2 * PAGE), (17 * gib, PAGE), (63 * gib, 2 * PAGE)]  # + the kernel
+    assert len(runs) == 2 * len(accepted) and sum(r.size for r in runs) == 64 * gib
