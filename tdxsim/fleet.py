@@ -446,10 +446,18 @@ def stop_fleet(fleet: Fleet) -> list[str]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="fleet_command", metavar="ACTION", required=True)
-    up = sub.add_parser("up", help="start a fleet: PCS, PCCS, PostgreSQL, hosts, verifier replicas")
+    up = sub.add_parser(
+        "up",
+        help="start a fleet: PCS, PCCS, PostgreSQL, hosts, verifier replicas",
+        description="Start a fleet on this machine and write DIR/fleet.json (docs/fleet.md).",
+    )
     up.add_argument("--dir", required=True, type=Path, help="where fleet.json, keys, PKI and logs go")
-    up.add_argument("--hosts", type=int, default=2, help="simulated platforms, one host process each (2)")
-    up.add_argument("--verifiers", type=int, default=2, help="verifier replicas on one database (2)")
+    up.add_argument(
+        "--hosts", type=int, default=2, metavar="N", help="simulated platforms, one host process each (2)"
+    )
+    up.add_argument(
+        "--verifiers", type=int, default=2, metavar="M", help="verifier replicas on one database (2)"
+    )
     up.add_argument(
         "--postgres",
         metavar="URL",
@@ -462,7 +470,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="every second host at TCB level OutOfDate, every fourth at SWHardeningNeeded",
     )
     up.add_argument("--no-pccs", action="store_true", help="do not start a PCCS per platform model")
-    up.add_argument("--phys-mem", default="1G", help="each host's simulated physical memory (1G)")
+    up.add_argument(
+        "--phys-mem", default="1G", metavar="SIZE", help="each host's simulated physical memory (1G)"
+    )
     up.add_argument("--json", action="store_true", help="print fleet.json instead of a summary")
     for name, text in (("status", "check every process of a fleet"), ("down", "stop a fleet")):
         action = sub.add_parser(name, help=text)
