@@ -8,9 +8,11 @@ raise ``QuoteFormatError`` (quote does not decode), ``CollateralError`` (collate
 returns ``verdict`` ``accepted`` (exit 0) or ``rejected`` with ``error`` = "<step>: <reason>" (exit 1). Steps
 are those of docs/attestation.md §7, and ``td_attributes``.
 
-Verdicts are dcap-qvl's (docs/attestation.md §14): a quote that passes every step of §7 is still rejected when
-its TD has the DEBUG attribute ("td_attributes: Debug mode is enabled", dcap-qvl's words and, like dcap-qvl,
-after every other check), unless the caller allows DEBUG because a policy decides instead (``allow_debug``).
+Verdicts are dcap-qvl's (docs/attestation.md §14): a quote that passes every step of §7 is still rejected for
+its TD attributes as dcap-qvl 0.7.0 rejects it, in its order and words, after every other check
+(``td_attributes_refusal``): a TD 1.5 body with a non-zero MR_SERVICETD, DEBUG ("td_attributes: Debug mode is
+enabled"), TD profiling (bits 4–6), reserved bits, TD migration (bit 29), SERVTD_EXT (bit 17), a missing
+SEPT_VE_DISABLE. A caller whose policy decides on DEBUG allows it (``allow_debug``); the other rules stand.
 
 Both report whether the PCK chain ends at a tdxsim simulated root (``simulated``, from the names' simulation
 marker, ``attest.formats.pck_names``) or at Intel's.
@@ -36,6 +38,36 @@ from attest.verifier.dcap.roots import INTEL_SGX_ROOT_CA_PEM
 
 DEBUG_REJECTION = "td_attributes: Debug mode is enabled"
 """The rejection of a DEBUG TD without a policy: dcap-qvl's message under this module's step naming."""
+DEBUG = 1 << 0
+TD_PROFILING = 0b111 << 4  # bits 4–6
+SERVTD_EXT = 1 << 17
+SEPT_VE_DISABLE = 1 << 28
+MIGRATABLE = 1 << 29
+ACCEPTED_ATTRIBUTES = sum(1 << b for b in (16, 18, 19, 20, 21, 22, 27, 28, 30, 31, 62, 63))
+"""TDATTRIBUTES bits dcap-qvl 0.7.0 lets pass (docs/attestation.md §14); every other bit refuses the TD."""
+RESERVED_ATTRIBUTES = ((1 << 64) - 1) & ~(
+    DEBUG | TD_PROFILING | SERVTD_EXT | MIGRATABLE | ACCEPTED_ATTRIBUTES
+)
+
+
+def td_attributes_refusal(body: TdReport10, *, allow_debug: bool = False) -> tuple[str, str] | None:
+    """``(error_type, error)`` when dcap-qvl 0.7.0 refuses a verified quote for its TD report body, its first
+    reason in its order (docs/attestation.md §14); None when it does not. ``allow_debug`` skips DEBUG only."""
+    if isinstance(body, TdReport15) and any(body.mr_service_td):
+        return "TdAttributes", "td_report: Invalid MR service TD"
+    attributes = int.from_bytes(body.td_attributes, "little")
+    for bit_mask, error_type, message in (
+        (0 if allow_debug else DEBUG, "DebugTd", "Debug mode is enabled"),
+        (TD_PROFILING, "TdAttributes", "TD profiling is enabled"),
+        (RESERVED_ATTRIBUTES, "TdAttributes", "Reserved bits in TD attributes are set"),
+        (MIGRATABLE, "TdAttributes", "TD migration is enabled"),
+        (SERVTD_EXT, "TdAttributes", "SERVTD_EXT is enabled"),
+    ):
+        if attributes & bit_mask:
+            return error_type, f"td_attributes: {message}"
+    if not attributes & SEPT_VE_DISABLE:
+        return "TdAttributes", "td_attributes: SEPT_VE_DISABLE is not enabled"
+    return None
 
 
 def report_fields(body: TdReport10) -> dict[str, Any]:
@@ -182,6 +214,7 @@ def verify(
         collateral_valid_from=result.collateral_window[0],
         collateral_valid_until=result.collateral_window[1],
     )
-    if quote.body.is_debug and not allow_debug:
-        out.update(verdict="rejected", error=DEBUG_REJECTION, error_type="DebugTd")
+    refusal = td_attributes_refusal(quote.body, allow_debug=allow_debug)
+    if refusal is not None:
+        out.update(verdict="rejected", error=refusal[1], error_type=refusal[0])
     return out

@@ -207,3 +207,43 @@ def test_simulated_chains_are_flagged_and_real_ones_are_not(tmp_path: Path) -> N
         ]
         is False
     )
+
+
+def _attribute_cases() -> list[int]:
+    """Every single bit beside SEPT_VE_DISABLE, every bit without it, and random mixes of the bits each rule
+    reads (seeded): enough to pin dcap-qvl's order between its rules."""
+    import random
+
+    rng = random.Random(0x7D)
+    cases = [SEPT_VE_DISABLE | 1 << bit for bit in range(64)] + [1 << bit for bit in range(64)] + [0]
+    interesting = [0, 1, 4, 5, 6, 7, 8, 16, 17, 23, 28, 29, 30, 40, 62, 63]
+    cases += [sum(1 << b for b in rng.sample(interesting, rng.randint(1, 4))) for _ in range(60)]
+    return cases
+
+
+def test_td_attributes_are_refused_as_dcap_qvl_refuses_them(tmp_path: Path) -> None:
+    """Without a policy ``quote verify`` refuses a verified quote for its TD attributes with dcap-qvl's first
+    reason (docs/attestation.md §14), and accepts exactly what dcap-qvl accepts; allowing DEBUG lifts only the
+    DEBUG rule."""
+    ev = make_evidence(tmp_path / "pki")
+    pck = ev.pki.platform(0)
+    qe = QuotingEnclave(pck.key, pck.chain_pem)
+    collateral = dcap_qvl.QuoteCollateralV3.from_json(ev.pki.collateral_json)
+    verifier = offline.Verifier([ev.pki.root_der], cache_size=16)
+    for attributes in _attribute_cases():
+        for version in (4, 5):
+            quote = qe.quote(build_td_report(td_attributes=attributes.to_bytes(8, "little")), version=version)
+            try:
+                theirs = dcap_qvl.verify_with_root_ca(quote, collateral, ev.pki.root_der, NOW).status
+            except ValueError as err:
+                theirs = str(err).removeprefix("Verification failed: ")
+            out = offline.verify(quote, ev.pki.collateral_json, NOW, [], verifier=verifier)
+            ours = out["tcb_status"] if out["verdict"] == "accepted" else out["error"].split(": ", 1)[1]
+            assert ours == theirs, hex(attributes)
+            allowed = offline.verify(
+                quote, ev.pki.collateral_json, NOW, [], verifier=verifier, allow_debug=True
+            )
+            if attributes & ~DEBUG == SEPT_VE_DISABLE:
+                assert allowed["verdict"] == "accepted", hex(attributes)
+            elif theirs != "Debug mode is enabled":
+                assert allowed.get("error") == out.get("error"), hex(attributes)
