@@ -247,3 +247,10 @@ def test_td_attributes_are_refused_as_dcap_qvl_refuses_them(tmp_path: Path) -> N
                 assert allowed["verdict"] == "accepted", hex(attributes)
             elif theirs != "Debug mode is enabled":
                 assert allowed.get("error") == out.get("error"), hex(attributes)
+    # a TD 1.5 body that names a service TD: dcap-qvl refuses it before looking at the attributes
+    report = build_td_report(td_attributes=(DEBUG | 1 << 8).to_bytes(8, "little"), mr_service_td=b"\x01" * 48)
+    quote = qe.quote(report, version=5)
+    with pytest.raises(ValueError, match="Verification failed: Invalid MR service TD"):
+        dcap_qvl.verify_with_root_ca(quote, collateral, ev.pki.root_der, NOW)
+    out = offline.verify(quote, ev.pki.collateral_json, NOW, [], verifier=verifier, allow_debug=True)
+    assert (out["verdict"], out["error"]) == ("rejected", "td_report: Invalid MR service TD")
