@@ -84,9 +84,11 @@ def test_verifier_with_only_a_pccs_attests_and_survives_its_outage(
     make_pki(pki_dir)
     host = host_factory("--pki", str(pki_dir))
     pcs = start_pcs(pki_dir)
-    verifier, address = start_verifier(pki_dir, tmp_path / "v.db", pcs.url)
-    channel = grpc.insecure_channel(address)
+    verifier: subprocess.Popen[str] | None = None
+    channel: grpc.Channel | None = None
     try:
+        verifier, address = start_verifier(pki_dir, tmp_path / "v.db", pcs.url)
+        channel = grpc.insecure_channel(address)
         admin = attestation_pb2_grpc.VerifierServiceStub(with_bearer(channel, ADMIN_CREDENTIAL))
         stub = attestation_pb2_grpc.VerifierServiceStub(channel)
         mr_td = independent_mrtd(PAYLOAD).hex()
@@ -114,8 +116,10 @@ def test_verifier_with_only_a_pccs_attests_and_survives_its_outage(
         assert (code, reason) == (grpc.StatusCode.UNAVAILABLE, "PCCS_UNAVAILABLE")
         assert pcs.url.removeprefix("http://") in message
     finally:
-        channel.close()
-        _stop(verifier)
+        if channel is not None:
+            channel.close()
+        if verifier is not None:
+            _stop(verifier)
         pcs.stop(signal.SIGKILL)
 
     # a fresh verifier during the outage has nothing cached: the good quote is UNAVAILABLE too
