@@ -22,6 +22,7 @@ import json
 import signal
 import ssl
 import sys
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from attest.formats.collateral import TCB_STATUSES
 from attest.intel.pcs_directory import PkiError, load_pki
 from attest.intel.pcs_responses import PcsApi, request_id
 from wire import tls
-from wire.serving import check_server_arguments
+from wire.serving import check_server_arguments, stop_on_signals
 
 SHUTDOWN_GRACE = 2.0
 HEALTH_BODY = json.dumps({"status": "SERVING"}).encode()
@@ -76,12 +77,17 @@ def _ssl_context(args: argparse.Namespace, config: tls.TlsConfig | None) -> ssl.
     return context
 
 
-async def _serve(app: web.Application, host: str, port: int, context: ssl.SSLContext | None) -> int:
-    """Serve until SIGTERM or SIGINT; announce the bound port first. Returns the exit status."""
+async def _serve(
+    app: web.Application, host: str, port: int, context: ssl.SSLContext | None, early: threading.Event
+) -> int:
+    """Serve until SIGTERM or SIGINT (``early``: one that came during start-up); announce the bound port
+    first. Returns the exit status."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    if early.is_set():
+        stop.set()
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=context, reuse_address=True, reuse_port=False)
@@ -100,6 +106,8 @@ async def _serve(app: web.Application, host: str, port: int, context: ssl.SSLCon
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    early = threading.Event()
+    stop_on_signals(early)  # a launcher's SIGTERM during start-up still ends in a clean stop
     if args.listen.startswith(("unix:", "unix-abstract:")):
         print("tdxsim pcs: --listen takes HOST:PORT (HTTP over TCP)", file=sys.stderr)
         return 2
@@ -120,7 +128,7 @@ def run_serve(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
-    return asyncio.run(_serve(build_app(api), host.strip("[]"), int(port), context))
+    return asyncio.run(_serve(build_app(api), host.strip("[]"), int(port), context, early))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
