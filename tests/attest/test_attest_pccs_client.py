@@ -329,3 +329,23 @@ def test_quote_verify_fetches_its_collateral_from_a_pccs(tmp_path: Path) -> None
     done = verify("q.bin", pcs.url)  # the PCCS is gone
     assert done.returncode == 2
     assert "refused" in done.stderr and done.stderr.count("\n") == 1
+
+
+def test_https_pccs_with_a_ca_file(tmp_path: Path, pki: Pki) -> None:
+    """``pcs serve --tls-cert/--tls-key`` and a client trusting that CA (``--pccs-ca``); a client trusting
+    only the system's CAs is refused at the handshake: UNAVAILABLE, not a verdict."""
+    from wire.tls import mint_test_pki
+
+    mint_test_pki(tmp_path / "tls")
+    tls = tmp_path / "tls"
+    pcs = start_pcs(
+        pki.directory, "--tls-cert", str(tls / "server.pem"), "--tls-key", str(tls / "server.key")
+    )
+    url = pcs.url.replace("http://", "https://")
+    try:
+        fetched = PccsClient(url, ca_file=str(tls / "ca.pem")).fetch(P.FMSPC, "platform")
+        assert fetched.collateral == parse_collateral(pki.collateral_json)
+        with pytest.raises(PccsUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
+            PccsClient(url).fetch(P.FMSPC, "platform")
+    finally:
+        assert pcs.stop() == 0
