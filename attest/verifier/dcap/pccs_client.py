@@ -352,5 +352,6 @@ class PccsCollateral:
         if flight.entry is not None:
             return flight.entry.collateral
         error = flight.error
-        assert error is not None
+        if error is None:  # the fetch ended in something other than a PccsError: no answer to share
+            raise PccsUnavailable(f"{self.url}: the fetch in progress failed", pccs=self.url)
         raise type(error)(str(error), **error.metadata)
