@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,20 @@ def _create_td(host: HostProcess, name: str) -> host_pb2.CreateTdResponse:
     return td
 
 
+@contextmanager
+def _two_tds(host: HostProcess, method: str) -> Iterator[tuple[host_pb2.CreateTdResponse, ...]]:
+    """TDs ``a`` and ``b`` for one method's checks, destroyed afterwards: the host has 48 KeyIDs, and the
+    services have more methods than that."""
+    tds = (_create_td(host, f"{method}-a"), _create_td(host, f"{method}-b"))
+    try:
+        yield tds
+    finally:
+        admin = host_pb2_grpc.HostServiceStub(host.admin_channel)
+        for td in tds:
+            with suppress(grpc.RpcError):  # a method under test may have destroyed it already
+                admin.DestroyTd(host_pb2.DestroyTdRequest(td_id=td.td_id), timeout=10)
+
+
 HOST_SERVICE = host_pb2.DESCRIPTOR.services_by_name["HostService"]
 GUEST_SERVICE = guest_pb2.DESCRIPTOR.services_by_name["TdGuestService"]
 #: HostService methods that are attack surfaces (docs/memory-model.md §1.2, §7.2): for the host operator only.
@@ -109,49 +124,53 @@ def test_the_attack_surfaces_are_host_service_methods_behind_the_admin_credentia
 
 @pytest.mark.parametrize("method", list(HOST_SERVICE.methods_by_name))
 def test_host_service_needs_the_admin_credential(host: HostProcess, method: str) -> None:
-    a, b = _create_td(host, f"{method}-a"), _create_td(host, f"{method}-b")
-    request_class = _message_class(HOST_SERVICE.methods_by_name[method].input_type)
-    # Requests a TD could use to hurt another: they must be refused before they are even decoded.
-    fields = request_class.DESCRIPTOR.fields_by_name
-    request = request_class(td_id=b.td_id) if "td_id" in fields else request_class()
-    expected = {
-        None: (grpc.StatusCode.UNAUTHENTICATED, "MISSING_CREDENTIAL"),
-        a.credential: (grpc.StatusCode.PERMISSION_DENIED, "TD_CREDENTIAL_NOT_ADMIN"),
-        b.credential: (grpc.StatusCode.PERMISSION_DENIED, "TD_CREDENTIAL_NOT_ADMIN"),
-        "forged-credential": (grpc.StatusCode.UNAUTHENTICATED, "UNKNOWN_CREDENTIAL"),
-    }
-    for credential, status in expected.items():
-        assert _status(_call(host.channel, HOST_SERVICE, method, request, credential)) == status, credential
-    tds = host_pb2_grpc.HostServiceStub(host.admin_channel).ListTds(host_pb2.ListTdsRequest(), timeout=10)
-    assert {a.td_id, b.td_id} <= {td.td_id for td in tds.tds if not td.dead}, "a refused call changed a TD"
-    # The admin credential gets the method itself: whatever it answers, never an auth refusal or a bug.
-    own = request_class(td_id=1 << 30) if "td_id" in fields else request
-    code, reason = _status(_call(host.channel, HOST_SERVICE, method, own, host.admin_credential))
-    assert code not in REFUSED | NEVER, (code, reason)
+    with _two_tds(host, method) as (a, b):
+        request_class = _message_class(HOST_SERVICE.methods_by_name[method].input_type)
+        # Requests a TD could use to hurt another: they must be refused before they are even decoded.
+        fields = request_class.DESCRIPTOR.fields_by_name
+        request = request_class(td_id=b.td_id) if "td_id" in fields else request_class()
+        expected = {
+            None: (grpc.StatusCode.UNAUTHENTICATED, "MISSING_CREDENTIAL"),
+            a.credential: (grpc.StatusCode.PERMISSION_DENIED, "TD_CREDENTIAL_NOT_ADMIN"),
+            b.credential: (grpc.StatusCode.PERMISSION_DENIED, "TD_CREDENTIAL_NOT_ADMIN"),
+            "forged-credential": (grpc.StatusCode.UNAUTHENTICATED, "UNKNOWN_CREDENTIAL"),
+        }
+        for credential, status in expected.items():
+            assert _status(_call(host.channel, HOST_SERVICE, method, request, credential)) == status, (
+                credential
+            )
+        tds = host_pb2_grpc.HostServiceStub(host.admin_channel).ListTds(host_pb2.ListTdsRequest(), timeout=10)
+        assert {a.td_id, b.td_id} <= {td.td_id for td in tds.tds if not td.dead}, (
+            "a refused call changed a TD"
+        )
+        # The admin credential gets the method itself: whatever it answers, never an auth refusal or a bug.
+        own = request_class(td_id=1 << 30) if "td_id" in fields else request
+        code, reason = _status(_call(host.channel, HOST_SERVICE, method, own, host.admin_credential))
+        assert code not in REFUSED | NEVER, (code, reason)
 
 
 @pytest.mark.parametrize("method", list(GUEST_SERVICE.methods_by_name))
 def test_td_guest_service_speaks_for_one_td(host: HostProcess, method: str) -> None:
-    a, b = _create_td(host, f"{method}-a"), _create_td(host, f"{method}-b")
-    request_class = _message_class(GUEST_SERVICE.methods_by_name[method].input_type)
-    fields = request_class.DESCRIPTOR.fields_by_name
-    request = request_class(td_id=a.td_id) if "td_id" in fields else request_class()
-    if method == "Echo":  # a liveness probe that touches no TD: anyone may call it
-        for credential in (None, a.credential, b.credential, host.admin_credential):
-            assert (
-                _status(_call(host.channel, GUEST_SERVICE, method, request, credential))[0]
-                == grpc.StatusCode.OK
-            )
-        return
-    expected = {
-        None: (grpc.StatusCode.UNAUTHENTICATED, "MISSING_CREDENTIAL"),
-        b.credential: (grpc.StatusCode.PERMISSION_DENIED, "CREDENTIAL_FOR_ANOTHER_TD"),
-        host.admin_credential: (grpc.StatusCode.UNAUTHENTICATED, "UNKNOWN_CREDENTIAL"),
-    }
-    for credential, status in expected.items():
-        assert _status(_call(host.channel, GUEST_SERVICE, method, request, credential)) == status
-    code, reason = _status(_call(host.channel, GUEST_SERVICE, method, request, a.credential))
-    assert code not in REFUSED | NEVER, (code, reason)
+    with _two_tds(host, method) as (a, b):
+        request_class = _message_class(GUEST_SERVICE.methods_by_name[method].input_type)
+        fields = request_class.DESCRIPTOR.fields_by_name
+        request = request_class(td_id=a.td_id) if "td_id" in fields else request_class()
+        if method == "Echo":  # a liveness probe that touches no TD: anyone may call it
+            for credential in (None, a.credential, b.credential, host.admin_credential):
+                assert (
+                    _status(_call(host.channel, GUEST_SERVICE, method, request, credential))[0]
+                    == grpc.StatusCode.OK
+                )
+            return
+        expected = {
+            None: (grpc.StatusCode.UNAUTHENTICATED, "MISSING_CREDENTIAL"),
+            b.credential: (grpc.StatusCode.PERMISSION_DENIED, "CREDENTIAL_FOR_ANOTHER_TD"),
+            host.admin_credential: (grpc.StatusCode.UNAUTHENTICATED, "UNKNOWN_CREDENTIAL"),
+        }
+        for credential, status in expected.items():
+            assert _status(_call(host.channel, GUEST_SERVICE, method, request, credential)) == status
+        code, reason = _status(_call(host.channel, GUEST_SERVICE, method, request, a.credential))
+        assert code not in REFUSED | NEVER, (code, reason)
 
 
 # ---- the verifier --------------------------------------------------------------------------------------
