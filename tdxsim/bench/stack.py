@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
@@ -53,23 +54,30 @@ def stop(proc: subprocess.Popen[str], grace: float = 10.0) -> None:
 
 @contextmanager
 def server(role: str, *args: str) -> Iterator[Server]:
-    """``tdxsim ROLE ARGS --listen 127.0.0.1:0``, stopped on exit; its stderr is discarded."""
-    proc = subprocess.Popen(
-        tdxsim_command(role, *args, "--listen", "127.0.0.1:0"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        stdin=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline().strip()
-        if not line.startswith("listening on "):
-            raise RuntimeError(f"tdxsim {role} did not start (exit {proc.wait(10)})")
-        admin_file = proc.stdout.readline().strip().removeprefix("admin credential: ")
-        yield Server(proc, line.removeprefix("listening on "), admin_file)
-    finally:
-        stop(proc)
+    """``tdxsim ROLE ARGS --listen 127.0.0.1:0``, stopped on exit. Its stderr goes to a temporary file, whose
+    last line says why when it does not start."""
+    with tempfile.TemporaryFile(mode="w+") as errors:
+        proc = subprocess.Popen(
+            tdxsim_command(role, *args, "--listen", "127.0.0.1:0"),
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline().strip()
+            if not line.startswith("listening on "):
+                status = proc.wait(10)
+                errors.seek(0)
+                last = [text for text in errors.read().splitlines() if text.strip()]
+                raise RuntimeError(f"tdxsim {role} did not start (exit {status}): {last[-1] if last else ''}")
+            admin_file = proc.stdout.readline().strip().removeprefix("admin credential: ")
+            yield Server(proc, line.removeprefix("listening on "), admin_file)
+        finally:
+            stop(proc)
+            if proc.stdout is not None:
+                proc.stdout.close()
 
 
 def make_pki(directory: Path) -> Path:
