@@ -185,6 +185,12 @@ def _unavailable(name: str, reason: str) -> SuiteResult:
 
 
 def bench_attestation(seconds: float = 5.0, rounds: int = 2, guests: int = GUESTS) -> SuiteResult:
-    e2e, note, _ = bench_attest_e2e(seconds, rounds, guests)
+    try:
+        import dcap_qvl  # noqa: F401  (the limit of attest_e2e_per_s; a test extra)
+    except ImportError:
+        e2e = unmeasured("attest_e2e_per_s", "attestations/s", "dcap-qvl verify_with_root_ca", target=0.3)
+        note = "dcap-qvl, the limit, is not installed: pip install dcap-qvl==0.7.0 (the test extra)"
+    else:
+        e2e, note, _ = bench_attest_e2e(seconds, rounds, guests)
     replicas = bench_replicas(seconds, rounds, guests)
     return SuiteResult([e2e, *replicas.rows], replicas.series, {"attest_e2e_per_s": note, **replicas.notes})

@@ -116,7 +116,7 @@ def _run_suite(name: str, quick: bool) -> SuiteResult:
     is not met, with the error as its note, and the other suites still run."""
     try:
         return SUITES[name](quick)
-    except Exception as err:  # any failure of a suite becomes its row; the other suites still run
+    except (Exception, SystemExit) as err:  # any failure of a suite becomes its row; the others still run
         row_name = f"{name}_suite"
         _say(f"suite {name} did not finish: {err}")
         failed = unmeasured(row_name, "", "the suite ran to its end", target=1.0)
