@@ -12,10 +12,13 @@ The result goes through ``parse_collateral`` like a collateral file, so a PCCS's
 code path from there on.
 
 The client is synchronous (``urllib``, the standard library's): the verifier's checks run on its worker
-threads, which may block; each request has a timeout and the whole fetch one deadline, a body is read up to
-``MAX_BODY`` bytes. Failures are ``PccsUnavailable`` (no answer, an error status, an answer that is not
-collateral: reason ``PCCS_UNAVAILABLE``) or ``CollateralNotFound`` (the PCCS says 404 for this FMSPC or CA),
-never a verdict.
+threads, which may block. The whole fetch has one deadline, enforced by a watchdog that shuts the fetch's
+connections down when it passes (a server trickling its headers or body a byte at a time cannot stretch it);
+a body is read up to ``MAX_BODY`` bytes. Only http and https are spoken and redirects are not followed (a
+PCCS and Intel's PCS answer directly): a hostile PCCS cannot send the verifier to a ``file:``, ``ftp:`` or
+``data:`` URL, nor can the root certificate's CRL distribution point. Failures are ``PccsUnavailable`` (no
+answer, an error status, an answer that is not collateral: reason ``PCCS_UNAVAILABLE``) or
+``CollateralNotFound`` (the PCCS says 404 for this FMSPC or CA), never a verdict.
 
 ``PccsCollateral`` caches per (FMSPC, PCK CA): an entry is used until the earliest ``nextUpdate`` of its TCB
 Info, QE Identity and CRLs, then fetched again; concurrent requests for one key share one fetch. Collateral
@@ -25,17 +28,20 @@ verification refuses) does not make every quote a fetch. A failed fetch is not c
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
+import socket
 import ssl
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from email.message import Message
+from typing import Any
 
 from cryptography import x509
 
@@ -145,8 +151,9 @@ class PccsClient:
         self.is_intel_pcs = self.url.startswith(INTEL_PCS_URL)
         https = self.url.startswith("https")
         context = ssl.create_default_context(cafile=ca_file) if https or ca_file is not None else None
-        handlers: list[urllib.request.BaseHandler] = [urllib.request.HTTPSHandler(context=context)]
-        self._opener = urllib.request.build_opener(*handlers)
+        self._opener = urllib.request.OpenerDirector()  # http(s) only; no redirect or error handlers
+        for handler in (urllib.request.ProxyHandler(), _HttpHandler(), _HttpsHandler(context=context)):
+            self._opener.add_handler(handler)
 
     def _get(self, url: str, deadline: float) -> _Answer:
         remaining = deadline - time.monotonic()
@@ -155,11 +162,17 @@ class PccsClient:
         request = urllib.request.Request(url, headers={"Accept": "*/*", "User-Agent": "tdxsim-verifier"})
         try:
             with self._opener.open(request, timeout=remaining) as response:
-                return _Answer(response.status, response.headers, _read_bounded(response, url, self.url))
-        except urllib.error.HTTPError as err:
-            with err:
-                return _Answer(err.code, err.headers, b"")
+                body = _read_bounded(response, url, self.url)
+                if time.monotonic() >= deadline:
+                    raise TimeoutError
+                if response.length:  # what Content-Length promised and the connection did not bring
+                    raise http.client.IncompleteRead(body, response.length)
+                return _Answer(response.status, response.headers, body)
         except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as err:
+            if time.monotonic() >= deadline:
+                raise PccsUnavailable(
+                    f"{_path(url)}: timed out, no complete answer within {self.timeout:g} s", pccs=self.url
+                ) from None
             why = getattr(err, "reason", err)
             raise PccsUnavailable(f"{_path(url)}: {why}", pccs=self.url) from None
 
@@ -168,6 +181,11 @@ class PccsClient:
             return answer
         if answer.status == 404:
             raise CollateralNotFound(f"{self.url} has no {what} (404 for {_path(url)})", pccs=self.url)
+        if 300 <= answer.status < 400:
+            target = _clip(answer.headers.get("Location", ""))
+            raise PccsUnavailable(
+                f"{_path(url)}: HTTP {answer.status} to {target!r}, redirects are not followed", pccs=self.url
+            )
         raise PccsUnavailable(f"{_path(url)}: HTTP {answer.status}", pccs=self.url)
 
     def _chain(self, answer: _Answer, *names: str) -> str:
@@ -180,6 +198,10 @@ class PccsClient:
     def fetch(self, fmspc: bytes, pck_ca: str, tee: str = "tdx") -> FetchedCollateral:
         """The collateral of platforms of ``fmspc`` whose PCK leaves ``pck_ca`` issued."""
         deadline = time.monotonic() + self.timeout
+        with _watchdog(self.timeout):
+            return self._fetch(fmspc, pck_ca, tee, deadline)
+
+    def _fetch(self, fmspc: bytes, pck_ca: str, tee: str, deadline: float) -> FetchedCollateral:
         fmspc_hex = fmspc.hex().upper()
         api = f"{self.url}/{tee}/certification/v4"
         url = f"{self.url}/sgx/certification/v4/pckcrl?ca={pck_ca}&encoding=der"
@@ -225,7 +247,11 @@ class PccsClient:
             url = f"{self.url}/sgx/certification/v4/rootcacrl"
             answer = self._get(url, deadline)
             if answer.status != 404:
-                return _der_or_hex(self._ok(answer, url, "root ca crl").body)
+                try:
+                    return _der_or_hex(self._ok(answer, url, "root ca crl").body)
+                except ValueError as err:
+                    why = f"{self.url} sent no usable root ca crl: {err}"
+                    raise PccsUnavailable(why, pccs=self.url) from None
         try:
             root = load_certificates(qe_chain, "qe identity issuer chain")[-1]
             points = root.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
@@ -235,11 +261,86 @@ class PccsClient:
                 for name in point.full_name or ()
                 if isinstance(name, x509.UniformResourceIdentifier)
             )
-        except (AttestError, x509.ExtensionNotFound, StopIteration, ValueError):
+        except (AttestError, x509.ExtensionNotFound, StopIteration, ValueError, IndexError):
             raise PccsUnavailable(
                 f"{self.url}: no root ca crl and no crl distribution point", pccs=self.url
             ) from None
+        if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+            raise PccsUnavailable(
+                f"{self.url}: the root's crl distribution point {_clip(url)!r} is not http(s)", pccs=self.url
+            )
         return self._ok(self._get(url, deadline), url, "root ca crl").body
+
+
+_watched = threading.local()
+
+
+def _watched_connection(
+    address: tuple[str, int], timeout: float | None = None, source_address: tuple[str, int] | None = None
+) -> socket.socket:
+    """``socket.create_connection`` whose socket the running fetch's watchdog may shut down (through a
+    duplicate it owns, so a socket closed and its descriptor reused is never touched)."""
+    sock = socket.create_connection(address, timeout, source_address)
+    watched: list[socket.socket] | None = getattr(_watched, "sockets", None)
+    if watched is not None:
+        watched.append(sock.dup())
+    return sock
+
+
+class _HttpConnection(http.client.HTTPConnection):
+    def __init__(self, host: str, **kwargs: Any) -> None:
+        super().__init__(host, **kwargs)
+        self._create_connection = _watched_connection
+
+
+class _HttpsConnection(http.client.HTTPSConnection):
+    def __init__(self, host: str, **kwargs: Any) -> None:
+        super().__init__(host, **kwargs)
+        self._create_connection = _watched_connection
+
+
+class _HttpHandler(urllib.request.HTTPHandler):
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_HttpConnection, req)
+
+
+class _HttpsHandler(urllib.request.HTTPSHandler):
+    def __init__(self, context: ssl.SSLContext | None) -> None:
+        super().__init__(context=context)
+        self._tls = context
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_HttpsConnection, req, context=self._tls)
+
+
+@contextlib.contextmanager
+def _watchdog(seconds: float) -> Iterator[None]:
+    """Shut down every connection opened in this block (on this thread) once ``seconds`` have passed: a
+    blocked read then ends, so no server can hold a fetch past its deadline."""
+    sockets: list[socket.socket] = []
+    fired = threading.Event()
+
+    def cut() -> None:
+        fired.set()
+        for sock in list(sockets):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    timer = threading.Timer(seconds, cut)
+    timer.daemon = True
+    _watched.sockets = sockets
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        _watched.sockets = None
+        for sock in sockets:
+            sock.close()
+
+
+def _clip(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _path(url: str) -> str:
