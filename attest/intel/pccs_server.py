@@ -9,7 +9,9 @@ body is prepared at start, so requests share nothing that needs a lock and run c
 Lifecycle as every tdxsim server (docs/conventions.md §4): ``--listen`` (loopback by default, port 0 picks
 a free port; an address in use is refused, exit 2), ``listening on HOST:PORT`` as the first stdout line,
 ``GET /healthz`` answers ``{"status":"SERVING"}``, SIGTERM or SIGINT stops it (in-flight requests get two
-seconds) and it exits 0. Plaintext by default; ``--tls-cert``/``--tls-key`` serve HTTPS (``--tls-client-ca``
+seconds) and it exits 0. Against hostile clients it has the bounds of every tdxsim HTTP server
+(``wire.http_serving``: an idle or trickling connection is closed, header sizes bounded, one log line per bad
+request); another method than GET or HEAD is 405 in the PCS's one-line shape. Plaintext by default; ``--tls-cert``/``--tls-key`` serve HTTPS (``--tls-client-ca``
 requires client certificates). The API is read-only and public, as a PCCS's GET endpoints are: there is no
 admin surface and no credential.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import signal
 import ssl
 import sys
@@ -27,15 +30,38 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from attest.formats.collateral import TCB_STATUSES
 from attest.intel.pcs_directory import PkiError, load_pki
 from attest.intel.pcs_responses import PcsApi, request_id
 from wire import tls
+from wire.http_serving import runner_arguments
 from wire.serving import check_server_arguments, stop_on_signals
 
 SHUTDOWN_GRACE = 2.0
 HEALTH_BODY = json.dumps({"status": "SERVING"}).encode()
+
+
+class _OneLineLog(logging.Handler):
+    """aiohttp's server log as tdxsim's: a request the HTTP parser refuses (the client already has its 400)
+    is not logged; anything else is one stderr line, never a traceback."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            return
+        detail = (
+            f": {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}" if error else ""
+        )
+        print(f"tdxsim pcs: {record.getMessage()}{detail}"[:300], file=sys.stderr, flush=True)
+
+
+def _quiet_aiohttp() -> None:
+    for name in ("aiohttp.server", "aiohttp.web", "aiohttp.internal"):
+        logger = logging.getLogger(name)
+        logger.handlers = [_OneLineLog()]
+        logger.propagate = False
 
 
 def build_app(api: PcsApi) -> web.Application:
@@ -56,7 +82,12 @@ def build_app(api: PcsApi) -> web.Application:
     async def with_request_id(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        response = await handler(request)
+        try:
+            response = await handler(request)
+        except web.HTTPMethodNotAllowed as refused:  # the PCS's answer shape: one line of text
+            text = f"Method not allowed. {request.method} {request.path[:200]!r}: the PCS API is GET only\n"
+            response = web.Response(status=refused.status, text=text, content_type="text/plain")
+            response.headers["Allow"] = "GET,HEAD"
         response.headers["Request-ID"] = request_id()
         return response
 
@@ -88,7 +119,7 @@ async def _serve(
         loop.add_signal_handler(signum, stop.set)
     if early.is_set():
         stop.set()
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE)
+    runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_GRACE, **runner_arguments("tdxsim pcs"))
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=context, reuse_address=True, reuse_port=False)
     try:
@@ -108,6 +139,7 @@ async def _serve(
 def run_serve(args: argparse.Namespace) -> int:
     early = threading.Event()
     stop_on_signals(early)  # a launcher's SIGTERM during start-up still ends in a clean stop
+    _quiet_aiohttp()
     if args.listen.startswith(("unix:", "unix-abstract:")):
         print("tdxsim pcs: --listen takes HOST:PORT (HTTP over TCP)", file=sys.stderr)
         return 2

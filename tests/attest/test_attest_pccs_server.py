@@ -218,9 +218,18 @@ def test_served_over_http_concurrently_then_sigterm_exits_0(pki: Pki) -> None:
         assert _chain(tcb.headers["TCB-Info-Issuer-Chain"])[0] == pki.tcb_signing.certificate
         assert get(f"{pcs.url}/nothing/here").status == 404
         assert get(f"{pcs.url}{TCB}?fmspc=zz").status == 400
+        assert get(f"{pcs.url}{TCB}?fmspc={'A' * 20_000}").status == 400  # aiohttp's own limit
+        host, port = pcs.url.removeprefix("http://").rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=10) as raw:
+            raw.sendall(b"NOT HTTP\r\n\r\n")
+            assert raw.recv(64).split(b"\r\n")[0].endswith(b" 400 Bad Request")
+        assert get(f"{pcs.url}/healthz").status == 200
     finally:
         code = pcs.stop(signal.SIGTERM)
     assert code == 0
+    assert pcs.proc.stderr is not None
+    log = pcs.proc.stderr.read()
+    assert "Traceback" not in log and log.count("\n") == 1, log  # the start-up line only
 
 
 def test_unusable_arguments_exit_2_with_one_line(tmp_path: Path, pki: Pki) -> None:
