@@ -1,0 +1,73 @@
+"""What every tdxsim HTTP server (aiohttp: ``tdxsim pcs serve``, the verifier's KBS port) sets against hostile
+clients (docs/conventions.md §6 "HTTP servers").
+
+aiohttp's own defaults leave two gaps: a connection that never completes its request line and headers is
+kept for an hour (``keepalive_timeout`` 3630 s also bounds the wait for a first request), and every request
+it cannot parse (a bad request line, an oversized header, a bad chunk size, plain text on a TLS port) is
+logged with a full traceback on stderr. ``runner_arguments`` closes a connection that has not sent a whole
+request within ``IDLE_TIMEOUT`` seconds and keeps aiohttp's header bounds explicit; a request aiohttp's parser
+refuses gets its 400 and no log line (a client's mistake, which anyone could repeat to flood the log), any
+other fault of the HTTP layer is one stderr line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from aiohttp.http_exceptions import HttpProcessingError
+
+IDLE_TIMEOUT = 15.0  # seconds a connection may take to send a complete request (headers), or sit idle
+MAX_LINE_SIZE = 8190  # bytes of the request line (aiohttp's default)
+MAX_FIELD_SIZE = 8190  # bytes of one header (aiohttp's default)
+MAX_HEADERS = 64  # headers in one request (aiohttp's default is 128; no tdxsim client sends more than 10)
+MAX_LOGGED = 200  # characters of an error message a log line repeats
+
+
+class _OneLine(logging.Formatter):
+    """``PROG: MESSAGE: Type: what the exception says`` on one line, never a traceback."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__()
+        self.prog = prog
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = f"{self.prog}: {record.getMessage()}"
+        if record.exc_info and record.exc_info[1] is not None:
+            err = record.exc_info[1]
+            what = " ".join(str(err).split())
+            what = what if len(what) <= MAX_LOGGED else what[: MAX_LOGGED - 1] + "…"
+            line += f": {type(err).__name__}: {what}"
+        return line.replace("\n", " ")
+
+
+def _not_a_parse_error(record: logging.LogRecord) -> bool:
+    return not (record.exc_info and isinstance(record.exc_info[1], HttpProcessingError))
+
+
+def one_line_logger(prog: str) -> logging.Logger:
+    """The logger an aiohttp server of ``prog`` reports through: one stderr line per event."""
+    logger = logging.getLogger(f"tdxsim.http.{prog.replace(' ', '-')}")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_OneLine(prog))
+        handler.addFilter(_not_a_parse_error)
+        logger.addHandler(handler)
+        logger.propagate = False
+        logger.setLevel(logging.INFO)
+    return logger
+
+
+def runner_arguments(prog: str) -> dict[str, Any]:
+    """Keyword arguments for ``aiohttp.web.AppRunner``: no access log, no signal handling of its own (the
+    caller's), the idle and header bounds above and the one-line logger."""
+    return {
+        "access_log": None,
+        "handle_signals": False,
+        "keepalive_timeout": IDLE_TIMEOUT,
+        "max_line_size": MAX_LINE_SIZE,
+        "max_field_size": MAX_FIELD_SIZE,
+        "max_headers": MAX_HEADERS,
+        "logger": one_line_logger(prog),
+    }
