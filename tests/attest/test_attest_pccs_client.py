@@ -349,3 +349,45 @@ def test_https_pccs_with_a_ca_file(tmp_path: Path, pki: Pki) -> None:
             PccsClient(url).fetch(P.FMSPC, "platform")
     finally:
         assert pcs.stop() == 0
+
+
+def test_real_intel_collateral_in_pcs_shape_reads_back_and_verifies() -> None:
+    """Intel's own collateral (the real v4 vector's), served as Intel's PCS shapes it (DER PCK CRL, compact
+    signed members, URL-encoded chains), comes out of the client item for item and verifies the real quote."""
+    from attest_vectors import AVAILABLE, V4, expected_for, intel_root_pem, read_collateral, read_quote
+
+    from attest.formats.quote import decode_quote
+    from attest.intel.pcs_responses import url_encoded
+    from attest.verifier import offline
+    from attest.verifier.dcap.pccs_client import platform_of
+    from tests.conftest import VECTORS_MISSING
+
+    if not AVAILABLE:
+        pytest.skip(VECTORS_MISSING)
+    quote, text = read_quote(V4), read_collateral(V4)
+    real = parse_collateral(text)
+    fmspc, ca = platform_of(decode_quote(quote))
+    routes: dict[str, Route] = {
+        f"/sgx/certification/v4/pckcrl?ca={ca}&encoding=der": (
+            200,
+            {"SGX-PCK-CRL-Issuer-Chain": url_encoded(real.pck_crl_issuer_chain)},
+            real.pck_crl,
+        ),
+        f"/tdx/certification/v4/tcb?fmspc={fmspc.hex().upper()}": (
+            200,
+            {"TCB-Info-Issuer-Chain": url_encoded(real.tcb_info_issuer_chain)},
+            f'{{"tcbInfo":{real.tcb_info_text},"signature":"{real.tcb_info_signature.hex()}"}}'.encode(),
+        ),
+        "/tdx/certification/v4/qe/identity": (
+            200,
+            {"SGX-Enclave-Identity-Issuer-Chain": url_encoded(real.qe_identity_issuer_chain)},
+            f'{{"enclaveIdentity":{real.qe_identity_text},"signature":"{real.qe_identity_signature.hex()}"}}'.encode(),
+        ),
+        "/sgx/certification/v4/rootcacrl": (200, {}, real.root_ca_crl.hex().encode()),
+    }
+    with stand_in(routes) as url:
+        fetched = PccsClient(url).fetch(fmspc, ca)
+    assert fetched.collateral == real
+    at = int(expected_for(V4)["verify_at_unix"])
+    out = offline.verify(quote, fetched.json_text, at, [intel_root_pem()])
+    assert (out["verdict"], out["tcb_status"]) == ("accepted", expected_for(V4)["dcap_qvl_0_7_0"]["status"])
