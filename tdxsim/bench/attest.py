@@ -5,8 +5,9 @@ docs/conventions.md §8).
   verification, appraisal, a signed token) — by 8 guest processes at once against one verifier on SQLite, on
   one host provisioned from a simulated PCS; the limit is dcap-qvl's ``verify_with_root_ca`` rate on a quote
   of the same TD with the same collateral (one thread, measured in the same run); target ≥ 0.3.
-- ``replicas_2_vs_1``: attestations per second with the same 8 guests spread over 2 verifier replicas on one
-  PostgreSQL database, against 1 replica on that database; target ≥ 1.3. The database is a throwaway cluster
+- ``replicas_2_vs_1``: attestations per second with the same 8 guests, each spreading its calls over 2
+  verifier replicas on one PostgreSQL database (the guest library's round robin), against 1 replica on that
+  database; target ≥ 1.3. The database is a throwaway cluster
   from the machine's PostgreSQL binaries (:mod:`tdxsim.pgcluster`); without them the row says so.
 
 Both curves (attestations/s against replicas) go to the report's plot.

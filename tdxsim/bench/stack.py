@@ -218,16 +218,17 @@ class WorkerPool:
     def __init__(
         self, host: Server, count: int, *, mode: str = "write", verifiers: Sequence[str] = ()
     ) -> None:
-        """``count`` workers; in attest mode, worker ``i`` uses ``verifiers[i % len(verifiers)]``."""
+        """``count`` workers; in attest mode each one spreads its calls over all ``verifiers`` (the guest
+        library's client-side round robin over replicas)."""
         self.procs: list[subprocess.Popen[str]] = []
         try:
-            for i in range(count):
+            for _ in range(count):
                 cmd = [
                     sys.executable, "-m", "tdxsim.bench.worker", "--host", host.address,
                     "--admin-credential", host.admin_file, "--mode", mode,
                 ]  # fmt: skip
                 if verifiers:
-                    cmd += ["--verifier", verifiers[i % len(verifiers)]]
+                    cmd += ["--verifier", ",".join(verifiers)]
                 self.procs.append(
                     subprocess.Popen(
                         cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

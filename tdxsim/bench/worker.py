@@ -42,7 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tdxsim.bench.worker", description=__doc__)
     parser.add_argument("--host", required=True)
     parser.add_argument("--admin-credential", required=True, metavar="FILE")
-    parser.add_argument("--verifier", help="verifier address (attest mode)")
+    parser.add_argument(
+        "--verifier", help="verifier address, or a comma list of replicas to spread calls over (attest mode)"
+    )
     parser.add_argument("--mode", choices=["write", "attest"], default="write")
     parser.add_argument("--memory", type=int, default=64 * MIB, help="TD memory in bytes")
     args = parser.parse_args(argv)
