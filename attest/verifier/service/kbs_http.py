@@ -10,8 +10,14 @@
 Refusals are trustee's ErrorInformation JSON (``{"type": ".../errors/<Kind>", "detail": …}``) with 401, 403
 or 404 as ``attest.verifier.service.kbs_protocol`` decides (404/405 ``InvalidRequestPath`` for another path
 or method); 413 for a body over ``MAX_BODY`` (an Attestation
-carries a 64 KiB quote and a 16 MiB event log, base64), 503 when the server is saturated
-(``MAX_IN_FLIGHT`` requests) or its database fails, 500 (one stderr line) for a fault of the server itself.
+carries a 64 KiB quote and a 16 MiB event log, base64), 408 for a body not received within ``BODY_TIMEOUT``
+seconds, 503 when the server is saturated (``MAX_IN_FLIGHT`` requests) or its database fails, 500 (one stderr
+line) for a fault of the server itself.
+
+A request takes one of the ``MAX_IN_FLIGHT`` slots only once its whole body has arrived: clients that send
+headers and then trickle or withhold the body wait on their own coroutine and never crowd out the others.
+The connection limits of every tdxsim HTTP server apply (``wire.http_serving``: a connection without a whole
+request head within 15 s is closed, header sizes are bounded, no traceback reaches the log).
 
 The server runs on an event loop of its own thread; the protocol's synchronous work (database, DCAP
 verification) runs in a small thread pool, so a slow client holds a coroutine, never a worker. TLS and mTLS
@@ -30,14 +36,17 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from attest.formats.kbs_evidence import SESSION_COOKIE
 from attest.verifier.service.kbs_protocol import KbsError, KbsProtocol, Session
+from wire.http_serving import runner_arguments
 from wire.tls import TlsConfig, ssl_server_context
 
 PREFIX = "/kbs/v0"
 MAX_BODY = 24 << 20
 MAX_IN_FLIGHT = 64
+BODY_TIMEOUT = 30.0  # seconds for a request body to arrive once its headers have
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -49,9 +58,16 @@ class KbsHttpServer:
     """One aiohttp site serving ``protocol`` on ``host:port`` (port 0 picks a free one)."""
 
     def __init__(
-        self, protocol: KbsProtocol, host: str, port: int, tls: TlsConfig | None = None, max_workers: int = 8
+        self,
+        protocol: KbsProtocol,
+        host: str,
+        port: int,
+        tls: TlsConfig | None = None,
+        max_workers: int = 8,
+        body_timeout: float = BODY_TIMEOUT,
     ) -> None:
         self.protocol = protocol
+        self.body_timeout = body_timeout
         self.host = host
         self.requested_port = port
         self.tls = tls
@@ -80,7 +96,7 @@ class KbsHttpServer:
         app.router.add_post(f"{PREFIX}/auth", self._auth)
         app.router.add_post(f"{PREFIX}/attest", self._attest)
         app.router.add_get(f"{PREFIX}/resource/{{repository}}/{{type}}/{{tag}}", self._resource)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(app, **runner_arguments("tdxsim verifier: kbs"))
         await self._runner.setup()
         ssl_context = ssl_server_context(self.tls) if self.tls is not None else None
         host = self.host.strip("[]")
@@ -107,9 +123,21 @@ class KbsHttpServer:
 
     @web.middleware
     async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """Every request: at most ``MAX_IN_FLIGHT`` at once (503 beyond), ``KbsError`` as ErrorInformation,
-        an oversized body 413, anything unexpected 500 with one stderr line."""
+        """Every request: its body first (408 when it does not arrive in time, 413 when too large), then at
+        most ``MAX_IN_FLIGHT`` at once (503 beyond), ``KbsError`` as ErrorInformation, anything unexpected
+        500 with one stderr line."""
         assert self._in_flight is not None
+        if request.match_info.http_exception is None and request.body_exists:
+            try:
+                await asyncio.wait_for(request.read(), self.body_timeout)  # kept by the request for handler
+            except TimeoutError:
+                detail = f"request body not received within {self.body_timeout:g} s"
+                return _problem(KbsError(408, "SerdeError", detail))
+            except web.HTTPRequestEntityTooLarge:
+                return _problem(KbsError(413, "SerdeError", f"request body larger than {MAX_BODY} bytes"))
+            except (ConnectionError, HttpProcessingError) as err:  # the client left, or broke its framing
+                detail = f"request body not received: {type(err).__name__}"
+                return _problem(KbsError(400, "SerdeError", detail))
         if self._in_flight.locked():
             return _problem(KbsError(503, "AttestationError", "the kbs is busy: too many requests in flight"))
         async with self._in_flight:
