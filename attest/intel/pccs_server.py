@@ -11,9 +11,9 @@ a free port; an address in use is refused, exit 2), ``listening on HOST:PORT`` a
 ``GET /healthz`` answers ``{"status":"SERVING"}``, SIGTERM or SIGINT stops it (in-flight requests get two
 seconds) and it exits 0. Against hostile clients it has the bounds of every tdxsim HTTP server
 (``wire.http_serving``: an idle or trickling connection is closed, header sizes bounded, one log line per bad
-request); another method than GET or HEAD is 405 in the PCS's one-line shape. Plaintext by default; ``--tls-cert``/``--tls-key`` serve HTTPS (``--tls-client-ca``
-requires client certificates). The API is read-only and public, as a PCCS's GET endpoints are: there is no
-admin surface and no credential.
+request); another method than GET or HEAD is 405 in the PCS's one-line shape. Plaintext by default;
+``--tls-cert``/``--tls-key`` serve HTTPS (``--tls-client-ca`` requires client certificates). The API is
+read-only and public, as a PCCS's GET endpoints are: there is no admin surface and no credential.
 """
 
 from __future__ import annotations
