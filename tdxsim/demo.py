@@ -41,6 +41,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +52,9 @@ import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from attest.intel.pcs_directory import PkiError, init_pki
 from guest.connection import td_channel
+from guest.image import expected_mrtd, load_image
 from tdxsim import memmap
 from tdxsim.soak import Processes, Server
 from wire.credentials import read_credential_file, with_bearer
@@ -131,9 +134,12 @@ class Demo:
     watched: dict[int, str] = field(default_factory=dict)
     died: str = ""
     outcomes: list[GuestOutcome] = field(default_factory=list)
+    #: The legacy-mode host of act 5, started with the others in act 1.
+    legacy_starting: Future[Server] | None = None
     _logs: list[IO[str]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)
+    _starter: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(4, "demo-start"))
 
     def __post_init__(self) -> None:
         self.processes = Processes(self.work)
@@ -152,12 +158,16 @@ class Demo:
         self.event("stage", stage=name, number=number, title=title)
 
     # ---- processes -----------------------------------------------------------------------------------------
-    def server(self, name: str, role: str, *args: str, admin: bool = True) -> Server:
-        """A tdxsim server on a free loopback port, watched until the demo stops it."""
+    def start(self, role: str, *args: str, admin: bool = True) -> Future[Server]:
+        """Start a tdxsim server on a free loopback port; the future is done once it has printed its address,
+        so servers that do not depend on each other start side by side."""
         if admin:
-            started = self.processes.start_server(role, [*args, "--listen", "127.0.0.1:0"])
-        else:
-            started = self._public_server(role, list(args))
+            return self._starter.submit(self.processes.start_server, role, [*args, "--listen", "127.0.0.1:0"])
+        return self._starter.submit(self._public_server, role, list(args))
+
+    def ready(self, name: str, starting: Future[Server], admin: bool = True) -> Server:
+        """Wait for a started server, watch it until the demo stops it, and say where it listens."""
+        started = starting.result()
         with self._lock:
             self.watched[started.proc.pid] = name
         note = f"admin credential {started.admin_file}" if admin else "public, read-only"
@@ -200,6 +210,7 @@ class Demo:
         with self._lock:
             self.watched.clear()
         self.processes.stop_all()
+        self._starter.shutdown(wait=True, cancel_futures=True)
         for log in self._logs:
             log.close()
 
@@ -272,10 +283,10 @@ class Demo:
             proc.stdin.close()
         outcome.exit = proc.wait(60)
 
-    def run_guests(
-        self, host: Server, entries: Sequence[tuple[str, Path]], workload: Path, show_map: bool
+    def report_guests(
+        self, host: Server, procs: Sequence[tuple[str, subprocess.Popen[str]]], show_map: bool
     ) -> None:
-        procs = [(name, self.start_guest(name, host, image, workload)) for name, image in entries]
+        """Inspect every started guest's TD while it is held, then release them and tell their steps."""
         held = [(self.held_report(name, proc), proc) for name, proc in procs]
         for number, (outcome, _) in enumerate(held):
             self.inspect(host, outcome, show_map and number == 0)
@@ -313,18 +324,18 @@ def attestation_story(demo: Demo) -> None:
     demo.stage(
         1, "servers", "a simulated Intel PCS served as a PCCS, a host provisioned from it, and a verifier"
     )
-    made = subprocess.run(
-        _tdxsim("pki", "init", str(work / "pki")), capture_output=True, text=True, timeout=120
-    )
-    if made.returncode:
-        raise ProcessDied(f"tdxsim pki init failed: {made.stderr.strip()}")
     pki = work / "pki"
+    try:
+        init_pki(pki)
+    except PkiError as err:
+        raise ProcessDied(f"tdxsim pki init failed: {err}") from None
     demo.say(f"  pki       {pki} (Intel's names marked 'tdxsim SIMULATED', tdxsim's own root key)")
     demo.event("pki", dir=str(pki))
-    pcs = demo.server("pccs", "pcs serve", "--pki", str(pki), admin=False)
-    host = demo.server("host", "host", "--phys-mem", "1G", "--pki", str(pki))
-    verifier = demo.server(
-        "verifier",
+    pcs_starting = demo.start("pcs serve", "--pki", str(pki), admin=False)
+    host_starting = demo.start("host", "--phys-mem", "1G", "--pki", str(pki))
+    demo.legacy_starting = demo.start("host", "--phys-mem", "256M", "--memory-mode", "legacy")
+    pcs = demo.ready("pccs", pcs_starting, admin=False)
+    verifier_starting = demo.start(
         "verifier",
         "--db",
         str(work / "verifier.db"),
@@ -333,17 +344,14 @@ def attestation_story(demo: Demo) -> None:
         "--pccs",
         f"http://{pcs.address}",
     )
+    host = demo.ready("host", host_starting)
+    verifier = demo.ready("verifier", verifier_starting)
     demo.say(
         f"  the verifier fetches collateral per FMSPC from http://{pcs.address} (Intel PCS API v4 paths)"
     )
 
     demo.stage(2, "policy", "the relying party: expected MRTD from the image, a policy, a secret")
-    mrtd = subprocess.run(
-        _tdxsim("guest", "--image", str(EXAMPLES / "image.json"), "mrtd"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    ).stdout.strip()
+    mrtd = expected_mrtd(load_image(EXAMPLES / "image.json").image).hex()
     demo.say(f"  tdxsim guest --image examples/image.json mrtd  ->  {mrtd[:32]}…")
     with grpc.insecure_channel(verifier.address) as plain:
         channel = with_bearer(plain, read_credential_file(verifier.admin_file))
@@ -368,19 +376,24 @@ def attestation_story(demo: Demo) -> None:
 
     workload = work / "attest.tdx"
     workload.write_text((EXAMPLES / "attest.tdx").read_text().replace("VERIFIER", verifier.address))
-    count = (
-        "one guest process launches a TD" if demo.guests == 1 else f"{demo.guests} guest processes launch TDs"
-    )
-    demo.stage(3, "guests", f"{count} from the image, work, measure, attest, get the secret")
-    entries = [(f"guest-{n}", EXAMPLES / "image.json") for n in range(1, demo.guests + 1)]
-    demo.run_guests(host, entries, workload, show_map=True)
-
-    demo.stage(4, "modified-image", "a guest from a modified image: one byte of the kernel differs")
     kernel = (EXAMPLES / "kernel.txt").read_bytes()
     (work / "kernel.txt").write_bytes(kernel[:-1] + bytes([kernel[-1] ^ 1]))
     image = json.loads((EXAMPLES / "image.json").read_text())
     (work / "image.json").write_text(json.dumps(image))
-    demo.run_guests(host, [("modified", work / "image.json")], workload, show_map=False)
+    # Every guest starts now, the modified one too: each holds its TD until its act tells its story.
+    good = [
+        (name, demo.start_guest(name, host, EXAMPLES / "image.json", workload))
+        for name in (f"guest-{n}" for n in range(1, demo.guests + 1))
+    ]
+    modified = [("modified", demo.start_guest("modified", host, work / "image.json", workload))]
+    count = (
+        "one guest process launches a TD" if demo.guests == 1 else f"{demo.guests} guest processes launch TDs"
+    )
+    demo.stage(3, "guests", f"{count} from the image, work, measure, attest, get the secret")
+    demo.report_guests(host, good, show_map=True)
+
+    demo.stage(4, "modified-image", "a guest from a modified image: one byte of the kernel differs")
+    demo.report_guests(host, modified, show_map=False)
     refused = demo.outcomes[-1]
     demo.say(f"  the verifier refused it (exit {refused.exit}): its MRTD is not the policy's")
     demo.event("refused", guest=refused.name, td_id=refused.td_id, verdict=refused.verdict, exit=refused.exit)
@@ -435,7 +448,8 @@ def legacy_story(demo: Demo) -> None:
         "legacy",
         "why guest_memfd exists: the same host in legacy mode (private memory mapped by the host)",
     )
-    host = demo.server("legacy host", "host", "--phys-mem", "256M", "--memory-mode", "legacy")
+    assert demo.legacy_starting is not None, "the legacy host starts with the others"
+    host = demo.ready("legacy host", demo.legacy_starting)
     with host_channel(host) as admin, grpc.insecure_channel(host.address) as channel:
         td = admin.CreateTd(host_pb2.CreateTdRequest(memory_bytes=64 * MIB, name="legacy"), timeout=10)
         admin.FinalizeTd(host_pb2.FinalizeTdRequest(td_id=td.td_id), timeout=10)
