@@ -6,7 +6,7 @@
 2. The relying party computes the MRTD of ``examples/image.json`` offline, writes a policy with it and
    stores a secret that only TDs satisfying that policy may receive.
 3. Guest processes launch TDs from the image, work with private and shared memory, measure into an RTMR,
-   attest and receive the secret sealed to their ephemeral key. While each guest holds its TD, the host
+   attest and receive the secret as a JWE to their ephemeral key. While each guest holds its TD, the host
    operator looks at it: the first TD's GPA map after its conversions (``tdxsim memmap``), and for every TD
    its private and shared pages and conversions.
 4. A guest from a modified image is refused; a table sums up every TD.
