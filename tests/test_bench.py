@@ -104,7 +104,7 @@ def test_the_report_names_each_missed_rows_measured_reason(tmp_path: Path) -> No
     assert "| `guests_32_vs_best` | 70.0 MB/s | 100.0 MB/s | 0.7 | ≥ 0.8 | **no** | best aggregate |" in text
     assert "| `sparse_64gib_rss` | 30.0 MiB | 16.0 MiB | 1.875 | ≤ 4.0 | yes | touched |" in text
     assert "- `guests_32_vs_best`: ratio 0.7, target ≥ 0.8. 2.00 of 2 cores busy." in text
-    assert "- `replicas_2_vs_1` could not be measured: PostgreSQL backend unavailable." in text
+    assert "- `replicas_2_vs_1` could not be measured. PostgreSQL backend unavailable." in text
     # No replica curve: the plot still exists and says why.
     names = {"BENCHMARKS.md", "bench.json", "throughput_vs_guests.png", "attestations_vs_replicas.png"}
     assert {f.name for f in files} == names
@@ -148,4 +148,4 @@ def test_a_suite_that_breaks_is_a_row_not_met_and_the_others_still_run(
     assert [(r["name"], r["met"]) for r in rows] == [("broken_suite", False), ("fine_row", True)]
     out = capsys.readouterr().out
     assert "broken_suite: the suite did not finish: RuntimeError: tdxsim host did not start (exit 2)" in out
-    assert "could not be measured: the suite did not finish" in (tmp_path / "r" / "BENCHMARKS.md").read_text()
+    assert "could not be measured. The suite did not finish" in (tmp_path / "r" / "BENCHMARKS.md").read_text()

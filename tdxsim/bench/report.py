@@ -27,6 +27,10 @@ def target_text(row: Row) -> str:
     return f"{'≤' if row['name'] in LOWER_IS_BETTER else '≥'} {target}"
 
 
+def _sentence(note: str) -> str:
+    return note[:1].upper() + note[1:]
+
+
 def _cell(value: object, unit: object) -> str:
     return "—" if value is None else f"{value} {unit}"
 
@@ -121,15 +125,15 @@ def write_report(
     if missed:
         lines += ["", "## Rows not met, and what was measured", ""]
         for row in missed:
-            why = notes.get(str(row["name"]), "no measurement explains it")
+            why = _sentence(notes.get(str(row["name"]), "no measurement explains it"))
             if row["value"] is None:
-                lines.append(f"- `{row['name']}` could not be measured: {why}.")
+                lines.append(f"- `{row['name']}` could not be measured. {why}.")
             else:
                 lines.append(f"- `{row['name']}`: ratio {row['ratio']}, target {target_text(row)}. {why}.")
     others = [(name, note) for name, note in notes.items() if name not in {str(r["name"]) for r in missed}]
     if others:
         lines += ["", "## Measured around the other rows", ""]
-        lines += [f"- `{name}`: {note}." for name, note in others]
+        lines += [f"- `{name}`: {_sentence(note)}." for name, note in others]
     if plots:
         lines += ["", "## Plots", ""]
         for plot in plots:
@@ -161,7 +165,7 @@ def _plots(directory: Path, series: dict[str, Series], rows: list[Row], notes: d
         ax.set_xticks(xs, [str(int(x)) for x in xs])
         ax.set_xlabel("guest processes writing at once")
         ax.set_ylabel("aggregate private writes (MB/s)")
-        ax.set_ylim(bottom=0)
+        ax.set_ylim(0, 1.15 * best)
         ax.set_title("One host, many guests: 1 MiB private writes")
         ax.legend(loc="lower right")
         fig.tight_layout()
@@ -179,18 +183,22 @@ def _plots(directory: Path, series: dict[str, Series], rows: list[Row], notes: d
                 marker="o",
                 label="replicas on one PostgreSQL",
             )
+            one = replicas[0][1]
+            ax.axhline(1.3 * one, linestyle="--", linewidth=1, color="grey", label="1.3 × 1 replica (target)")
         else:
             why = notes.get("replicas_2_vs_1", "")
             ax.text(0.5, 0.5, f"replicas not measured:\n{why[:80]}", ha="center", transform=ax.transAxes)
+        tops = [y for _, y in replicas or []]
         if e2e is not None:
             value = e2e["value"]
             assert isinstance(value, float | int)
             ax.plot([1], [value], marker="s", linestyle="none", label="1 verifier on SQLite")
+            tops.append(float(value))
         ax.set_xticks([1, 2])
         ax.set_xlim(0.5, 2.5)
         ax.set_xlabel("verifier replicas")
         ax.set_ylabel("attestations per second, all guests")
-        ax.set_ylim(bottom=0)
+        ax.set_ylim(0, 1.45 * max(tops) if tops else 1.0)
         ax.set_title("Attestation: nonce, quote, DCAP verify, appraise, token")
         if replicas or e2e is not None:
             ax.legend(loc="lower right")

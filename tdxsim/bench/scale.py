@@ -74,11 +74,10 @@ def bench_guests(counts: list[int], seconds: float, rounds: int) -> SuiteResult:
             target=0.8,
         )
     ]
-    notes = {
-        name: explain_window(best[top], f"{top} guests")
-        + "; "
-        + explain_window(best[peak], f"best, {peak} guests")
-    }
+    note = explain_window(best[top], f"{top} guests")
+    if peak != top:
+        note += "; " + explain_window(best[peak], f"best, {peak} guests")
+    notes = {name: note}
     return SuiteResult(rows, {"aggregate_vs_guests": [(n, best[n].mb_per_s) for n in counts]}, notes)
 
 
