@@ -120,7 +120,8 @@ def bench_engine(seconds: float = 3.0, notes: dict[str, str] | None = None) -> l
             f"bound it at {one_lane:.0f} MB/s, {one_lane / limit:.3f} of the single AES-XTS call, which does "
             f"all in one pass; the engine reached {enc / one_lane:.2f} times that bound with "
             f"{mc.lanes.lanes} lanes ({one_lane_rate:.0f} MB/s with 1 lane, so the second lane added "
-            f"{enc / one_lane_rate:.2f} times) while {busy:.2f} of {cores()} cores were busy"
+            f"{enc / one_lane_rate:.2f} times) while {busy:.2f} of {cores()} cores were busy; the target "
+            f"needs {0.25 * limit / one_lane:.2f} times the one-lane bound, so two lanes running at once"
         )
     rows: list[dict[str, Any]] = [
         _row("engine_encrypt", enc, limit, target=0.25),
