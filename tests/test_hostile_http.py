@@ -683,3 +683,29 @@ def test_loads_json_is_as_strict_as_serde_json() -> None:
             loads_json(text, "doc", ValueError)
     assert loads_json(b'{"a":{"a":1},"b":[{"a":2}]}', "doc", ValueError) == {"a": {"a": 1}, "b": [{"a": 2}]}
     assert loads_json("1" * 4300, "doc", ValueError) == int("1" * 4300)
+
+
+def test_kbs_an_expired_session_is_401(tmp_path: Path) -> None:
+    """A cookie outlives its session: once the session's nonce has expired, attest and resource on it are
+    401, as for a session that never existed."""
+    with served_verifier(tmp_path / "v.db") as served:
+        now = [time.time()]
+        served.core.clock = lambda: now[0]
+        server = KbsHttpServer(KbsProtocol(served.core), "127.0.0.1", 0)
+        port = server.start()
+        try:
+            reply = exchange(port, request("POST", "/kbs/v0/auth", json.dumps(REQUEST).encode()))
+            assert reply.status == 200
+            session = reply.headers["Set-Cookie"].split(";")[0]
+            assert session.startswith("kbs-session-id=")
+            body = json.dumps({"runtime-data": {}, "tee-evidence": {}}).encode()
+            reply = exchange(port, request("POST", "/kbs/v0/attest", body, (("Cookie", session),)))
+            assert reply.status == 401 and "no live kbs session" not in error_information(reply)["detail"]
+            now[0] += served.core.config.nonce_ttl + 1
+            reply = exchange(port, request("POST", "/kbs/v0/attest", body, (("Cookie", session),)))
+            assert reply.status == 401 and "no live kbs session" in error_information(reply)["detail"]
+            target = "/kbs/v0/resource/default/key/disk"
+            reply = exchange(port, request("GET", target, headers=(("Cookie", session),)))
+            assert reply.status == 401 and error_information(reply)["type"] == ERRORS + "TokenNotFound"
+        finally:
+            server.stop()
