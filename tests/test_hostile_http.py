@@ -208,8 +208,11 @@ def test_pcs_serve_survives_a_hostile_barrage(pki: Pki) -> None:
     finally:
         code = pcs.stop()
     assert code == 0
-    assert pcs.proc.stderr is not None
-    assert_stderr_clean(pcs.proc.stderr.read(), "tdxsim pcs: ")
+    assert pcs.proc.stdout is not None and pcs.proc.stderr is not None
+    log = pcs.proc.stderr.read()
+    pcs.proc.stdout.close()
+    pcs.proc.stderr.close()
+    assert_stderr_clean(log, "tdxsim pcs: ")
 
 
 # --- the KBS port -----------------------------------------------------------------------------------------
@@ -238,8 +241,11 @@ def kbs_process(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     finally:
         channel.close()
         assert stop(proc) == 0
-        assert proc.stderr is not None
-        assert_stderr_clean(proc.stderr.read(), "tdxsim verifier")
+        assert proc.stdout is not None and proc.stderr is not None
+        log = proc.stderr.read()
+        proc.stdout.close()
+        proc.stderr.close()
+        assert_stderr_clean(log, "tdxsim verifier")
 
 
 @pytest.fixture
@@ -707,5 +713,30 @@ def test_kbs_an_expired_session_is_401(tmp_path: Path) -> None:
             target = "/kbs/v0/resource/default/key/disk"
             reply = exchange(port, request("GET", target, headers=(("Cookie", session),)))
             assert reply.status == 401 and error_information(reply)["type"] == ERRORS + "TokenNotFound"
+        finally:
+            server.stop()
+
+
+def test_kbs_bytes_of_bodies_held_at_once_are_bounded(tmp_path: Path) -> None:
+    """Bodies count against one budget while they arrive and until answered: past it a body is 503; a small
+    request that fits still passes, and the budget comes back when the holder leaves."""
+    with served_verifier(tmp_path / "v.db") as served:
+        server = KbsHttpServer(KbsProtocol(served.core), "127.0.0.1", 0, max_buffered=64 << 10)
+        port = server.start()
+        try:
+            holder = socket.create_connection(("127.0.0.1", port), timeout=10)
+            holder.sendall(b"POST /kbs/v0/auth HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n")
+            holder.sendall(b" " * (60 << 10))
+            padded = json.dumps(REQUEST).encode() + b" " * (10 << 10)
+            deadline = time.monotonic() + 20
+            while (reply := exchange(port, request("POST", "/kbs/v0/auth", padded))).status != 503:
+                assert reply.status == 200 and time.monotonic() < deadline  # the holder's bytes not yet in
+                time.sleep(0.05)
+            assert "too many request bodies" in error_information(reply)["detail"]
+            assert exchange(port, request("POST", "/kbs/v0/auth", json.dumps(REQUEST).encode())).status == 200
+            holder.close()
+            while (reply := exchange(port, request("POST", "/kbs/v0/auth", padded))).status != 200:
+                assert reply.status == 503 and time.monotonic() < deadline
+                time.sleep(0.05)
         finally:
             server.stop()

@@ -16,6 +16,8 @@ line) for a fault of the server itself.
 
 A request takes one of the ``MAX_IN_FLIGHT`` slots only once its whole body has arrived: clients that send
 headers and then trickle or withhold the body wait on their own coroutine and never crowd out the others.
+The bytes of bodies received and not yet answered count against ``MAX_BUFFERED`` across all requests (503
+beyond), so many clients sending large bodies at once cannot make the verifier hold more than that.
 The connection limits of every tdxsim HTTP server apply (``wire.http_serving``: a connection without a whole
 request head within 15 s is closed, header sizes are bounded, no traceback reaches the log).
 
@@ -47,6 +49,7 @@ PREFIX = "/kbs/v0"
 MAX_BODY = 24 << 20
 MAX_IN_FLIGHT = 64
 BODY_TIMEOUT = 30.0  # seconds for a request body to arrive once its headers have
+MAX_BUFFERED = 256 << 20  # bytes of request bodies held at once, all requests together
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -65,9 +68,14 @@ class KbsHttpServer:
         tls: TlsConfig | None = None,
         max_workers: int = 8,
         body_timeout: float = BODY_TIMEOUT,
+        max_buffered: int = MAX_BUFFERED,
     ) -> None:
         self.protocol = protocol
         self.body_timeout = body_timeout
+        self.max_buffered = max_buffered
+        self._buffered = 0  # bytes of bodies held now; these three are touched only on the event loop
+        self._held: dict[int, int] = {}  # id(request) -> bytes of its body held
+        self._bodies: dict[int, bytes] = {}  # id(request) -> its body, once whole
         self.host = host
         self.requested_port = port
         self.tls = tls
@@ -123,18 +131,27 @@ class KbsHttpServer:
 
     @web.middleware
     async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """Every request: its body first (408 when it does not arrive in time, 413 when too large), then at
-        most ``MAX_IN_FLIGHT`` at once (503 beyond), ``KbsError`` as ErrorInformation, anything unexpected
-        500 with one stderr line."""
+        """Every request: its body first (408 when it does not arrive in time, 413 when too large, 503 when
+        the bodies held reach ``max_buffered``), then at most ``MAX_IN_FLIGHT`` at once (503 beyond),
+        ``KbsError`` as ErrorInformation, anything unexpected 500 with one stderr line."""
+        self._held[id(request)] = 0
+        try:
+            return await self._guarded(request, handler)
+        finally:
+            self._buffered -= self._held.pop(id(request))
+            self._bodies.pop(id(request), None)
+
+    async def _guarded(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         assert self._in_flight is not None
         if request.match_info.http_exception is None and request.body_exists:
             try:
-                await asyncio.wait_for(request.read(), self.body_timeout)  # kept by the request for handler
+                body = await asyncio.wait_for(self._read_body(request), self.body_timeout)
+                self._bodies[id(request)] = body
+            except KbsError as err:
+                return _problem(err)
             except TimeoutError:
                 detail = f"request body not received within {self.body_timeout:g} s"
                 return _problem(KbsError(408, "SerdeError", detail))
-            except web.HTTPRequestEntityTooLarge:
-                return _problem(KbsError(413, "SerdeError", f"request body larger than {MAX_BODY} bytes"))
             except (ConnectionError, HttpProcessingError) as err:  # the client left, or broke its framing
                 detail = f"request body not received: {type(err).__name__}"
                 return _problem(KbsError(400, "SerdeError", detail))
@@ -157,6 +174,20 @@ class KbsHttpServer:
                 print(line.replace("\n", " "), file=sys.stderr, flush=True)
                 return _problem(KbsError(500, "AttestationError", "internal error of the kbs"))
 
+    async def _read_body(self, request: web.Request) -> bytes:
+        """The body as it arrives (decoded from its Content-Encoding), each chunk counted in the request's
+        held bytes and the server's total before it is kept."""
+        body = bytearray()
+        async for chunk in request.content.iter_any():
+            if len(body) + len(chunk) > MAX_BODY:
+                raise KbsError(413, "SerdeError", f"request body larger than {MAX_BODY} bytes")
+            if self._buffered + len(chunk) > self.max_buffered:
+                raise KbsError(503, "AttestationError", "the kbs is busy: too many request bodies in flight")
+            self._buffered += len(chunk)
+            self._held[id(request)] += len(chunk)
+            body += chunk
+        return bytes(body)
+
     async def _run(self, work: Callable[[], Any]) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._pool, work)
 
@@ -176,12 +207,12 @@ class KbsHttpServer:
     # --- endpoints ----------------------------------------------------------------------------------------
 
     async def _auth(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()
+        body = self._bodies.get(id(request), b"")
         session, challenge = await self._run(lambda: self.protocol.auth(body))
         return self._with_cookie(web.json_response(challenge), session)
 
     async def _attest(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()
+        body = self._bodies.get(id(request), b"")
         cookie = request.cookies.get(SESSION_COOKIE)
         session, token = await self._run(lambda: self.protocol.attest(cookie, body))
         return self._with_cookie(web.json_response({"token": token}), session)
