@@ -103,7 +103,8 @@ class KbsHttpServer:
         app = web.Application(client_max_size=MAX_BODY, middlewares=[self._guard])
         app.router.add_post(f"{PREFIX}/auth", self._auth)
         app.router.add_post(f"{PREFIX}/attest", self._attest)
-        app.router.add_get(f"{PREFIX}/resource/{{repository}}/{{type}}/{{tag}}", self._resource)
+        resource = f"{PREFIX}/resource/{{repository}}/{{type}}/{{tag}}"
+        app.router.add_get(resource, self._resource, allow_head=False)  # a HEAD would release it unseen
         self._runner = web.AppRunner(app, **runner_arguments("tdxsim verifier: kbs"))
         await self._runner.setup()
         ssl_context = ssl_server_context(self.tls) if self.tls is not None else None
