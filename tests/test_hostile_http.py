@@ -486,6 +486,7 @@ def hostile_pccs(routes: dict[str, Route], behaviours: dict[str, Behaviour]) -> 
     """A raw-socket PCCS: ``behaviours[target]`` answers that request target however it likes, ``routes``
     answer the rest honestly, anything else is 404."""
     listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)  # so the accept loop sees ``stop``
     stop = threading.Event()
 
     def serve(sock: socket.socket) -> None:
@@ -510,6 +511,8 @@ def hostile_pccs(routes: dict[str, Route], behaviours: dict[str, Behaviour]) -> 
         while not stop.is_set():
             try:
                 sock, _ = listener.accept()
+            except TimeoutError:
+                continue
             except OSError:
                 return
             threading.Thread(target=serve, args=(sock,), daemon=True).start()
@@ -520,8 +523,8 @@ def hostile_pccs(routes: dict[str, Route], behaviours: dict[str, Behaviour]) -> 
         yield f"http://127.0.0.1:{listener.getsockname()[1]}"
     finally:
         stop.set()
-        listener.close()
         thread.join(5)
+        listener.close()
 
 
 def trickle_headers(sock: socket.socket, target: str) -> None:
