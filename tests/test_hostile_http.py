@@ -22,6 +22,7 @@ import json
 import socket
 import threading
 import time
+import unicodedata
 import urllib.parse
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -258,7 +259,8 @@ def error_information(reply: Reply) -> dict[str, str]:
     assert reply.headers.get_content_type() == "application/json", reply
     info = json.loads(reply.body)
     assert set(info) == {"type", "detail"} and info["type"].startswith(ERRORS), info
-    assert info["detail"] and "\n" not in info["detail"] and "Traceback" not in info["detail"]
+    assert info["detail"] and "Traceback" not in info["detail"]
+    assert not [ch for ch in info["detail"] if unicodedata.category(ch) in ("Cc", "Cf")], info
     return dict(info)
 
 
@@ -292,6 +294,8 @@ def test_kbs_resource_paths_never_leave_the_repository(kbs: KbsProcess, pki: Pki
         "/kbs/v0/resource/default/key%2f..%2f..%2f..%2fetc/passwd",
         "/kbs/v0/resource//etc/passwd",
         "/kbs/v0/resource/default/key/disk%00.pem",
+        "/kbs/v0/resource/default/key/a%0d%0aSet-Cookie:%20x=1%1b[31m%e2%80%ae",
+        "/kbs/v0/%0aInjected%0d%0a",
         "/kbs/v0/resource/default/key/" + "a" * 4000,
         "/kbs/v0/resource/default/key",
         "/kbs/v0/resource/default/key/disk/extra",
@@ -367,6 +371,15 @@ def test_kbs_auth_refuses_json_that_is_not_the_request(
     info = error_information(reply)
     assert info["type"] == ERRORS + "SerdeError" and detail in info["detail"], info
     assert "Set-Cookie" not in reply.headers
+
+
+def test_kbs_refusals_echo_no_control_characters(kbs: KbsProcess) -> None:
+    """What a refusal repeats of the caller's input shows newlines, terminal escapes and bidirectional
+    overrides as ``\\uXXXX``: a kbs-client printing the detail prints one harmless line."""
+    body = json.dumps({"version": "0.4.0\r\n\u001b[31m\u202e", "tee": "tdx"}).encode()
+    reply = exchange(kbs.port, request("POST", "/kbs/v0/auth", body))
+    info = error_information(reply)
+    assert reply.status == 401 and "0.4.0\\u000d\\u000a\\u001b[31m\\u202e" in info["detail"], info
 
 
 def test_kbs_content_type_does_not_decide(kbs: KbsProcess) -> None:

@@ -30,6 +30,7 @@ import base64
 import re
 import secrets
 import threading
+import unicodedata
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -54,6 +55,12 @@ MAX_DETAIL = 512  # characters of an ErrorInformation detail
 POLICY_SELECTOR = "attestation-policy-selector"
 
 
+def printable(text: str) -> str:
+    """``text`` with control and format characters (newlines, terminal escapes, bidirectional overrides) as
+    ``\\uXXXX``: what a refusal echoes of a caller's input stays one harmless line wherever it is shown."""
+    return "".join(f"\\u{ord(ch):04x}" if unicodedata.category(ch) in ("Cc", "Cf") else ch for ch in text)
+
+
 class KbsError(Exception):
     """A refusal: HTTP ``status``, trustee's error ``kind`` (ErrorInformation type) and a one-line detail."""
 
@@ -61,7 +68,7 @@ class KbsError(Exception):
         super().__init__(detail)
         self.status = status
         self.kind = kind
-        self.detail = clip(detail, MAX_DETAIL)
+        self.detail = clip(printable(detail[: 2 * MAX_DETAIL]), MAX_DETAIL)
 
     def information(self) -> dict[str, str]:
         """trustee's ErrorInformation JSON (RFC 7807 problem details: ``type``, ``detail``)."""
