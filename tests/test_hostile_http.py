@@ -42,7 +42,9 @@ from attest.intel import Pki, PkiOptions, init_pki
 from attest.intel import identity as P
 from attest.intel.pcs_responses import PcsApi
 from attest.jsonutil import loads_json
-from attest.verifier.dcap.pccs_client import MAX_BODY, PccsClient, PccsUnavailable
+from attest.verifier.dcap.pccs_client import MAX_BODY, PccsClient, PccsCollateral, PccsUnavailable
+from attest.verifier.service.core import CollateralIndex
+from attest.verifier.service.errors import status_of
 from attest.verifier.service.kbs_http import MAX_IN_FLIGHT, KbsHttpServer
 from attest.verifier.service.kbs_protocol import KbsProtocol
 from tests.attest.attest_pcs_served import get, start_pcs
@@ -670,10 +672,11 @@ def test_pccs_client_against_a_hostile_pccs(pki: Pki, case: str) -> None:
     if not has_root_crl:
         del routes[ROOTCRL]
     with hostile_pccs(routes, behaviours) as url, pytest.raises(PccsUnavailable) as raised:
-        PccsClient(url, timeout=1.5).fetch(P.FMSPC, "platform")
+        index = CollateralIndex((), PccsCollateral(PccsClient(url, timeout=1.5)))  # the verifier's path
+        index.select(P.FMSPC, None, "platform")
     message = str(raised.value)
     assert says in message and "\n" not in message, message
-    assert raised.value.reason == "PCCS_UNAVAILABLE" and raised.value.metadata == {"pccs": url}
+    assert status_of(raised.value) == ("UNAVAILABLE", "PCCS_UNAVAILABLE", {"pccs": url})  # never INTERNAL
 
 
 def test_pccs_client_honest_stand_in_and_wrong_content_type_still_fetch(pki: Pki) -> None:
