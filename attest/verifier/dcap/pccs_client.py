@@ -174,7 +174,10 @@ class PccsClient:
                     f"{_path(url)}: timed out, no complete answer within {self.timeout:g} s", pccs=self.url
                 ) from None
             why = getattr(err, "reason", err)
-            raise PccsUnavailable(f"{_path(url)}: {why}", pccs=self.url) from None
+            text = _one_line(str(why)) or type(why).__name__
+            if isinstance(why, http.client.HTTPException):  # its text may be the server's own bytes
+                text = f"{type(why).__name__}: {text}"
+            raise PccsUnavailable(f"{_path(url)}: {text}", pccs=self.url) from None
 
     def _ok(self, answer: _Answer, url: str, what: str) -> _Answer:
         if answer.status == 200:
@@ -341,6 +344,12 @@ def _watchdog(seconds: float) -> Iterator[None]:
 
 def _clip(text: str, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _one_line(text: str) -> str:
+    """``text`` (which may hold what a server sent) as one printable line of at most 200 characters."""
+    line = " ".join(text[:400].split())
+    return _clip("".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in line), 200)
 
 
 def _path(url: str) -> str:
