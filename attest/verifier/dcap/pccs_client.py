@@ -240,7 +240,9 @@ class PccsClient:
                 _crl_next_update(collateral.root_ca_crl),
             )
         except (AttestError, ValueError, KeyError, TypeError) as err:
-            raise PccsUnavailable(f"{self.url} sent no usable collateral: {err}", pccs=self.url) from None
+            raise PccsUnavailable(
+                f"{self.url} sent no usable collateral: {_one_line(str(err))}", pccs=self.url
+            ) from None
         return FetchedCollateral(collateral, text, next_update)
 
     def _root_ca_crl(self, qe_chain: str, deadline: float) -> bytes:
@@ -253,7 +255,7 @@ class PccsClient:
                 try:
                     return _der_or_hex(self._ok(answer, url, "root ca crl").body)
                 except ValueError as err:
-                    why = f"{self.url} sent no usable root ca crl: {err}"
+                    why = f"{self.url} sent no usable root ca crl: {_one_line(str(err))}"
                     raise PccsUnavailable(why, pccs=self.url) from None
         try:
             root = load_certificates(qe_chain, "qe identity issuer chain")[-1]
