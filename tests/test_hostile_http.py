@@ -783,3 +783,48 @@ def test_kbs_bytes_of_bodies_held_at_once_are_bounded(tmp_path: Path) -> None:
                 time.sleep(0.05)
         finally:
             server.stop()
+
+
+@contextlib.contextmanager
+def few_descriptors(pid: int, spare: int) -> Iterator[None]:
+    """The process ``pid`` may open only ``spare`` more file descriptors until the block ends."""
+    import os
+    import resource
+
+    before = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    used = len(os.listdir(f"/proc/{pid}/fd"))
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (used + spare, before[1]))
+    try:
+        yield
+    finally:
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, before)
+
+
+def test_clients_holding_every_descriptor_cost_a_few_log_lines_not_the_server(pki: Pki) -> None:
+    """With its descriptors exhausted a server cannot accept; asyncio reports each connection in the backlog
+    (hundreds a second, each with a traceback by default). The servers report it in one line at most once a
+    second and answer again as soon as the clients let go."""
+    pcs = start_pcs(pki.directory)
+    port = int(pcs.url.rsplit(":", 1)[1])
+    try:
+        with few_descriptors(pcs.proc.pid, 8):
+            held = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(100)]
+            time.sleep(2)  # the server keeps failing to accept meanwhile
+            for sock in held:
+                sock.close()
+            deadline = time.monotonic() + 20
+            while True:
+                with contextlib.suppress(OSError):
+                    if get(pcs.url + "/healthz", timeout=2).status == 200:
+                        break
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+    finally:
+        code = pcs.stop()
+    assert code == 0
+    assert pcs.proc.stdout is not None and pcs.proc.stderr is not None
+    log = pcs.proc.stderr.read()
+    pcs.proc.stdout.close()
+    pcs.proc.stderr.close()
+    assert_stderr_clean(log, "tdxsim pcs: ")
+    assert 1 <= log.count("out of system resource") <= 40 and "more like it not shown" in log, log

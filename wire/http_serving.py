@@ -7,13 +7,18 @@ it cannot parse (a bad request line, an oversized header, a bad chunk size, plai
 logged with a full traceback on stderr. ``runner_arguments`` closes a connection that has not sent a whole
 request within ``IDLE_TIMEOUT`` seconds and keeps aiohttp's header bounds explicit; a request aiohttp's parser
 refuses gets its 400 and no log line (a client's mistake, which anyone could repeat to flood the log), any
-other fault of the HTTP layer is one stderr line, never a traceback.
+other fault of the HTTP layer is one stderr line, never a traceback. The same holds for what asyncio reports
+on the server's loop (``socket.accept() out of system resource`` when clients hold every file descriptor:
+asyncio pauses accepting for a second and retries, and logs each pause with a traceback by default).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import sys
+import time
 from typing import Any
 
 from aiohttp.http_exceptions import HttpProcessingError
@@ -23,6 +28,7 @@ MAX_LINE_SIZE = 8190  # bytes of the request line (aiohttp's default)
 MAX_FIELD_SIZE = 8190  # bytes of one header (aiohttp's default)
 MAX_HEADERS = 64  # headers in one request (aiohttp's default is 128; no tdxsim client sends more than 10)
 MAX_LOGGED = 200  # characters of an error message a log line repeats
+LOOP_REPORT_INTERVAL = 1.0  # seconds between two reports of one kind from the event loop
 
 
 class _OneLine(logging.Formatter):
@@ -59,9 +65,37 @@ def one_line_logger(prog: str) -> logging.Logger:
     return logger
 
 
+def one_line_loop_errors(loop: asyncio.AbstractEventLoop, prog: str) -> None:
+    """Report what ``loop`` reports (an exception no one retrieved, a failed accept) as one stderr line, at
+    most one a second of each kind: with every descriptor taken, asyncio reports each connection waiting in
+    the backlog, hundreds a second, until clients let go."""
+    logger = one_line_logger(prog)
+    last: dict[str, float] = {}
+    held_back: dict[str, int] = {}
+
+    def report(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        message = str(context.get("message", "event loop error"))
+        kind, now = message[:60], time.monotonic()
+        if now - last.get(kind, -LOOP_REPORT_INTERVAL) < LOOP_REPORT_INTERVAL:
+            held_back[kind] = held_back.get(kind, 0) + 1
+            return
+        last[kind] = now
+        more = held_back.pop(kind, 0)
+        line = message if len(message) <= MAX_LOGGED else message[: MAX_LOGGED - 1] + "…"
+        logger.error(
+            line + (f" ({more} more like it not shown)" if more else ""), exc_info=context.get("exception")
+        )
+
+    loop.set_exception_handler(report)
+
+
 def runner_arguments(prog: str) -> dict[str, Any]:
     """Keyword arguments for ``aiohttp.web.AppRunner``: no access log, no signal handling of its own (the
-    caller's), the idle and header bounds above and the one-line logger."""
+    caller's), the idle and header bounds above and the one-line logger. Called on the server's running loop
+    (where an ``AppRunner`` is made), it also makes that loop's own reports one line
+    (``one_line_loop_errors``)."""
+    with contextlib.suppress(RuntimeError):  # no running loop: nothing to quiet
+        one_line_loop_errors(asyncio.get_running_loop(), prog)
     return {
         "access_log": None,
         "handle_signals": False,
