@@ -27,7 +27,8 @@ from attest.errors import AttestError
 from attest.formats.quote import decode_quote, quote_bytes
 from attest.verifier import offline
 from attest.verifier.appraise import Evidence, PolicyError, appraise, policy_from_json
-from attest.verifier.dcap.pccs_client import PccsClient, PccsError, platform_of
+from attest.verifier.dcap.pccs_client import PccsClient, PccsError
+from attest.verifier.dcap.pck_platform import pck_platform
 from attest.verifier.dcap.roots import INTEL_SGX_ROOT_CA_PEM
 
 EXIT_ACCEPTED, EXIT_REJECTED, EXIT_UNUSABLE = 0, 1, 2
@@ -149,8 +150,8 @@ def _fetch(url: str, quote: bytes) -> str:
     """The QuoteCollateralV3 JSON of the quote's FMSPC, fetched from the PCCS at ``url`` (docs/attestation.md
     §17); an unreachable PCCS or one without that FMSPC makes the input unusable (exit 2)."""
     try:
-        fmspc, pck_ca = platform_of(decode_quote(quote_bytes(quote)))
-        return PccsClient(url).fetch(fmspc, pck_ca).json_text
+        platform = pck_platform(decode_quote(quote_bytes(quote)))
+        return PccsClient(url).fetch(platform.fmspc, platform.pck_ca).json_text
     except (PccsError, ValueError) as err:
         raise _Unusable(f"--pccs: {err}") from None
 

@@ -36,7 +36,7 @@ from attest.formats.x509_input import certificates
 from attest.intel import PkiOptions
 from attest.verifier import offline
 from attest.verifier.dcap import Verifier
-from attest.verifier.service.core import quote_platform
+from attest.verifier.dcap.pck_platform import pck_platform
 from attest.verifier.token import TokenError, jwks_document, sign, verify
 from attest.verifier.token.jwt import jwk_to_key
 from tests.attest.attest_sim_evidence import NOW, Evidence, make_evidence
@@ -135,7 +135,7 @@ def test_mutated_pck_certificates_raise_only_attest_errors(
     ders[which] = data.draw(mutated(ders[which]))
     raw = _with_pck_chain(quote, b"".join(_pem(d) for d in ders))
     parsed = decode_quote(raw)
-    _only((AttestError,), quote_platform, parsed)
+    _only((AttestError,), pck_platform, parsed)
     _only((AttestError,), offline.inspect, raw)
     _only((AttestError,), verifier.verify, raw, evidence.collateral, NOW)
 

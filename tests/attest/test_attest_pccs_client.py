@@ -359,14 +359,15 @@ def test_real_intel_collateral_in_pcs_shape_reads_back_and_verifies() -> None:
     from attest.formats.quote import decode_quote
     from attest.intel.pcs_responses import url_encoded
     from attest.verifier import offline
-    from attest.verifier.dcap.pccs_client import platform_of
+    from attest.verifier.dcap.pck_platform import pck_platform
     from tests.conftest import VECTORS_MISSING
 
     if not AVAILABLE:
         pytest.skip(VECTORS_MISSING)
     quote, text = read_quote(V4), read_collateral(V4)
     real = parse_collateral(text)
-    fmspc, ca = platform_of(decode_quote(quote))
+    platform = pck_platform(decode_quote(quote))
+    fmspc, ca = platform.fmspc, platform.pck_ca
     routes: dict[str, Route] = {
         f"/sgx/certification/v4/pckcrl?ca={ca}&encoding=der": (
             200,

@@ -45,8 +45,7 @@ from typing import Any
 
 from cryptography import x509
 
-from attest.errors import AttestError, CertificateChainError
-from attest.formats import pck_names
+from attest.errors import AttestError
 from attest.formats.collateral import (
     Collateral,
     parse_collateral,
@@ -54,13 +53,10 @@ from attest.formats.collateral import (
     parse_tcb_info,
     slice_json_member,
 )
-from attest.formats.pck_extension import pck_extension_of
-from attest.formats.quote import Quote
 from attest.jsonutil import loads_json
 from attest.verifier.dcap.chains import load_certificates
 
 INTEL_PCS_URL = "https://api.trustedservices.intel.com"
-PCK_CA_PLATFORM, PCK_CA_PROCESSOR = "platform", "processor"
 DEFAULT_TIMEOUT = 10.0  # seconds for the whole fetch (four or five requests)
 MAX_BODY = 1 << 20  # Intel's largest answers (TCB Info, CRLs) are tens of KiB
 EXPIRED_RETRY = 60  # seconds expired collateral is kept before it is fetched again
@@ -101,32 +97,6 @@ class _Answer:
     status: int
     headers: Message
     body: bytes
-
-
-def pck_ca_of(quote: Quote) -> str:
-    """``platform`` or ``processor``: the PCK CA that issued the quote's PCK leaf, by its issuer name (the
-    ``ca`` of the PCK CRL to fetch); any other issuer is treated as processor, as dcap-qvl does."""
-    try:
-        pems = quote.pck_chain.pem_certificates()
-        leaf = load_certificates(pems[0], "pck chain")[0] if pems else None
-    except AttestError as err:
-        raise CertificateChainError(str(err), step="pck_chain") from None
-    if leaf is None:
-        raise CertificateChainError("pck chain is empty", step="pck_chain")
-    issuer = pck_names.common_name(leaf.issuer)
-    return PCK_CA_PLATFORM if issuer == pck_names.PLATFORM_CA_CN else PCK_CA_PROCESSOR
-
-
-def platform_of(quote: Quote) -> tuple[bytes, str]:
-    """The FMSPC and PCK CA (``platform``/``processor``) the quote's PCK leaf names: which collateral to
-    fetch for it (read before verification, which then checks everything)."""
-    ca = pck_ca_of(quote)
-    leaf = load_certificates(quote.pck_chain.pem_certificates()[0], "pck chain")[0]
-    try:
-        return pck_extension_of(leaf).fmspc, ca
-    except AttestError as err:
-        err.step = err.step or "pck_chain"
-        raise
 
 
 def base_url(url: str) -> str:

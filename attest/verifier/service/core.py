@@ -46,14 +46,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from attest import schema
-from attest.errors import AttestError, CertificateChainError
+from attest.errors import AttestError
 from attest.formats import binding, secret_jwe
 from attest.formats import layout as L
 from attest.formats.collateral import parse_tcb_info
 from attest.formats.eventlog import EventLog, decode_event_log
 from attest.formats.eventlog.replay import ReplayResult, compare_rtmrs
-from attest.formats.pck_extension import pck_extension_of
-from attest.formats.quote import Quote, TdReport15, decode_quote
+from attest.formats.quote import TdReport15, decode_quote
 from attest.verifier.appraise import (
     DEFAULT_POLICY_NAME,
     AppraisalRefused,
@@ -69,7 +68,8 @@ from attest.verifier.appraise import (
 )
 from attest.verifier.dcap import Collateral, VerifiedQuote, Verifier, parse_collateral
 from attest.verifier.dcap.chains import load_certificates
-from attest.verifier.dcap.pccs_client import PCK_CA_PLATFORM, PccsCollateral, pck_ca_of
+from attest.verifier.dcap.pccs_client import PccsCollateral
+from attest.verifier.dcap.pck_platform import PCK_CA_PLATFORM, pck_platform
 from attest.verifier.kbs import parse_resource_policy
 from attest.verifier.service.errors import (
     BadRequest,
@@ -171,24 +171,6 @@ class CollateralIndex:
             return self.pccs.get(fmspc, pck_ca)
         same = [c for (f, _), c in self._by_key.items() if f == fmspc]
         return same[0] if len(same) == 1 else None
-
-
-def quote_platform(quote: Quote) -> tuple[bytes, bytes | None]:
-    """FMSPC from the quote's PCK leaf and the digest of its chain's root, read before verification to choose
-    the collateral (verification then checks everything)."""
-    try:
-        pems = quote.pck_chain.pem_certificates()
-        leaf = load_certificates(pems[0], "pck chain")[0] if pems else None
-    except AttestError as err:
-        raise CertificateChainError(str(err), step="pck_chain") from None
-    if leaf is None:
-        raise CertificateChainError("pck chain is empty", step="pck_chain")
-    try:
-        fmspc = pck_extension_of(leaf).fmspc
-    except AttestError as err:
-        err.step = err.step or "pck_chain"
-        raise
-    return fmspc, _root_digest(pems[-1])
 
 
 def _tdx_claims(vq: VerifiedQuote, replay: ReplayResult | None) -> dict[str, Any]:
@@ -440,8 +422,9 @@ class VerifierCore:
         except AttestError as err:
             err.step = err.step or "header"
             raise
-        fmspc, pck_root = quote_platform(quote)
-        collateral = self.collateral.select(fmspc, pck_root, pck_ca_of(quote))
+        platform = pck_platform(quote)
+        fmspc = platform.fmspc
+        collateral = self.collateral.select(fmspc, platform.root_digest, platform.pck_ca)
         if collateral is None:
             raise PreconditionFailed(
                 "COLLATERAL_NOT_FOUND",
