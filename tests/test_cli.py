@@ -165,6 +165,15 @@ def test_verifier_requires_a_root_and_its_help_says_which(tmp_path: Path) -> Non
     )
 
 
+def test_pcs_serve_help_names_the_health_endpoint() -> None:
+    usage = tdxsim("pcs", "serve", "--help", timeout=30)
+    assert usage.returncode == 0
+    text = " ".join(usage.stdout.split())
+    from attest.intel.pccs_server import HEALTH_BODY
+
+    assert f"GET /healthz answers {HEALTH_BODY.decode()} for load balancers" in text
+
+
 def test_builtin_intel_root_has_intels_fingerprint() -> None:
     import hashlib
 

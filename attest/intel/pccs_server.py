@@ -172,7 +172,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "serves Intel's PCS API v4: /sgx/certification/v4/{pckcert,pckcrl,rootcacrl,tcb,qe/identity} and "
         "/tdx/certification/v4/{tcb,qe/identity}, issuer chains in URL-encoded headers, signed bodies "
         "byte for byte as signed. Point dcap-qvl's get_collateral, a verifier's --pccs or any PCCS "
-        "client at http://HOST:PORT. Prints 'listening on HOST:PORT' first; SIGTERM or Ctrl-C stops it.",
+        f"client at http://HOST:PORT. GET /healthz answers {HEALTH_BODY.decode()} for load balancers "
+        "and readiness probes. Prints 'listening on HOST:PORT' first; SIGTERM or Ctrl-C stops it.",
     )
     serve.add_argument(
         "--pki", required=True, type=Path, metavar="DIR", help="the PKI 'tdxsim pki init' made"
