@@ -9,7 +9,8 @@ It also reads JSON as strictly as the peers whose documents it shares (trustee's
 ``serde_json``; RFC 8259 §4, RFC 7515 §4): an object with a repeated member name is refused (Python would keep
 the last one, another parser the first: two readers of one document must not see different values), so are
 ``NaN`` and ``Infinity`` (not JSON), bytes that are not UTF-8 (``json.loads`` would guess UTF-16 or UTF-32,
-or skip a byte order mark) and integers of more than ``MAX_INT_DIGITS`` digits.
+or skip a byte order mark) and integers of more than ``MAX_INT_DIGITS`` digits (docs/conventions.md §6,
+"verifier documents"; docs/kbs.md §5).
 """
 
 from __future__ import annotations

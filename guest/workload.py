@@ -1,5 +1,5 @@
 """Workload files: a human-writable list of guest steps that ``tdxsim guest run SCRIPT`` executes in a
-launched TD, printing what happened at each step.
+launched TD, printing what happened at each step (docs/cli.md "``tdxsim guest``").
 
 One step per line; ``#`` starts a comment; arguments are split like a shell (quotes group). Numbers are
 decimal, ``0x`` hex, or sizes with K/M/G suffixes. A GPA is private unless written ``shared:GPA`` (the

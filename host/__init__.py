@@ -1,4 +1,5 @@
-"""The tdxsim host process: the hypervisor side of a TDX machine.
+"""The tdxsim host process: the hypervisor side of a TDX machine (docs/architecture.md "Layers and the trust
+boundary").
 
 Layers, from trusted to untrusted (each imports only the one below it):
 

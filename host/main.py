@@ -1,4 +1,5 @@
-"""``tdxsim host``: run one simulated TDX host machine as a gRPC server process.
+"""``tdxsim host``: run one simulated TDX host machine as a gRPC server process (docs/cli.md
+"``tdxsim host``", docs/conventions.md §4).
 
 Prints ``listening on HOST:PORT`` as the first line of stdout (so launchers can bind port 0) and
 ``admin credential: PATH`` as the second (the file holding the credential ``HostService`` callers present;

@@ -1,7 +1,8 @@
 """Assembles one simulated TDX machine: memory controller, TDX module, host kernel and VMM.
 
 The only place that holds both the trusted pieces and the untrusted ones; it hands KVM the
-module's SEAMCALL interface and the KeyID-0 host bus, never the memory controller itself.
+module's SEAMCALL interface and the KeyID-0 host bus, never the memory controller itself (docs/architecture.md
+"Layers and the trust boundary").
 """
 
 from __future__ import annotations

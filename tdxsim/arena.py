@@ -1,4 +1,5 @@
-"""The live targets hostile calls aim at, and the invariants they must never break.
+"""The live targets hostile calls aim at, and the invariants they must never break (docs/cli.md
+"``tdxsim soak``").
 
 An :class:`Arena` holds channels to a running host (and optionally a verifier), a pool of **fuzz TDs** that
 hostile calls may do anything to (refilled as calls destroy them) and **sentinel TDs**: TDs that accepted a

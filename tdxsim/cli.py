@@ -1,4 +1,4 @@
-"""The ``tdxsim`` command line: one entry point, a subcommand per process or tool.
+"""The ``tdxsim`` command line: one entry point, a subcommand per process or tool (docs/cli.md).
 
 gRPC's C core logs every failed TLS handshake ("Handshake failed with error SSL_ERROR_SSL …", INFO level, once
 per reconnect attempt) on both ends; GRPC_VERBOSITY defaults to ERROR here, set before any import of grpc

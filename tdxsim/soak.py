@@ -1,4 +1,5 @@
-"""``tdxsim soak``: the whole stack under hostile load for minutes, then a verdict.
+"""``tdxsim soak``: the whole stack under hostile load for minutes, then a verdict (docs/cli.md
+"``tdxsim soak``").
 
 It starts its own simulated Intel PCS (``tdxsim pki init``), one host provisioned from it and one verifier,
 each as a separate process with the admin credential it prints as its second line, and then, until the time

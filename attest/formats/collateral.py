@@ -1,4 +1,5 @@
-"""Collateral: dcap-qvl ``QuoteCollateralV3`` JSON, TCB Info (id TDX, v3) and QE Identity (id TD_QE), §9.
+"""Collateral: dcap-qvl ``QuoteCollateralV3`` JSON, TCB Info (id TDX, v3) and QE Identity (id TD_QE)
+(docs/attestation.md §9).
 
 The TCB Info and QE Identity signatures cover the exact text of the inner JSON object, so the text is kept
 verbatim (``tcb_info_text``/``qe_identity_text``) and parsed separately; nothing is re-serialised. When a

@@ -3,7 +3,8 @@
 Each mapping is a range of host virtual addresses whose pages get a physical frame on first
 touch (demand paging) and lose it on MADV_DONTNEED (reads as zeros afterwards). All accesses
 go through the KeyID-0 host bus: this is how host userspace touches memory. In legacy memory
-mode the TD's private memory is such a mapping too, which is exactly what the 2021 RFC removed.
+mode the TD's private memory is such a mapping too, which is exactly what the 2021 RFC removed
+(docs/memory-model.md §3).
 
 The mapping table is shared by every TD's memslots and has its own lock (held for a lookup or a
 change of the table only); the frames of one mapping belong to the memslot that made it and are

@@ -1,4 +1,6 @@
-"""The TD quoting enclave behind the VMM's GetQuote handling (the QGS + TD_QE of Intel DCAP)."""
+"""The TD quoting enclave behind the VMM's GetQuote handling (the QGS + TD_QE of Intel DCAP): it signs a
+DCAP quote over a TDREPORT the module's MAC check accepted (docs/attestation.md §4, §5; docs/architecture.md
+"Attestation and secret release")."""
 
 from __future__ import annotations
 

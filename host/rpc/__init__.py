@@ -1,2 +1,2 @@
 """The host's gRPC layer: servicers that translate messages to VMM calls and errors to
-statuses. No simulation logic lives here."""
+statuses (docs/grpc.md, docs/conventions.md §7). No simulation logic lives here."""

@@ -1,4 +1,5 @@
-"""TdGuestService servicer: guest instructions → one VMM vCPU run per request (batched).
+"""TdGuestService servicer: guest instructions → one VMM vCPU run per request (batched; docs/grpc.md
+"TdGuestService").
 
 Authentication is a boundary concern and lives here: the TD credential arrives as call
 metadata ``authorization: Bearer <hex>`` and the VMM decides whether it speaks for the TD.

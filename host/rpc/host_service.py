@@ -1,4 +1,5 @@
-"""HostService servicer: admin/VMM requests → :class:`~host.vmm.vmm.Vmm` calls."""
+"""HostService servicer: admin/VMM requests → :class:`~host.vmm.vmm.Vmm` calls (docs/grpc.md
+"HostService")."""
 
 from __future__ import annotations
 

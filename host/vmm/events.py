@@ -1,4 +1,5 @@
-"""The VMM's event feed: exits, conversions, poison and lifecycle, fanned out to watchers."""
+"""The VMM's event feed: exits, conversions, poison and lifecycle, fanned out to watchers (``WatchEvents``,
+docs/grpc.md "HostService"; its bounds docs/conventions.md §6)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """Conversion cost against range size: KVM_SET_MEMORY_ATTRIBUTES + discard of a 64 GiB range
 versus a 2 MiB one, on a TD with live private pages (memory attributes are stored as ranges,
-so the cost should not grow with the range's size)."""
+so the cost should not grow with the range's size; docs/memory-model.md §2, docs/cli.md
+"``tdxsim bench``")."""
 
 from __future__ import annotations
 

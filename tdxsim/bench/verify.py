@@ -3,7 +3,8 @@
 A fresh simulated PCS and quoting enclave make one quote; ``verify_warm`` is tdxsim's verifier with
 its per-platform caches (collateral and PCK-chain checks reused within their validity window) and
 ``verify_cold`` the same verification with caching off. The limit of both rows is dcap-qvl's
-``verify_with_root_ca`` on the same quote and collateral (target: warm faster than dcap-qvl).
+``verify_with_root_ca`` on the same quote and collateral (target: warm faster than dcap-qvl;
+docs/attestation.md §14, docs/cli.md "``tdxsim bench``").
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """``demo_wall``: the wall time of the whole demo (``python -m tdxsim.demo``: a PCS, a host, a verifier, guest
 processes that attest, the legacy-mode story), against the budget of a first-time user's first command:
-10 s; target ≤ 1.
+10 s; target ≤ 1 (docs/cli.md "``tdxsim bench``").
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""One guest process of a scale benchmark: launches a TD on a host, then does timed work when told to.
+"""One guest process of a scale benchmark: launches a TD on a host, then does timed work when told to (the
+``scale`` and ``attest`` suites, docs/cli.md "``tdxsim bench``").
 
 Run as ``python -m tdxsim.bench.worker --host ADDR --admin-credential FILE --mode write|attest
 [--verifier ADDR]``. It prints one JSON line once its TD runs (``{"ready": true, "td_id": N}``), then reads

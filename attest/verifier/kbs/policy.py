@@ -1,4 +1,5 @@
-"""Resource policies of the key broker: which verified tokens may receive a resource.
+"""Resource policies of the key broker: which verified tokens may receive a resource (docs/attestation.md §13,
+docs/grpc.md "VerifierService" ``PutResource``).
 
 A resource policy is a JSON object (every member optional; unknown members refused)::
 

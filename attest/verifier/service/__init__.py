@@ -1,1 +1,2 @@
-"""The remote verifier service: core logic, status table, gRPC servicer, server and process."""
+"""The remote verifier service: core logic, status table, gRPC servicer, server and process (docs/grpc.md
+"VerifierService", docs/conventions.md §7)."""

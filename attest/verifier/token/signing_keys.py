@@ -1,4 +1,5 @@
-"""The verifier's token signing keys, persisted in the store so a restart keeps issued tokens valid.
+"""The verifier's token signing keys, persisted in the store so a restart keeps issued tokens valid
+(docs/attestation.md §13, docs/fleet.md "The database").
 
 ``SigningKeys.load_or_create`` reads every stored key (PKCS#8 PEM, unencrypted: the database, a 0600 file
 or a PostgreSQL database, is the verifier's secret store anyway) and creates one P-256 key on first start,
