@@ -773,14 +773,21 @@ def run(args: argparse.Namespace) -> int:
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
+    line, status = verdict(rows)
+    if not args.json:
+        print(line)
+    return status
+
+
+def verdict(rows: list[Row]) -> tuple[str, int]:
+    """The closing line and the exit status: 1 when an attack that ran disagrees with TDX, else 0
+    (rows not run count for neither)."""
     ran = [row for row in rows if row.agrees is not None]
     differing = [row.id for row in ran if not row.agrees]
-    if not args.json:
-        print(
-            f"{len(ran)} attacks run, {len(ran) - len(differing)} agree with TDX"
-            + (f", {len(differing)} differ: {', '.join(differing)}" if differing else "")
-        )
-    return 1 if differing else 0
+    line = f"{len(ran)} attacks run, {len(ran) - len(differing)} agree with TDX" + (
+        f", {len(differing)} differ: {', '.join(differing)}" if differing else ""
+    )
+    return line, 1 if differing else 0
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -176,3 +176,20 @@ def test_usage_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
     done = _attack("--verifier", "127.0.0.1:1", tmpdir=tmp_path)
     assert done.returncode == 2
     assert done.stdout == "" and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_one_row_that_differs_from_tdx_makes_the_exit_status_1() -> None:
+    from tdxsim.attack import catalogue as rows_in_order
+    from tdxsim.attack import verdict
+
+    rows = rows_in_order()
+    for row in rows[:-2]:
+        row.agrees = True
+    assert verdict(rows) == (f"{len(ROWS) - 2} attacks run, {len(ROWS) - 2} agree with TDX", 0)
+    rows[3].agrees = False
+    rows[5].agrees = False
+    line, status = verdict(rows)
+    assert status == 1
+    assert line == (
+        f"{len(ROWS) - 2} attacks run, {len(ROWS) - 4} agree with TDX, 2 differ: {ROWS[3]}, {ROWS[5]}"
+    )
