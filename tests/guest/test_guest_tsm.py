@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -269,3 +270,41 @@ def test_sigterm_unmounts_the_tree_and_ends_the_guest(tree: Tree) -> None:
     tree.proc.send_signal(signal.SIGTERM)
     assert tree.proc.wait(15) == 130
     assert not mounted(tree.dir)
+
+
+@needs_fuse
+def test_ctrl_c_unmounts_the_tree_and_ends_the_guest(tree: Tree) -> None:
+    tree.proc.send_signal(signal.SIGINT)
+    assert tree.proc.wait(15) == 130
+    assert not mounted(tree.dir)
+
+
+@needs_fuse
+def test_concurrent_shell_writers_each_get_a_valid_quote_and_every_write_counts(
+    tree: Tree, tmp_path: Path
+) -> None:
+    report = tree.report
+    assert sh("mkdir r3", report).returncode == 0
+    writers, writes_each = 3, 2
+    inblobs = [[reportdata() for _ in range(writes_each)] for _ in range(writers)]
+    def writer(index: int) -> subprocess.CompletedProcess[str]:
+        blobs = inblobs[index]
+        script = " && ".join(
+            f"printf '{printf_bytes(data)}' > r3/inblob && cat r3/outblob > \"$1.{n}\""
+            for n, data in enumerate(blobs)
+        )
+        return sh(script, report, str(tmp_path / f"quote{index}"))
+
+    with ThreadPoolExecutor(writers) as pool:
+        done = list(pool.map(writer, range(writers)))
+    assert [(result.returncode, result.stderr) for result in done] == [(0, "")] * writers
+    written = {data for blobs in inblobs for data in blobs}
+    for index in range(writers):
+        for n in range(writes_each):
+            quote = (tmp_path / f"quote{index}.{n}").read_bytes()
+            assert verify(quote, tree.pki).status == "UpToDate"
+            # Writers share the entry, so a read may answer another writer's later inblob (the generation
+            # tells a careful client so); it is always one that was written.
+            assert dcap_qvl.Quote.parse(quote).report.report_data in written
+    assert sh("cat r3/generation", report).stdout == f"{writers * writes_each}\n"
+    assert sh("rmdir r3 && ls -A", report).stdout == ""
