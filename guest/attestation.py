@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from attest.formats import binding
 from attest.formats.secret_jwe import JweError, open_secret
 from guest.connection import open_verifier_channel
-from guest.errors import GuestError, from_rpc_error
+from guest.errors import AttestationRefused, GuestError, from_rpc_error
 from guest.td import Td
 from wire.balancing import TargetError
 from wire.tls import TlsConfig
@@ -64,6 +64,8 @@ class Verifier:
         except TargetError as err:
             raise GuestError(f"verifier address: {err}", "VERIFIER_ADDRESS_INVALID") from None
         self._stub = attestation_pb2_grpc.VerifierServiceStub(self._channel)
+        #: The ``Attest`` request of the current attempt, so a refusal can carry the evidence it refused.
+        self._sent: attestation_pb2.AttestRequest | None = None
 
     def close(self) -> None:
         self._channel.close()
@@ -82,11 +84,15 @@ class Verifier:
         database is) costs one attempt: the exchange starts over with a fresh nonce and key, at the next
         replica, up to ``ATTEST_ATTEMPTS`` times; a nonce is never presented twice."""
         for attempt in range(1, ATTEST_ATTEMPTS + 1):
+            self._sent = None
             try:
                 return self._attest_once(td, policy, with_event_log, audience)
             except grpc.RpcError as err:
                 if attempt == ATTEST_ATTEMPTS or not _unavailable(err):
-                    raise from_rpc_error(err, verifier=True) from None
+                    refused = from_rpc_error(err, verifier=True)
+                    if isinstance(refused, AttestationRefused) and self._sent is not None:
+                        refused.quote, refused.event_log = self._sent.quote, self._sent.event_log
+                    raise refused from None
             time.sleep(RETRY_PAUSE * attempt)
         raise AssertionError("unreachable")
 
@@ -103,6 +109,7 @@ class Verifier:
             policy=policy,
             audience=audience,
         )
+        self._sent = request
         reply = self._stub.Attest(request, timeout=TIMEOUT)
         return Attestation(
             reply.token,

@@ -75,7 +75,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--evidence",
         metavar="DIR",
         help="with run: leave the last attest step's evidence in DIR for other tools: quote.bin, "
-        "eventlog.bin, token.jwt and verify_at (the unix time the verifier checked it)",
+        "eventlog.bin, token.jwt and verify_at (the unix time the verifier checked it); when the "
+        "verifier refused it, no token.jwt",
     )
     parser.add_argument(
         "--hold",

@@ -83,6 +83,10 @@ class AttestationRefused(GuestError):
     """The verifier refused this TD's evidence or its token (``guest.attestation``): the reason names why
     (``MRTD_MISMATCH``, ``DEBUG_TD``, ``NONCE_EXPIRED``, ``VERIFY_TCB_LEVEL``, ``TOKEN_EXPIRED`` …)."""
 
+    #: The DCAP quote and CC event log of the refused ``Attest`` request (empty when no request was refused).
+    quote: bytes = b""
+    event_log: bytes = b""
+
 
 def malformed_response(what: str) -> GuestError:
     """The host answered with something no TDX platform would (a result missing, data of the wrong length, an

@@ -59,7 +59,7 @@ from pathlib import Path
 from attest.errors import AttestError
 from attest.formats.tdreport import decode_tdreport
 from guest.attestation import Attestation, Verifier
-from guest.errors import GuestError, malformed_response
+from guest.errors import AttestationRefused, GuestError, malformed_response
 from guest.image import ImageError, parse_number
 from guest.kbs import KbsClient
 from guest.td import Td
@@ -435,7 +435,8 @@ class Runner:
     ) -> None:
         self.td = td
         #: Where ``attest`` steps leave their evidence for other tools: quote.bin, eventlog.bin, token.jwt,
-        #: verify_at (the unix time the verifier checked it at); the last attest step's wins.
+        #: verify_at (the unix time the verifier checked it at); the last attest step's wins, and a refused
+        #: one leaves no token.jwt.
         self.evidence = evidence
         #: How ``attest`` steps reach their verifier: plaintext, or TLS / mTLS.
         self.tls = tls
@@ -568,12 +569,30 @@ class Runner:
             },
         )
 
+    def _keep_refused_evidence(self, refused: AttestationRefused) -> None:
+        """The evidence the verifier refused, to check why: no token (an earlier step's is removed)."""
+        assert self.evidence is not None
+        _write_evidence(
+            self.evidence,
+            {
+                "quote.bin": refused.quote,
+                "eventlog.bin": refused.event_log,
+                "verify_at": f"{int(time.time())}\n".encode(),
+            },
+            stale=("token.jwt",),
+        )
+
     def _attest(self, p: Attest, line: int) -> tuple[str, dict[str, object]]:
         if p.verifier == DEFAULT_VERIFIER and not self.verifiers:
             raise WorkloadError(f"line {line}: 'attest -' needs the verifiers given with --verifier")
         address = self.verifiers if p.verifier == DEFAULT_VERIFIER else p.verifier
         with Verifier(address, self.tls) as verifier:
-            attestation = verifier.attest(self.td, policy=p.policy)
+            try:
+                attestation = verifier.attest(self.td, policy=p.policy)
+            except AttestationRefused as refused:
+                if self.evidence is not None and refused.quote:
+                    self._keep_refused_evidence(refused)
+                raise
             detail = f"token ({attestation.ear_status}, TCB {attestation.tcb_status})"
             if self.evidence is not None:
                 self._keep_evidence(attestation)
@@ -601,11 +620,13 @@ class Runner:
         )
 
 
-def _write_evidence(folder: Path, files: dict[str, bytes]) -> None:
+def _write_evidence(folder: Path, files: dict[str, bytes], stale: Sequence[str] = ()) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         for name, data in files.items():
             (folder / name).write_bytes(data)
+        for name in stale:
+            (folder / name).unlink(missing_ok=True)
     except OSError as err:
         raise WorkloadError(f"cannot keep the evidence in {folder}: {err.strerror or err}") from None
 

@@ -18,7 +18,7 @@
 ``--artifacts DIR`` leaves what other tools can check: ``DIR/root_ca.der`` (the simulated root CA),
 ``DIR/collateral.json`` (dcap-qvl's ``QuoteCollateralV3``), ``DIR/jwks.json`` (the verifier's keys) and per
 guest ``DIR/<guest>/quote.bin``, ``eventlog.bin``, ``token.jwt`` and ``verify_at`` (the unix time at which the
-collateral is valid for that quote).
+collateral is valid for that quote); the refused guest's folder has no ``token.jwt``.
 
 Every process is started with ``--listen 127.0.0.1:0`` and found through its first stdout line; the gRPC
 servers' second line names the admin credential they generated, which the operator's calls (launching TDs,
