@@ -19,8 +19,11 @@ from pathlib import Path
 import grpc
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
+from jwcrypto import jwe as jwcrypto_jwe
+from jwcrypto import jwk as jwcrypto_jwk
 
 from attest.formats import binding
+from attest.formats.quote import decode_quote
 from guest.attestation import Verifier
 from guest.errors import AttestationRefused, from_rpc_error
 from guest.td import Td
@@ -144,6 +147,15 @@ def test_secret_travels_sealed_and_is_never_logged(world: tuple[HostProcess, Ver
             timeout=10,
         )
     assert SECRET not in raw.SerializeToString()
+    # An independent JOSE library opens the released JWE with the TD's private key alone.
+    opened = jwcrypto_jwe.JWE()
+    opened.deserialize(raw.jwe_json, key=jwcrypto_jwk.JWK.from_pyca(attestation.private_key))
+    assert opened.payload == SECRET
+    header = json.loads(opened.objects["protected"])
+    assert (header["alg"], header["enc"], header["epk"]["crv"]) == ("ECDH-ES+A256KW", "A256GCM", "P-256")
+    other = jwcrypto_jwk.JWK.from_pyca(ec.generate_private_key(ec.SECP256R1()))
+    with pytest.raises(jwcrypto_jwe.InvalidJWEData):
+        jwcrypto_jwe.JWE().deserialize(raw.jwe_json, key=other)
     audit = verifier.admin.GetAuditLog(attestation_pb2.GetAuditLogRequest(limit=1000), timeout=10)
     assert SECRET not in audit.SerializeToString()
     assert SECRET.hex().encode() not in audit.SerializeToString()
@@ -161,13 +173,14 @@ def test_other_images_and_debug_tds_are_refused(
     world: tuple[HostProcess, VerifierProcess], img: host_pb2.TdImage, reason: str
 ) -> None:
     host, verifier = world
-    with (
-        launch(host, img) as td,
-        Verifier(verifier.address) as v,
-        pytest.raises(AttestationRefused) as refused,
-    ):
-        v.attest(td, policy="prod")
+    with launch(host, img) as td, Verifier(verifier.address) as v:
+        with pytest.raises(AttestationRefused) as refused:
+            v.attest(td, policy="prod")
+        log = td.event_log()
     assert (refused.value.code, refused.value.reason) == ("PERMISSION_DENIED", reason)
+    # The refusal carries the evidence it refused, for a caller that keeps it (``tdxsim guest --evidence``).
+    assert decode_quote(refused.value.quote).body.mr_td.hex() == expected_mrtd(img)
+    assert refused.value.event_log == log
 
 
 def _attest_with(verifier: VerifierProcess, td: Td, nonce: bytes) -> grpc.RpcError | None:
