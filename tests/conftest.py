@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import shutil
@@ -113,13 +114,18 @@ class HostProcess:
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
         self.channel.close()
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(5)
+        return stop_process(self.proc, sig, timeout)
+
+
+def stop_process(proc: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+    """Send ``sig`` to a process still running, wait ``timeout`` seconds, then kill it; its exit status."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait(5)
 
 
 def start_host(*extra: str) -> HostProcess:
@@ -168,6 +174,16 @@ def host_factory() -> Iterator[Callable[..., HostProcess]]:
         host.stop(signal.SIGKILL if host.proc.poll() is None else signal.SIGTERM)
 
 
+@pytest.fixture(scope="module")
+def module_host() -> Iterator[HostProcess]:
+    """One default ``tdxsim host`` process shared by a test module's tests (stopped after the module)."""
+    started = start_host()
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
 def make_pki(directory: Path) -> None:
     """``tdxsim pki init DIRECTORY`` as a user runs it: a simulated Intel PCS for a host's ``--pki``."""
     result = subprocess.run(
@@ -181,11 +197,11 @@ def make_pki(directory: Path) -> None:
     assert json.loads(result.stdout)["platforms"]
 
 
-@pytest.fixture(scope="session")
-def postgres_cluster() -> Iterator[LocalCluster]:
-    """One PostgreSQL server for the session, started from the machine's binaries (``tdxsim.pgcluster``:
-    initdb into a temporary folder, as an unprivileged user when run as root, Unix socket only, fsync off);
-    stopped and deleted at the end. Skips with one line only when the machine has no PostgreSQL binaries."""
+@contextlib.contextmanager
+def running_postgres() -> Iterator[LocalCluster]:
+    """A throwaway PostgreSQL server started from the machine's binaries (``tdxsim.pgcluster``: initdb into a
+    temporary folder, as an unprivileged user when run as root, Unix socket only, fsync off); stopped and
+    deleted on leaving. Skips with one line only when the machine has no PostgreSQL binaries."""
     if find_pg_binaries() is None:
         pytest.skip(pg_missing_reason())
     cluster = LocalCluster.create(durable=False)
@@ -194,6 +210,13 @@ def postgres_cluster() -> Iterator[LocalCluster]:
         yield cluster
     finally:
         cluster.destroy()
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[LocalCluster]:
+    """One PostgreSQL server for the session (:func:`running_postgres`)."""
+    with running_postgres() as cluster:
+        yield cluster
 
 
 _DATABASES = iter(range(1, 1 << 30))

@@ -20,7 +20,7 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import ROOT, HostProcess, start_host
+from conftest import ROOT, HostProcess
 
 from attest.verifier.dcap.quote_verifier import load_anchors
 from attest.verifier.dcap.roots import INTEL_SGX_ROOT_CA_PEM
@@ -74,15 +74,6 @@ def _message_class(descriptor: Any) -> Any:
 # ---- the host ------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def host() -> Iterator[HostProcess]:
-    started = start_host()
-    try:
-        yield started
-    finally:
-        started.stop()
-
-
 def _create_td(host: HostProcess, name: str) -> host_pb2.CreateTdResponse:
     admin = host_pb2_grpc.HostServiceStub(host.admin_channel)
     td = admin.CreateTd(host_pb2.CreateTdRequest(memory_bytes=16 * MIB, name=name), timeout=10)
@@ -123,8 +114,8 @@ def test_the_attack_surfaces_are_host_service_methods_behind_the_admin_credentia
 
 
 @pytest.mark.parametrize("method", list(HOST_SERVICE.methods_by_name))
-def test_host_service_needs_the_admin_credential(host: HostProcess, method: str) -> None:
-    with _two_tds(host, method) as (a, b):
+def test_host_service_needs_the_admin_credential(module_host: HostProcess, method: str) -> None:
+    with _two_tds(module_host, method) as (a, b):
         request_class = _message_class(HOST_SERVICE.methods_by_name[method].input_type)
         # Requests a TD could use to hurt another: they must be refused before they are even decoded.
         fields = request_class.DESCRIPTOR.fields_by_name
@@ -136,40 +127,44 @@ def test_host_service_needs_the_admin_credential(host: HostProcess, method: str)
             "forged-credential": (grpc.StatusCode.UNAUTHENTICATED, "UNKNOWN_CREDENTIAL"),
         }
         for credential, status in expected.items():
-            assert _status(_call(host.channel, HOST_SERVICE, method, request, credential)) == status, (
+            assert _status(_call(module_host.channel, HOST_SERVICE, method, request, credential)) == status, (
                 credential
             )
-        tds = host_pb2_grpc.HostServiceStub(host.admin_channel).ListTds(host_pb2.ListTdsRequest(), timeout=10)
+        tds = host_pb2_grpc.HostServiceStub(module_host.admin_channel).ListTds(
+            host_pb2.ListTdsRequest(), timeout=10
+        )
         assert {a.td_id, b.td_id} <= {td.td_id for td in tds.tds if not td.dead}, (
             "a refused call changed a TD"
         )
         # The admin credential gets the method itself: whatever it answers, never an auth refusal or a bug.
         own = request_class(td_id=1 << 30) if "td_id" in fields else request
-        code, reason = _status(_call(host.channel, HOST_SERVICE, method, own, host.admin_credential))
+        code, reason = _status(
+            _call(module_host.channel, HOST_SERVICE, method, own, module_host.admin_credential)
+        )
         assert code not in REFUSED | NEVER, (code, reason)
 
 
 @pytest.mark.parametrize("method", list(GUEST_SERVICE.methods_by_name))
-def test_td_guest_service_speaks_for_one_td(host: HostProcess, method: str) -> None:
-    with _two_tds(host, method) as (a, b):
+def test_td_guest_service_speaks_for_one_td(module_host: HostProcess, method: str) -> None:
+    with _two_tds(module_host, method) as (a, b):
         request_class = _message_class(GUEST_SERVICE.methods_by_name[method].input_type)
         fields = request_class.DESCRIPTOR.fields_by_name
         request = request_class(td_id=a.td_id) if "td_id" in fields else request_class()
         if method == "Echo":  # a liveness probe that touches no TD: anyone may call it
-            for credential in (None, a.credential, b.credential, host.admin_credential):
+            for credential in (None, a.credential, b.credential, module_host.admin_credential):
                 assert (
-                    _status(_call(host.channel, GUEST_SERVICE, method, request, credential))[0]
+                    _status(_call(module_host.channel, GUEST_SERVICE, method, request, credential))[0]
                     == grpc.StatusCode.OK
                 )
             return
         expected = {
             None: (grpc.StatusCode.UNAUTHENTICATED, "MISSING_CREDENTIAL"),
             b.credential: (grpc.StatusCode.PERMISSION_DENIED, "CREDENTIAL_FOR_ANOTHER_TD"),
-            host.admin_credential: (grpc.StatusCode.UNAUTHENTICATED, "UNKNOWN_CREDENTIAL"),
+            module_host.admin_credential: (grpc.StatusCode.UNAUTHENTICATED, "UNKNOWN_CREDENTIAL"),
         }
         for credential, status in expected.items():
-            assert _status(_call(host.channel, GUEST_SERVICE, method, request, credential)) == status
-        code, reason = _status(_call(host.channel, GUEST_SERVICE, method, request, a.credential))
+            assert _status(_call(module_host.channel, GUEST_SERVICE, method, request, credential)) == status
+        code, reason = _status(_call(module_host.channel, GUEST_SERVICE, method, request, a.credential))
         assert code not in REFUSED | NEVER, (code, reason)
 
 

@@ -21,7 +21,15 @@ from attest.intel import load_pki
 from guest.attestation import Verifier
 from guest.td import Td
 from tests.attest.attest_pcs_served import foreign_fmspc_quote, start_pcs
-from tests.conftest import ADMIN_CREDENTIAL, ADMIN_FILE, ROOT, START_TIMEOUT, HostProcess, make_pki
+from tests.conftest import (
+    ADMIN_CREDENTIAL,
+    ADMIN_FILE,
+    ROOT,
+    START_TIMEOUT,
+    HostProcess,
+    make_pki,
+    stop_process,
+)
 from tests.guest.guest_helpers import KERNEL, MIB, image, independent_mrtd
 from wire.credentials import with_bearer
 from wire.rpc_status import error_info
@@ -47,16 +55,6 @@ def start_verifier(pki_dir: Path, db: Path, pccs: str) -> tuple[subprocess.Popen
         raise RuntimeError(f"verifier did not start: {line!r} {proc.communicate(timeout=START_TIMEOUT)[1]}")
     proc.stdout.readline()  # admin credential: the session's
     return proc, line.removeprefix("listening on ")
-
-
-def _stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 def _attest_and_fetch(host: HostProcess, address: str) -> tuple[str, bytes]:
@@ -119,7 +117,7 @@ def test_verifier_with_only_a_pccs_attests_and_survives_its_outage(
         if channel is not None:
             channel.close()
         if verifier is not None:
-            _stop(verifier)
+            stop_process(verifier)
         pcs.stop(signal.SIGKILL)
 
     # a fresh verifier during the outage has nothing cached: the good quote is UNAVAILABLE too
@@ -134,4 +132,4 @@ def test_verifier_with_only_a_pccs_attests_and_survives_its_outage(
         assert fresh.poll() is None
     finally:
         channel.close()
-        _stop(fresh)
+        stop_process(fresh)

@@ -20,6 +20,7 @@ import datetime
 import http.client
 import json
 import socket
+import subprocess
 import threading
 import time
 import unicodedata
@@ -151,10 +152,16 @@ def slow_clients(port: int, body_path: str | None) -> Iterator[list[socket.socke
             sock.close()
 
 
-def assert_stderr_clean(text: str, prefix: str) -> None:
+def clean_stderr(proc: subprocess.Popen[str], prefix: str) -> str:
+    """What a process that has exited wrote to stderr (its pipes then closed): no traceback, every line
+    starting with ``prefix``."""
+    assert proc.stdout is not None and proc.stderr is not None
+    text = proc.stderr.read()
+    proc.stdout.close()
+    proc.stderr.close()
     assert "Traceback" not in text, text
-    lines = text.splitlines()
-    assert all(line.startswith(prefix) for line in lines), text
+    assert all(line.startswith(prefix) for line in text.splitlines()), text
+    return text
 
 
 # --- tdxsim pcs serve -------------------------------------------------------------------------------------
@@ -211,11 +218,7 @@ def test_pcs_serve_survives_a_hostile_barrage(pki: Pki) -> None:
     finally:
         code = pcs.stop()
     assert code == 0
-    assert pcs.proc.stdout is not None and pcs.proc.stderr is not None
-    log = pcs.proc.stderr.read()
-    pcs.proc.stdout.close()
-    pcs.proc.stderr.close()
-    assert_stderr_clean(log, "tdxsim pcs: ")
+    clean_stderr(pcs.proc, "tdxsim pcs: ")
 
 
 # --- the KBS port -----------------------------------------------------------------------------------------
@@ -244,11 +247,7 @@ def kbs_process(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     finally:
         channel.close()
         assert stop(proc) == 0
-        assert proc.stdout is not None and proc.stderr is not None
-        log = proc.stderr.read()
-        proc.stdout.close()
-        proc.stderr.close()
-        assert_stderr_clean(log, "tdxsim verifier")
+        clean_stderr(proc, "tdxsim verifier")
 
 
 @pytest.fixture
@@ -822,9 +821,5 @@ def test_clients_holding_every_descriptor_cost_a_few_log_lines_not_the_server(pk
     finally:
         code = pcs.stop()
     assert code == 0
-    assert pcs.proc.stdout is not None and pcs.proc.stderr is not None
-    log = pcs.proc.stderr.read()
-    pcs.proc.stdout.close()
-    pcs.proc.stderr.close()
-    assert_stderr_clean(log, "tdxsim pcs: ")
+    log = clean_stderr(pcs.proc, "tdxsim pcs: ")
     assert 1 <= log.count("out of system resource") <= 40 and "more like it not shown" in log, log

@@ -22,7 +22,7 @@ from attest.intel import Pki, QuotingEnclave, build_td_report
 from attest.intel import certificates as ca
 from attest.intel import identity as P
 from attest.intel.ecdsa_keys import KeySource
-from tests.conftest import ROOT, START_TIMEOUT
+from tests.conftest import ROOT, START_TIMEOUT, stop_process
 
 FOREIGN_FMSPC = bytes.fromhex("00906ED50000")
 
@@ -33,13 +33,7 @@ class PcsProcess:
     url: str
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(5)
+        return stop_process(self.proc, sig, timeout)
 
 
 def start_pcs(pki_dir: Path, *extra: str) -> PcsProcess:

@@ -33,8 +33,8 @@ from attest.intel import PkiOptions, QuotingEnclave, build_td_report, init_pki
 from attest.verifier.token import b64url_decode
 from guest.attestation import Verifier
 from tdxsim.fleet import Member, start_verifiers, stop_members
-from tdxsim.pgcluster import LocalCluster, find_binaries, missing_reason
-from tests.conftest import ADMIN_CREDENTIAL, ADMIN_FILE, ROOT, HostProcess, start_host
+from tdxsim.pgcluster import LocalCluster
+from tests.conftest import ADMIN_CREDENTIAL, ADMIN_FILE, ROOT, HostProcess, running_postgres, start_host
 from wire.credentials import with_bearer
 from wire.rpc_status import error_info
 from wire.v1 import attestation_pb2, attestation_pb2_grpc
@@ -282,14 +282,8 @@ def _header(token: str) -> dict[str, object]:
 @pytest.fixture
 def own_cluster() -> Iterator[LocalCluster]:
     """A server of its own: this test stops and restarts it."""
-    if find_binaries() is None:
-        pytest.skip(missing_reason())
-    cluster = LocalCluster.create(durable=False)
-    try:
-        cluster.start()
+    with running_postgres() as cluster:
         yield cluster
-    finally:
-        cluster.destroy()
 
 
 def _nonce_outcome(stub: attestation_pb2_grpc.VerifierServiceStub) -> str:

@@ -15,23 +15,16 @@ from attest.formats.eventlog.ccel import EV_EVENT_TAG, TDXSIM_EXTEND_EVENT_ID, T
 from attest.formats.tdreport import decode_tdreport
 from guest.errors import AccessDenied, GuestFault, QuoteFailed, TdGone, TdxStatusError
 from guest.td import Td
-from tests.conftest import HostProcess, start_host
+from tests.conftest import HostProcess
 from wire import tdx_abi as abi
 from wire.v1 import guest_pb2
 
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture(scope="module")
-def host() -> Iterator[HostProcess]:
-    process = start_host()
-    yield process
-    process.stop()
-
-
 @pytest.fixture
-def td(host: HostProcess) -> Iterator[Td]:
-    with launch(host) as handle:
+def td(module_host: HostProcess) -> Iterator[Td]:
+    with launch(module_host) as handle:
         yield handle
 
 
@@ -118,8 +111,8 @@ def test_map_gpa_retry_resumes_at_r11_and_gives_up_after_three_answers_without_p
     assert err.value.reason == "MAP_GPA_BAD_RETRY_GPA"
 
 
-def test_touching_an_unaccepted_page_with_sept_ve_disable_kills_the_td(host: HostProcess) -> None:
-    with launch(host, image(attributes=1 << 28)) as td:
+def test_touching_an_unaccepted_page_with_sept_ve_disable_kills_the_td(module_host: HostProcess) -> None:
+    with launch(module_host, image(attributes=1 << 28)) as td:
         with pytest.raises(TdGone) as err:
             td.read(32 * MIB, 8)
         assert err.value.reason == "EIO"
@@ -128,9 +121,9 @@ def test_touching_an_unaccepted_page_with_sept_ve_disable_kills_the_td(host: Hos
 
 
 def test_touching_an_unaccepted_page_without_sept_ve_disable_is_a_ve_and_the_td_lives(
-    host: HostProcess,
+    module_host: HostProcess,
 ) -> None:
-    with launch(host, image(attributes=0)) as td:
+    with launch(module_host, image(attributes=0)) as td:
         with pytest.raises(GuestFault) as err:
             td.write(32 * MIB, b"too early")
         assert err.value.reason == "VE_PENDING_PAGE"
@@ -141,10 +134,10 @@ def test_touching_an_unaccepted_page_without_sept_ve_disable_is_a_ve_and_the_td_
 
 
 def test_mrtd_and_rtmrs_match_an_independent_recomputation_and_the_event_log_replays(
-    host: HostProcess,
+    module_host: HostProcess,
 ) -> None:
     payload = [(MIB, KERNEL, True), (2 * MIB, b"cmdline", False)]
-    with launch(host, image(payload=payload)) as td:
+    with launch(module_host, image(payload=payload)) as td:
         td.measure(2, b"app v1")
         digest = hashlib.sha384(b"raw digest").digest()
         td.rtmr_extend(3, digest)
@@ -162,13 +155,15 @@ def test_mrtd_and_rtmrs_match_an_independent_recomputation_and_the_event_log_rep
         assert extended == TaggedEvent(TDXSIM_EXTEND_EVENT_ID, b"") and log.events[1].digest() == digest
         assert replay(log) == (body.rtmr0, body.rtmr1, body.rtmr2, body.rtmr3)
     changed = [(MIB, KERNEL[:-1] + bytes([KERNEL[-1] ^ 1]), True), payload[1]]
-    with launch(host, image(payload=changed)) as other:
+    with launch(module_host, image(payload=changed)) as other:
         assert decode_tdreport(other.report()).body.mr_td == independent_mrtd(changed) != body.mr_td
 
 
-def test_report_parses_at_the_documented_offsets_with_reportdata_and_td_parameters(host: HostProcess) -> None:
+def test_report_parses_at_the_documented_offsets_with_reportdata_and_td_parameters(
+    module_host: HostProcess,
+) -> None:
     config = hashlib.sha384(b"config").digest()
-    with launch(host, image(attributes=(1 << 28) | 1, xfam=0x61AE7, mrconfigid=config)) as td:
+    with launch(module_host, image(attributes=(1 << 28) | 1, xfam=0x61AE7, mrconfigid=config)) as td:
         raw = td.report(bytes(range(64)))
     assert len(raw) == 1024 and raw[0] == 0x81  # REPORTTYPE.type TDX
     assert raw[128:192] == bytes(range(64))  # REPORTDATA
@@ -178,11 +173,11 @@ def test_report_parses_at_the_documented_offsets_with_reportdata_and_td_paramete
     assert decode_tdreport(raw).body.report_data == bytes(range(64))
 
 
-def test_a_guest_cannot_read_or_convert_another_tds_memory(host: HostProcess) -> None:
-    with launch(host, name="a") as a, launch(host, name="b") as b:
+def test_a_guest_cannot_read_or_convert_another_tds_memory(module_host: HostProcess) -> None:
+    with launch(module_host, name="a") as a, launch(module_host, name="b") as b:
         b.write(MIB, b"B's secret")
         with pytest.raises(AccessDenied) as err:
-            Td.attach(host.address, b.td_id, a.credential, lifeline=False)
+            Td.attach(module_host.address, b.td_id, a.credential, lifeline=False)
         assert (err.value.code, err.value.reason) == ("PERMISSION_DENIED", "CREDENTIAL_FOR_ANOTHER_TD")
         # A's own handle pointed at B's td_id: every instruction is refused before it runs.
         a.td_id = b.td_id
@@ -191,7 +186,7 @@ def test_a_guest_cannot_read_or_convert_another_tds_memory(host: HostProcess) ->
                 attempt()
             assert err.value.code == "PERMISSION_DENIED"
         with pytest.raises(AccessDenied) as err:
-            Td.attach(host.address, b.td_id, "00" * 32, lifeline=False)
+            Td.attach(module_host.address, b.td_id, "00" * 32, lifeline=False)
         assert (err.value.code, err.value.reason) == ("UNAUTHENTICATED", "UNKNOWN_CREDENTIAL")
         assert b.read(MIB, 10) == b"B's secret"
 

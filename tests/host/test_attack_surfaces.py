@@ -4,7 +4,7 @@ file operations on a guest_memfd, what a physical attacker reads and writes; and
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -12,7 +12,7 @@ import pytest
 
 from guest.errors import GuestError
 from guest.td import Td
-from tests.conftest import HostProcess, start_host
+from tests.conftest import HostProcess
 from tests.guest.guest_helpers import image, launch
 from wire.rpc_status import error_info
 from wire.v1 import host_pb2, host_pb2_grpc
@@ -24,15 +24,6 @@ DRAM = host_pb2.PHYSICAL_PATH_DRAM
 HOST_KEYID = host_pb2.PHYSICAL_PATH_HOST_KEYID
 #: A TD whose unaccepted pages raise #VE instead of killing it (SEPT_VE_DISABLE clear).
 VE_TD = 0
-
-
-@pytest.fixture(scope="module")
-def host() -> Iterator[HostProcess]:
-    started = start_host()
-    try:
-        yield started
-    finally:
-        started.stop()
 
 
 def admin(host: HostProcess) -> Any:
@@ -58,8 +49,8 @@ def dram(host: HostProcess, td: Td, gpa: int, length: int = PAGE) -> host_pb2.Ph
     return reply
 
 
-def test_guest_memfd_file_operations_fail_with_the_kernels_errnos(host: HostProcess) -> None:
-    stub = admin(host)
+def test_guest_memfd_file_operations_fail_with_the_kernels_errnos(module_host: HostProcess) -> None:
+    stub = admin(module_host)
     td = stub.CreateTd(host_pb2.CreateTdRequest(memory_bytes=16 * MIB), timeout=10)
     fd = td.guest_memfd
     attempts = {
@@ -94,51 +85,53 @@ def test_guest_memfd_file_operations_fail_with_the_kernels_errnos(host: HostProc
     stub.DestroyTd(host_pb2.DestroyTdRequest(td_id=td.td_id), timeout=10)
 
 
-def test_dram_holds_ciphertext_that_differs_by_address_and_shared_memory_in_clear(host: HostProcess) -> None:
-    with launch(host, image(memory=16 * MIB)) as td:
+def test_dram_holds_ciphertext_that_differs_by_address_and_shared_memory_in_clear(
+    module_host: HostProcess,
+) -> None:
+    with launch(module_host, image(memory=16 * MIB)) as td:
         secret = b"the same 64 secret bytes, written at two private addresses ....."
         assert len(secret) == LINE
         td.accept(0, 2 * PAGE)
         td.write_many([(0, secret), (PAGE, secret)])
-        first, second = dram(host, td, 0), dram(host, td, PAGE)
+        first, second = dram(module_host, td, 0), dram(module_host, td, PAGE)
         assert first.private and second.private
         assert first.pa != second.pa
         assert first.data[:LINE] != second.data[:LINE]  # the address tweak
         assert secret not in first.data and secret not in second.data
         assert len(first.macs) == PAGE // LINE * 4
         # The same frame by host physical address: the same bytes.
-        by_pa = admin(host).PhysicalRead(
+        by_pa = admin(module_host).PhysicalRead(
             host_pb2.PhysicalReadRequest(path=DRAM, pa=first.pa, length=PAGE), timeout=10
         )
         assert by_pa.data == first.data
         # Through the memory controller with the host's KeyID 0: TD-owned lines read as zeros.
-        host_view = admin(host).PhysicalRead(
+        host_view = admin(module_host).PhysicalRead(
             host_pb2.PhysicalReadRequest(path=HOST_KEYID, td_gpa=at(td, 0), length=PAGE), timeout=10
         )
         assert host_view.data == bytes(PAGE) and host_view.macs == b""
         # Shared memory is in clear in DRAM.
         td.convert_to_shared(2 * MIB, PAGE)
         td.write(td.shared(2 * MIB), secret)
-        shared = dram(host, td, 2 * MIB)
+        shared = dram(module_host, td, 2 * MIB)
         assert not shared.private and shared.data.startswith(secret)
         assert td.read(0, LINE) == secret  # the TD noticed nothing
 
 
-def test_moved_ciphertext_is_detected_and_replayed_ciphertext_is_not(host: HostProcess) -> None:
-    with launch(host, image(memory=16 * MIB)) as td:
+def test_moved_ciphertext_is_detected_and_replayed_ciphertext_is_not(module_host: HostProcess) -> None:
+    with launch(module_host, image(memory=16 * MIB)) as td:
         td.accept(0, 2 * PAGE)
         td.write_many([(0, b"old balance: 100".ljust(LINE)), (PAGE, b"other page".ljust(LINE))])
-        old = dram(host, td, 0, LINE)
+        old = dram(module_host, td, 0, LINE)
         td.write(0, b"new balance: 0".ljust(LINE))
         # Replay: the old ciphertext with its old MAC at the same address passes every check.
-        admin(host).PhysicalWrite(
+        admin(module_host).PhysicalWrite(
             host_pb2.PhysicalWriteRequest(path=DRAM, td_gpa=at(td, 0), data=old.data, macs=old.macs),
             timeout=10,
         )
         assert td.read(0, LINE) == b"old balance: 100".ljust(LINE)
         # Splice: another page's ciphertext and MAC moved here fail the MAC, which covers the address.
-        other = dram(host, td, PAGE, LINE)
-        admin(host).PhysicalWrite(
+        other = dram(module_host, td, PAGE, LINE)
+        admin(module_host).PhysicalWrite(
             host_pb2.PhysicalWriteRequest(path=DRAM, td_gpa=at(td, 0), data=other.data, macs=other.macs),
             timeout=10,
         )
@@ -148,12 +141,15 @@ def test_moved_ciphertext_is_detected_and_replayed_ciphertext_is_not(host: HostP
 
 
 def test_a_host_kernel_store_with_keyid_0_kills_the_td_at_its_next_read_and_the_host_lives(
-    host: HostProcess,
+    module_host: HostProcess,
 ) -> None:
-    with launch(host, image(memory=16 * MIB)) as victim, launch(host, image(memory=16 * MIB)) as bystander:
+    with (
+        launch(module_host, image(memory=16 * MIB)) as victim,
+        launch(module_host, image(memory=16 * MIB)) as bystander,
+    ):
         victim.accept(0, PAGE)
         victim.write(0, b"private".ljust(LINE))
-        written = admin(host).PhysicalWrite(
+        written = admin(module_host).PhysicalWrite(
             host_pb2.PhysicalWriteRequest(path=HOST_KEYID, td_gpa=at(victim, 0), data=bytes(LINE)), timeout=10
         )
         assert written.pa % PAGE == 0
@@ -163,7 +159,7 @@ def test_a_host_kernel_store_with_keyid_0_kills_the_td_at_its_next_read_and_the_
         bystander.accept(0, PAGE)
         bystander.write(0, b"still fine")
         assert bystander.read(0, 10) == b"still fine"
-        assert admin(host).GetStats(host_pb2.GetStatsRequest(), timeout=10).poisoned_lines >= 1
+        assert admin(module_host).GetStats(host_pb2.GetStatsRequest(), timeout=10).poisoned_lines >= 1
 
 
 @pytest.mark.parametrize(
@@ -217,14 +213,14 @@ def test_a_host_kernel_store_with_keyid_0_kills_the_td_at_its_next_read_and_the_
     ],
 )
 def test_physical_requests_out_of_their_bounds_get_precise_statuses(
-    host: HostProcess, request_: host_pb2.PhysicalReadRequest, code: grpc.StatusCode, reason: str
+    module_host: HostProcess, request_: host_pb2.PhysicalReadRequest, code: grpc.StatusCode, reason: str
 ) -> None:
-    assert refusal(lambda: admin(host).PhysicalRead(request_, timeout=10))[:2] == (code, reason)
+    assert refusal(lambda: admin(module_host).PhysicalRead(request_, timeout=10))[:2] == (code, reason)
 
 
-def test_physical_targets_that_name_no_frame_or_cross_a_page_are_refused(host: HostProcess) -> None:
-    with launch(host, image(memory=16 * MIB)) as td:
-        stub = admin(host)
+def test_physical_targets_that_name_no_frame_or_cross_a_page_are_refused(module_host: HostProcess) -> None:
+    with launch(module_host, image(memory=16 * MIB)) as td:
+        stub = admin(module_host)
         untouched = host_pb2.PhysicalReadRequest(path=DRAM, td_gpa=at(td, 8 * MIB), length=LINE)
         assert refusal(lambda: stub.PhysicalRead(untouched))[:2] == (
             grpc.StatusCode.FAILED_PRECONDITION,
@@ -263,17 +259,17 @@ def gpa_map(host: HostProcess, td_id: int, max_runs: int = 0) -> tuple[list[host
         start = piece.next_gpa
 
 
-def test_the_gpa_map_shows_every_state_in_runs_that_tile_the_memslots(host: HostProcess) -> None:
+def test_the_gpa_map_shows_every_state_in_runs_that_tile_the_memslots(module_host: HostProcess) -> None:
     memory = 16 * MIB
     ve_td, plain = image(memory=memory, attributes=VE_TD), image(memory=memory)
-    with launch(host, ve_td) as td, launch(host, plain) as other:
+    with launch(module_host, ve_td) as td, launch(module_host, plain) as other:
         td.accept(0, 4 * PAGE)
         td.write(0, b"x")
         td.convert_to_shared(2 * MIB, 2 * PAGE)
         td.write(td.shared(2 * MIB), b"shared")
         with pytest.raises(GuestError):  # touching an unaccepted page augments it: PENDING, and a #VE
             td.read(4 * MIB, 1)
-        runs, _ = gpa_map(host, td.td_id)
+        runs, _ = gpa_map(module_host, td.td_id)
         states = {host_pb2.GpaState.Name(run.state) for run in runs}
         assert states == {
             "GPA_STATE_PRIVATE_ACCEPTED",
@@ -288,16 +284,16 @@ def test_the_gpa_map_shows_every_state_in_runs_that_tile_the_memslots(host: Host
         shared = [run for run in runs if run.state == host_pb2.GPA_STATE_SHARED]
         assert [(r.gpa, r.size, r.private, r.guest_memfd) for r in shared] == [(2 * MIB, PAGE, False, -1)]
         # One run per response: the same map in pieces.
-        pieces, calls = gpa_map(host, td.td_id, max_runs=1)
+        pieces, calls = gpa_map(module_host, td.td_id, max_runs=1)
         assert calls > 1 and _merged(pieces) == _merged(runs)
         # Poison consumed in a page's frame marks it.
         other.accept(0, PAGE)
-        admin(host).PhysicalWrite(
+        admin(module_host).PhysicalWrite(
             host_pb2.PhysicalWriteRequest(path=HOST_KEYID, td_gpa=at(other, 0), data=bytes(LINE)), timeout=10
         )
         with pytest.raises(GuestError):
             other.read(0, LINE)
-        poisoned = [r for r in gpa_map(host, other.td_id)[0] if r.state == host_pb2.GPA_STATE_POISONED]
+        poisoned = [r for r in gpa_map(module_host, other.td_id)[0] if r.state == host_pb2.GPA_STATE_POISONED]
         assert [(r.gpa, r.size) for r in poisoned] == [(0, PAGE)]
 
 
