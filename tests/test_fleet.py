@@ -1,6 +1,7 @@
-"""``tdxsim fleet`` end to end: up with 4 hosts and 2 verifier replicas on a throwaway PostgreSQL, a guest on
-every host attests through the replicas, status says every process is healthy, down leaves no process and no
-PostgreSQL running."""
+"""``tdxsim fleet`` end to end: up with 4 hosts (``--tcb-mix``: two UpToDate, one OutOfDate, one
+SWHardeningNeeded) and 2 verifier replicas on a throwaway PostgreSQL, a guest on every host attests through
+the replicas and only those on UpToDate platforms are accepted, status says every process is healthy, down
+leaves no process and no PostgreSQL running."""
 
 from __future__ import annotations
 
@@ -51,7 +52,10 @@ def fleet_dir(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_fleet_up_attest_status_down(fleet_dir: Path, tmp_path: Path) -> None:
-    up = _tdxsim("fleet", "up", "--hosts", str(HOSTS), "--verifiers", "2", "--dir", str(fleet_dir), "--json")
+    up = _tdxsim(
+        "fleet", "up", "--hosts", str(HOSTS), "--verifiers", "2", "--tcb-mix",
+        "--dir", str(fleet_dir), "--json",
+    )  # fmt: skip
     assert up.returncode == 0, up.stderr
     fleet = json.loads((fleet_dir / "fleet.json").read_text())
     assert json.loads(up.stdout) == fleet
@@ -59,7 +63,8 @@ def test_fleet_up_attest_status_down(fleet_dir: Path, tmp_path: Path) -> None:
     assert roles.count("host") == HOSTS and roles.count("verifier") == 2 and roles.count("pccs") == HOSTS
     hosts = [m for m in fleet["members"] if m["role"] == "host"]
     assert len({h["details"]["fmspc"] for h in hosts}) == HOSTS  # distinct platforms
-    assert {h["details"]["tcb_status"] for h in hosts} == {"UpToDate"}
+    statuses = [h["details"]["tcb_status"] for h in hosts]
+    assert sorted(set(statuses)) == ["OutOfDate", "SWHardeningNeeded", "UpToDate"]
     assert fleet["verifier_target"] == ",".join(
         m["address"] for m in fleet["members"] if m["role"] == "verifier"
     )
@@ -76,10 +81,16 @@ def test_fleet_up_attest_status_down(fleet_dir: Path, tmp_path: Path) -> None:
 
     with ThreadPoolExecutor(max_workers=HOSTS) as pool:
         results = list(pool.map(guest, hosts))
-    for result in results:
-        assert result.returncode == 0, result.stderr
+    # The verifier's default policy accepts UpToDate only: a guest on a lower platform is refused for it.
+    for status, result in zip(statuses, results, strict=True):
         [step] = json.loads(result.stdout)["steps"]
-        assert step["ok"] and step["values"]["tcb_status"] == "UpToDate", step
+        if status == "UpToDate":
+            assert result.returncode == 0, result.stderr
+            assert step["ok"] and step["values"]["tcb_status"] == "UpToDate", step
+        else:
+            assert result.returncode == 1, result.stderr
+            assert not step["ok"] and step["reason"] == "TCB_STATUS_NOT_ACCEPTED", step
+            assert f"tcb status {status} not in" in step["detail"], step
 
     status = _tdxsim("fleet", "status", "--dir", str(fleet_dir), "--json")
     assert status.returncode == 0, status.stdout + status.stderr
