@@ -287,6 +287,7 @@ def test_concurrent_shell_writers_each_get_a_valid_quote_and_every_write_counts(
     assert sh("mkdir r3", report).returncode == 0
     writers, writes_each = 3, 2
     inblobs = [[reportdata() for _ in range(writes_each)] for _ in range(writers)]
+
     def writer(index: int) -> subprocess.CompletedProcess[str]:
         blobs = inblobs[index]
         script = " && ".join(
