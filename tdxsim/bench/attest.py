@@ -18,7 +18,6 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from tdxsim.bench.stack import (
     server,
     with_children,
 )
+from tdxsim.bench.verify import calls_per_second
 from wire.credentials import generate_credential_file
 
 GUESTS = 8
@@ -40,19 +40,6 @@ GUESTS = 8
 
 def _log(text: str) -> None:
     print(f"  {text}", file=sys.stderr, flush=True)
-
-
-def _rate(fn: Callable[[], object], seconds: float) -> float:
-    """Calls per second: the best of five rounds."""
-    fn()
-    best = float("inf")
-    for _ in range(5):
-        reps, start = 0, time.perf_counter()
-        while (elapsed := time.perf_counter() - start) < seconds / 5 or reps < 5:
-            fn()
-            reps += 1
-        best = min(best, elapsed / reps)
-    return 1.0 / best
 
 
 def _dcap_qvl_rate(quote: bytes, pki: Path, seconds: float) -> float:
@@ -63,7 +50,7 @@ def _dcap_qvl_rate(quote: bytes, pki: Path, seconds: float) -> float:
     collateral = dcap_qvl.QuoteCollateralV3.from_json((pki / "collateral.json").read_text())
     root = x509.load_pem_x509_certificate((pki / "root_ca.pem").read_bytes()).public_bytes(Encoding.DER)
     now = int(time.time())
-    return _rate(lambda: dcap_qvl.verify_with_root_ca(quote, collateral, root, now), seconds)
+    return calls_per_second(lambda: dcap_qvl.verify_with_root_ca(quote, collateral, root, now), seconds)
 
 
 def _window(pool: WorkerPool, seconds: float, rounds: int, watch: dict[str, list[int]]) -> WindowResult:

@@ -21,8 +21,9 @@ from attest.verifier.dcap.quote_verifier import Verifier
 Row = dict[str, object]
 
 
-def _rate(fn: Callable[[], object], seconds: float) -> float:
-    """Calls per second: the best of five rounds of repeated calls."""
+def calls_per_second(fn: Callable[[], object], seconds: float) -> float:
+    """Calls per second of ``fn`` in this thread over about ``seconds``: the best of five rounds of repeated
+    calls (also the dcap-qvl limit of ``tdxsim bench attest``)."""
     fn()
     best = float("inf")
     for _ in range(5):
@@ -64,7 +65,9 @@ def bench_verify(seconds: float = 3.0) -> list[Row]:
     warm = Verifier([root_der])
     cold = Verifier([root_der], cache_size=0)
     share = seconds / 3
-    limit = _rate(lambda: dcap_qvl.verify_with_root_ca(quote, theirs_collateral, root_der, now), share)
-    warm_rate = _rate(lambda: warm.verify(quote, ours_collateral, now), share)
-    cold_rate = _rate(lambda: cold.verify(quote, ours_collateral, now), share)
+    limit = calls_per_second(
+        lambda: dcap_qvl.verify_with_root_ca(quote, theirs_collateral, root_der, now), share
+    )
+    warm_rate = calls_per_second(lambda: warm.verify(quote, ours_collateral, now), share)
+    cold_rate = calls_per_second(lambda: cold.verify(quote, ours_collateral, now), share)
     return [_row("verify_warm", warm_rate, limit, 1.0), _row("verify_cold", cold_rate, limit, None)]
