@@ -40,7 +40,7 @@ from wire.http_serving import runner_arguments
 from wire.serving import check_server_arguments, stop_on_signals
 
 SHUTDOWN_GRACE = 2.0
-HEALTH_BODY = json.dumps({"status": "SERVING"}).encode()
+HEALTH_BODY = json.dumps({"status": "SERVING"}, separators=(",", ":")).encode()  # compact, as every body here
 
 
 class _OneLineLog(logging.Handler):
