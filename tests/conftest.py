@@ -128,31 +128,28 @@ def stop_process(proc: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout
         return proc.wait(5)
 
 
-def start_host(*extra: str) -> HostProcess:
-    """Start ``tdxsim host`` as a separate process and wait until it serves (with the session's admin
-    credential unless ``extra`` names another)."""
-    if "--admin-credential-file" not in extra:
-        extra = (*extra, "--admin-credential-file", str(ADMIN_FILE))
-    cmd = [
-        sys.executable,
-        "-m",
-        "tdxsim.cli",
-        "host",
-        "--listen",
-        "127.0.0.1:0",
-        "--phys-mem",
-        "256M",
-        *extra,
-    ]
+def start_server(*args: str) -> tuple[subprocess.Popen[str], str]:
+    """``tdxsim ARGS`` as a process with its output piped, and the address of its first stdout line
+    (``listening on HOST:PORT``); one that does not get there is killed and its stderr raised."""
+    cmd = [sys.executable, "-m", "tdxsim.cli", *args]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     assert proc.stdout is not None
     line = proc.stdout.readline().strip()
     if not line.startswith("listening on "):
         proc.kill()
-        _, err = proc.communicate(timeout=5)
-        raise RuntimeError(f"host did not start: {line!r} {err}")
-    address = line.removeprefix("listening on ")
+        _, err = proc.communicate(timeout=START_TIMEOUT)
+        raise RuntimeError(f"{args[0]} did not start: {line!r} {err}")
+    return proc, line.removeprefix("listening on ")
+
+
+def start_host(*extra: str) -> HostProcess:
+    """Start ``tdxsim host`` as a separate process and wait until it serves (with the session's admin
+    credential unless ``extra`` names another)."""
+    if "--admin-credential-file" not in extra:
+        extra = (*extra, "--admin-credential-file", str(ADMIN_FILE))
+    proc, address = start_server("host", "--listen", "127.0.0.1:0", "--phys-mem", "256M", *extra)
+    assert proc.stdout is not None
     admin_file = proc.stdout.readline().strip().removeprefix("admin credential: ")
     admin = read_credential_file(admin_file)
     channel = grpc.insecure_channel(address)

@@ -7,10 +7,8 @@ reason.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,10 +22,9 @@ from tests.attest.attest_pcs_served import foreign_fmspc_quote, start_pcs
 from tests.conftest import (
     ADMIN_CREDENTIAL,
     ADMIN_FILE,
-    ROOT,
-    START_TIMEOUT,
     HostProcess,
     make_pki,
+    start_server,
     stop_process,
 )
 from tests.guest.guest_helpers import KERNEL, MIB, image, independent_mrtd
@@ -41,20 +38,14 @@ PAYLOAD = [(MIB, KERNEL, True)]
 
 
 def start_verifier(pki_dir: Path, db: Path, pccs: str) -> tuple[subprocess.Popen[str], str]:
-    cmd = [
-        sys.executable, "-m", "tdxsim.cli", "verifier", "--listen", "127.0.0.1:0", "--db", str(db),
+    proc, address = start_server(
+        "verifier", "--listen", "127.0.0.1:0", "--db", str(db),
         "--root", str(pki_dir / "root_ca.pem"), "--pccs", pccs, "--pccs-timeout", "3",
         "--admin-credential-file", str(ADMIN_FILE),
-    ]  # fmt: skip
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    )  # fmt: skip
     assert proc.stdout is not None
-    line = proc.stdout.readline().strip()
-    if not line.startswith("listening on "):
-        proc.kill()
-        raise RuntimeError(f"verifier did not start: {line!r} {proc.communicate(timeout=START_TIMEOUT)[1]}")
     proc.stdout.readline()  # admin credential: the session's
-    return proc, line.removeprefix("listening on ")
+    return proc, address
 
 
 def _attest_and_fetch(host: HostProcess, address: str) -> tuple[str, bytes]:

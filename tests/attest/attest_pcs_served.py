@@ -6,10 +6,8 @@ A uniquely named helper module (not conftest.py), like ``attest_vectors``.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -22,7 +20,7 @@ from attest.intel import Pki, QuotingEnclave, build_td_report
 from attest.intel import certificates as ca
 from attest.intel import identity as P
 from attest.intel.ecdsa_keys import KeySource
-from tests.conftest import ROOT, START_TIMEOUT, stop_process
+from tests.conftest import start_server, stop_process
 
 FOREIGN_FMSPC = bytes.fromhex("00906ED50000")
 
@@ -38,28 +36,8 @@ class PcsProcess:
 
 def start_pcs(pki_dir: Path, *extra: str) -> PcsProcess:
     """``tdxsim pcs serve --pki DIR --listen 127.0.0.1:0`` as a process; its URL from the first line."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "tdxsim.cli",
-        "pcs",
-        "serve",
-        "--pki",
-        str(pki_dir),
-        "--listen",
-        "127.0.0.1:0",
-    ]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [*cmd, *extra], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline().strip()
-    if not line.startswith("listening on "):
-        proc.kill()
-        _, err = proc.communicate(timeout=START_TIMEOUT)
-        raise RuntimeError(f"pcs did not start: {line!r} {err}")
-    return PcsProcess(proc, "http://" + line.removeprefix("listening on "))
+    proc, address = start_server("pcs", "serve", "--pki", str(pki_dir), "--listen", "127.0.0.1:0", *extra)
+    return PcsProcess(proc, "http://" + address)
 
 
 @dataclass(frozen=True)
