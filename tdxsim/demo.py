@@ -1,4 +1,5 @@
-"""``tdxsim demo`` (``make demo``): the whole stack as separate processes, in one command.
+"""``tdxsim demo`` (``make demo``): the whole stack as separate processes, in one command (docs/cli.md
+"tdxsim demo"; the flows it walks through are docs/architecture.md "Flows through the code").
 
 1. A simulated Intel PCS (``tdxsim pki init``) served over HTTP as a PCCS (``tdxsim pcs serve``), a host
    whose quoting enclave is provisioned from it, and a remote verifier that trusts its root and fetches
