@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -41,3 +42,13 @@ def test_every_cited_docs_page_and_section_exists() -> None:
                 missing += [f"{where} §{number}" for number in numbers if number not in sections[page]]
     assert cited > len(_modules())  # the pattern finds the citations at all
     assert missing == []
+
+
+def test_every_module_docstring_cites_the_docs() -> None:
+    """Each module says what real thing it models and where docs/ describes it (small package faces too)."""
+    uncited = []
+    for path in _modules():
+        docstring = ast.get_docstring(ast.parse(path.read_text())) or ""
+        if not CITATION.search(docstring):
+            uncited.append(str(path.relative_to(ROOT)))
+    assert uncited == []
