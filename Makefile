@@ -20,8 +20,12 @@ $(STAMP): pyproject.toml scripts/system-packages.sh
 venv: $(STAMP)
 
 ## test: lint, type-check, check the import contracts, run the whole test suite (unit + multi-process e2e).
+## One pytest worker per core (pytest-xdist), each test file on one worker so module fixtures start once;
+## every test binds port 0 and keeps its processes and files in its own temporary folder.
+## TEST_WORKERS=0 runs the suite in one process.
+TEST_WORKERS ?= auto
 test: $(STAMP) lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
