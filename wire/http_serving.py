@@ -21,6 +21,7 @@ import sys
 import time
 from typing import Any
 
+from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 IDLE_TIMEOUT = 15.0  # seconds a connection may take to send a complete request (headers), or sit idle
@@ -87,6 +88,20 @@ def one_line_loop_errors(loop: asyncio.AbstractEventLoop, prog: str) -> None:
         )
 
     loop.set_exception_handler(report)
+
+
+SERVER_HEADER = "tdxsim"  # what ``Server:`` says instead of aiohttp's "Python/3.x aiohttp/3.y"
+
+
+async def _plain_server_header(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    response.headers["Server"] = SERVER_HEADER
+
+
+def plain_server_header(app: web.Application) -> web.Application:
+    """Answer ``Server: tdxsim`` instead of the Python and aiohttp versions, which tell a scanner which
+    known flaws to try; aiohttp fills the header only where a response has none (returns ``app``)."""
+    app.on_response_prepare.append(_plain_server_header)
+    return app
 
 
 def runner_arguments(prog: str) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from attest.formats.collateral import TCB_STATUSES
 from attest.intel.pcs_directory import PkiError, load_pki
 from attest.intel.pcs_responses import PcsApi, request_id
 from wire import tls
-from wire.http_serving import runner_arguments
+from wire.http_serving import plain_server_header, runner_arguments
 from wire.serving import check_server_arguments, stop_on_signals
 
 SHUTDOWN_GRACE = 2.0
@@ -91,7 +91,7 @@ def build_app(api: PcsApi) -> web.Application:
         response.headers["Request-ID"] = request_id()
         return response
 
-    app = web.Application(middlewares=[with_request_id])
+    app = plain_server_header(web.Application(middlewares=[with_request_id]))
     app.router.add_get("/healthz", health)
     app.router.add_get("/{tail:.*}", pcs)
     return app

@@ -300,6 +300,7 @@ def test_auth_refuses_with_error_information(kbs: Kbs, request_body: dict[str, A
     status, info, headers = Client(kbs.url).call("POST", "/kbs/v0/auth", request_body)
     assert (status, info["type"]) == (401, ERRORS + "AttestationError") and info["detail"]
     assert "Set-Cookie" not in headers
+    assert headers["Server"] == "tdxsim"  # not the Python and aiohttp versions
 
 
 def test_malformed_bodies_are_refused_not_crashed(kbs: Kbs) -> None:

@@ -199,6 +199,7 @@ def test_served_over_http_concurrently_then_sigterm_exits_0(pki: Pki) -> None:
     try:
         health = get(f"{pcs.url}/healthz")
         assert (health.status, json.loads(health.body)) == (200, {"status": "SERVING"})
+        assert health.headers["Server"] == "tdxsim"  # not the Python and aiohttp versions
         targets = [
             f"{TCB}?fmspc={FMSPC}",
             QE,

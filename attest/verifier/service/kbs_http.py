@@ -42,7 +42,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from attest.formats.kbs_evidence import SESSION_COOKIE
 from attest.verifier.service.kbs_protocol import KbsError, KbsProtocol, Session
-from wire.http_serving import runner_arguments
+from wire.http_serving import plain_server_header, runner_arguments
 from wire.tls import TlsConfig, ssl_server_context
 
 PREFIX = "/kbs/v0"
@@ -100,7 +100,7 @@ class KbsHttpServer:
 
     async def _start(self) -> None:
         self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
-        app = web.Application(client_max_size=MAX_BODY, middlewares=[self._guard])
+        app = plain_server_header(web.Application(client_max_size=MAX_BODY, middlewares=[self._guard]))
         app.router.add_post(f"{PREFIX}/auth", self._auth)
         app.router.add_post(f"{PREFIX}/attest", self._attest)
         resource = f"{PREFIX}/resource/{{repository}}/{{type}}/{{tag}}"
