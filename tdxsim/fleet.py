@@ -23,7 +23,8 @@ passes as ``--verifier`` (comma list: calls go round-robin, docs/fleet.md). Logs
 and ``.err``. A process that fails to start stops everything started before it (one stderr line, exit 2).
 
 ``status`` checks every process: alive (its pid runs a tdxsim command) and answering (gRPC health for hosts
-and verifiers, a TCP connect for a PCCS, a query for the database); exit 0 when all are healthy, else 1.
+and verifiers, a TCP connect for a PCCS, a query for the database); exit 0 when all are healthy, else 1. A
+verifier whose database cannot be reached is UNHEALTHY ``health NOT_SERVING``.
 ``down`` stops them (SIGTERM, then SIGKILL after 10 s), then the database it started; exit 0.
 
 ``start_verifiers`` and ``start_fleet`` are the reusable pieces: a benchmark starts replicas on one database
@@ -365,7 +366,8 @@ def _grpc_healthy(address: str) -> str:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=3)
         except grpc.RpcError as err:
             return f"health check failed: {err.code().name}"
-    return "" if reply.status == health_pb2.HealthCheckResponse.SERVING else f"health {reply.status}"
+    statuses = health_pb2.HealthCheckResponse
+    return "" if reply.status == statuses.SERVING else f"health {statuses.ServingStatus.Name(reply.status)}"
 
 
 def _tcp_healthy(address: str) -> str:

@@ -482,9 +482,24 @@ class CallGate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 class HealthControl:
     """The server's health service, driven from synchronous code."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, servicer: Any) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, servicer: Any, services: Sequence[str] = ()) -> None:
         self._loop = loop
         self._servicer = servicer
+        self._services = (*services, "")
+        self._wanted = health_pb2.HealthCheckResponse.SERVING
+
+    def set_serving(self, serving: bool) -> None:
+        """The server's services and ``""`` SERVING or NOT_SERVING from now on (ignored once the server is
+        shutting down). Does not wait: callable from any thread, the event loop's included."""
+        statuses = health_pb2.HealthCheckResponse
+        self._wanted = statuses.SERVING if serving else statuses.NOT_SERVING
+
+        async def apply() -> None:  # the latest wish, however the loop interleaves two of them
+            for service in self._services:
+                await self._servicer.set(service, self._wanted)
+
+        if self._loop.is_running():
+            asyncio.run_coroutine_threadsafe(apply(), self._loop)
 
     def enter_graceful_shutdown(self) -> None:
         """Every service NOT_SERVING from now on (before the server stops)."""
@@ -603,4 +618,4 @@ def start_server(
         thread.join(5)
         pool.shutdown(wait=False)
         raise
-    return RpcServer(loop, server, pool, HealthControl(loop, health_servicer), port, gate)
+    return RpcServer(loop, server, pool, HealthControl(loop, health_servicer, services), port, gate)

@@ -6,7 +6,8 @@ started by ``tdxsim.fleet.start_verifiers``) on a server the test run starts fro
   replica started with ``--rotate-signing-key`` is published by all, and its tokens are honoured by all;
 - SIGKILL of one replica under 8 concurrent attesting guests: every guest finishes through the other, and
   every token a guest got has its nonce used and its audit row in the database;
-- PostgreSQL stopped: both replicas answer UNAVAILABLE ``STORE_UNAVAILABLE``; restarted: both serve again.
+- PostgreSQL stopped: both replicas' health turns NOT_SERVING before any request fails, and they answer
+  UNAVAILABLE ``STORE_UNAVAILABLE``; restarted: health SERVING again and both serve again.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import grpc
 import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from attest.formats import binding
 from attest.intel import PkiOptions, QuotingEnclave, build_td_report, init_pki
@@ -295,6 +297,33 @@ def _nonce_outcome(stub: attestation_pb2_grpc.VerifierServiceStub) -> str:
     return "OK"
 
 
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def _health(replicas: Replicas) -> list[int]:
+    """Each replica's health for ``""`` and for VerifierService (one status when they agree)."""
+    statuses = []
+    for channel in replicas.channels:
+        stub = health_pb2_grpc.HealthStub(channel)
+        both = {
+            stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=5).status
+            for name in ("", "tdxsim.v1.VerifierService")
+        }
+        statuses.append(both.pop() if len(both) == 1 else -1)
+    return statuses
+
+
+def _health_within(replicas: Replicas, wanted: int, seconds: float = 15) -> list[int]:
+    """The replicas' health once all are ``wanted``, or as it is after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    statuses = _health(replicas)
+    while statuses != [wanted] * len(statuses) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        statuses = _health(replicas)
+    return statuses
+
+
 def test_replicas_without_their_database_are_unavailable_and_recover(
     tmp_path: Path, own_cluster: LocalCluster
 ) -> None:
@@ -303,8 +332,11 @@ def test_replicas_without_their_database_are_unavailable_and_recover(
         stubs = [started.stub(0), started.stub(1)]
         assert [_nonce_outcome(s) for s in stubs] == ["OK", "OK"]
         own_cluster.stop()
+        # before any request fails: the replicas' own probes take them out of service
+        assert _health_within(started, NOT_SERVING) == [NOT_SERVING] * 2
         assert [_nonce_outcome(s) for s in stubs] == ["UNAVAILABLE:STORE_UNAVAILABLE"] * 2
         own_cluster.start()
+        assert _health_within(started, SERVING, seconds=60) == [SERVING] * 2
         deadline = time.monotonic() + 60
         outcomes = [_nonce_outcome(s) for s in stubs]
         while outcomes != ["OK", "OK"] and time.monotonic() < deadline:

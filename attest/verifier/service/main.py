@@ -17,6 +17,8 @@ certificates signed by that CA (mTLS); ``tdxsim tls init DIR`` mints a test PKI.
 With ``--kbs-listen HOST:PORT`` the same verifier also speaks the KBS attestation protocol over HTTP
 (trustee's RCAR, docs/kbs.md), TLS with the same ``--tls-*`` files, and prints ``kbs listening on
 HOST:PORT`` after the other two lines.
+With a PostgreSQL ``--db``, health answers NOT_SERVING while the database cannot be reached (probed every
+second) and SERVING once it answers again (docs/fleet.md "The database").
 Exit status: 0 after a graceful stop, 2 for unusable arguments or files (argparse's usage line when
 ``--root`` or ``--db`` is missing).
 """
@@ -38,6 +40,7 @@ from attest.verifier.service.core import CollateralIndex, ServiceConfig, Verifie
 from attest.verifier.service.grpc_server import create_server
 from attest.verifier.service.kbs_http import KbsHttpServer
 from attest.verifier.service.kbs_protocol import KbsProtocol
+from attest.verifier.service.store_health import StoreHealth
 from attest.verifier.store import StoreError, open_store
 from wire import credentials, tls
 from wire.serving import (
@@ -185,6 +188,8 @@ def run(args: argparse.Namespace) -> int:
             core.store.close()
             credentials.discard_generated(admin)
             return 2
+    store_health = StoreHealth(core.store, health)
+    store_health.start()
     stop = threading.Event()
     stop_on_signals(stop)
     announce(args.listen, port, admin.path)
@@ -201,6 +206,7 @@ def run(args: argparse.Namespace) -> int:
     )
     wait_until_signalled(stop)
     health.enter_graceful_shutdown()
+    store_health.stop()
     if kbs is not None:
         kbs.stop(2.0)
     server.stop(2.0).wait(5)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import enum
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,8 +95,20 @@ class Store(ABC):
     #: Where the state lives, for logs and ``fleet.json``: a file path, or a PostgreSQL URL without password.
     location: str
 
+    #: True when the database is a server reached over a connection (PostgreSQL): it can become
+    #: unreachable while the verifier runs, so its health follows ``probe`` (docs/fleet.md "The database").
+    remote: bool = False
+    #: Called (without waiting, from the failing request's thread) each time a transaction fails because
+    #: the database cannot be used; the verifier's health monitor sets it.
+    on_unavailable: Callable[[], None] | None = None
+
     @abstractmethod
     def close(self) -> None: ...
+
+    def probe(self, timeout: float) -> None:
+        """Raise ``StoreError`` unless the database answers within about ``timeout`` seconds. A local file
+        has nothing to reach: its failures belong to the statement that meets them, so this does nothing."""
+        return None
 
     @abstractmethod
     def schema_version(self) -> int:

@@ -18,11 +18,13 @@ Connections are checked when taken from the pool (an empty query), so after the 
 connection is replaced instead of failing a request. A database that cannot be reached within
 ``POOL_WAIT`` seconds, or fails a statement, is a ``StoreError`` with psycopg's first line (the service's
 UNAVAILABLE ``STORE_UNAVAILABLE``); the pool keeps reconnecting in the background, so the replica recovers
-by itself once the server is back.
+by itself once the server is back. ``probe`` (a ``SELECT 1``) lets the verifier's health follow the
+database between requests (docs/fleet.md "The database").
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -86,9 +88,11 @@ class PostgresStore(Store):
     """A PostgreSQL database reached through a connection pool; thread-safe, shareable by processes."""
 
     backend = "postgresql"
+    remote = True
 
     def __init__(self, url: str, *, pool_max: int = POOL_MAX) -> None:
         self.location = redacted(url)
+        self._committed_at = self._failed_at = 0.0  # time.monotonic() of the last success and failure
         try:
             conninfo.conninfo_to_dict(url)
         except psycopg.Error as err:
@@ -125,7 +129,12 @@ class PostgresStore(Store):
             with self._pool.connection() as conn:
                 yield conn
         except psycopg.Error as err:
+            if isinstance(err, psycopg.OperationalError):  # the connection, not the statement, failed
+                self._failed_at = time.monotonic()
+                if self.on_unavailable is not None:
+                    self.on_unavailable()
             raise StoreError(f"{self.location}: {_one_line(err)}") from None
+        self._committed_at = time.monotonic()
 
     def _migrate(self) -> None:
         with self._pool.connection() as conn:
@@ -146,6 +155,21 @@ class PostgresStore(Store):
 
     def close(self) -> None:
         self._pool.close()
+
+    def probe(self, timeout: float) -> None:
+        """``SELECT 1`` on a pooled connection, waiting at most ``timeout`` seconds for one. A transaction
+        committed within the last ``timeout`` seconds, with no failure since, answers instead: a pool busy
+        with requests that succeed is a reachable database, not one to take out of service."""
+        committed = self._committed_at
+        if committed > self._failed_at and time.monotonic() - committed < timeout:
+            return
+        try:
+            with self._pool.connection(timeout=timeout) as conn:
+                conn.execute("SELECT 1")
+        except psycopg.Error as err:
+            self._failed_at = time.monotonic()
+            raise StoreError(f"{self.location}: {_one_line(err)}") from None
+        self._committed_at = time.monotonic()
 
     def schema_version(self) -> int:
         with self._tx() as conn:
