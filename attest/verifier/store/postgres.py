@@ -57,6 +57,16 @@ CONNECT_TIMEOUT = 5
 #: Seconds the pool keeps trying to reconnect before reporting; it tries again at the next request.
 RECONNECT_TIMEOUT = 30.0
 POOL_MAX = 8
+#: libpq's TCP keepalive and user timeout (ignored on a Unix socket): a database behind a network path that
+#: silently drops packets is noticed within about ten seconds (by a request or the health probe), instead of
+#: after the kernel's TCP retransmission timeout of many minutes.
+TCP_LIVENESS = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,  # milliseconds
+}
 #: Advisory lock keys (any 64-bit integers no other user of the database takes): "tdxsim" in ASCII, 1 and 2.
 MIGRATION_LOCK = 0x7464787369_01
 SIGNING_KEY_LOCK = 0x7464787369_02
@@ -105,7 +115,11 @@ class PostgresStore(Store):
             timeout=POOL_WAIT,
             reconnect_timeout=RECONNECT_TIMEOUT,
             check=ConnectionPool.check_connection,
-            kwargs={"connect_timeout": CONNECT_TIMEOUT, "application_name": "tdxsim-verifier"},
+            kwargs={
+                "connect_timeout": CONNECT_TIMEOUT,
+                "application_name": "tdxsim-verifier",
+                **TCP_LIVENESS,
+            },
             name="tdxsim-verifier",
         )
         try:
