@@ -36,7 +36,7 @@ from attest.verifier.dcap.quote_verifier import load_anchors
 from attest.verifier.dcap.roots import INTEL_SGX_ROOT_CA_PEM
 from attest.verifier.service.core import CollateralIndex, ServiceConfig, VerifierCore
 from attest.verifier.service.errors import status_of
-from attest.verifier.store import SqliteStore
+from attest.verifier.store import SqliteStore, open_store
 from attest.verifier.token import b64url, tdx_claims, verify
 
 V4_AT = mixed_time()
@@ -441,3 +441,26 @@ def test_a_replay_within_the_retention_window_is_still_named_and_restart_purges(
     VerifierCore(store, _anchors(pki.root_pem), CollateralIndex([pki.collateral_json]), config, clock)
     assert store.nonce_count() == 0  # a restart purges everything past retention at once
     store.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_nul_in_a_callers_name_is_refused_and_audited_on_every_backend(
+    backend: str, tmp_path: Path, pki: Pki, clock: Clock, request: pytest.FixtureRequest
+) -> None:
+    """PostgreSQL text refuses NUL: the audit of a refusal must not turn it into STORE_UNAVAILABLE."""
+    target = tmp_path / "v.db" if backend == "sqlite" else request.getfixturevalue("postgres_url")
+    store = open_store(target)
+    try:
+        core = VerifierCore(
+            store, _anchors(pki.root_pem), CollateralIndex([pki.collateral_json]), ServiceConfig(), clock
+        )
+        with pytest.raises(Exception) as err:
+            core.attest(b"", b"", b"", b"", "a\x00b")
+        assert _reason(err.value)[0] in ("NOT_FOUND", "INVALID_ARGUMENT"), _reason(err.value)
+        with pytest.raises(Exception) as err:
+            core.get_resource("a\x00b/key/1", None)
+        assert _reason(err.value)[0] in ("UNAUTHENTICATED", "INVALID_ARGUMENT"), _reason(err.value)
+        subjects = [entry.subject for entry in core.audit_log(0, 10)]
+        assert subjects == ["a\\u0000b", "a\\u0000b/key/1"]
+    finally:
+        store.close()

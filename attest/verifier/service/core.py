@@ -79,6 +79,7 @@ from attest.verifier.service.errors import (
     Refused,
     Unauthenticated,
     clip,
+    printable,
     status_of,
 )
 from attest.verifier.store import AuditRecord, NonceState, Store
@@ -239,7 +240,9 @@ class VerifierCore:
             outcome, reason = "REFUSED", status[1] if status else "INTERNAL"
             if isinstance(err, AppraisalRefused):
                 detail["mismatches"] = list(err.appraisal.reasons)
-        self.store.audit(int(self.clock() * 1000), action, outcome, reason, clip(subject), detail)
+        # printable: the subject is the caller's (a policy name, a resource path) and may hold a NUL, which a
+        # PostgreSQL text column refuses; the refusal must reach the audit log, not turn into a store failure
+        self.store.audit(int(self.clock() * 1000), action, outcome, reason, clip(printable(subject)), detail)
 
     def require_admin(self, presented: str) -> None:
         """Admin RPCs need the operator's credential: none is UNAUTHENTICATED, an attestation token (a TD's

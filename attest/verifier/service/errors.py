@@ -32,6 +32,7 @@ rather than the caller has to act on them.
 from __future__ import annotations
 
 import sqlite3
+import unicodedata
 from collections.abc import Mapping
 
 from attest.errors import AttestError, TcbRevoked
@@ -107,6 +108,12 @@ def clip(text: str, limit: int = MAX_ECHO) -> str:
     """``text`` cut to ``limit`` characters (with "…" when cut): what a refusal or the audit log repeats of
     a caller's input stays small, whatever the caller sent (gRPC trailers are limited to a few KiB)."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def printable(text: str) -> str:
+    """``text`` with control and format characters (newlines, terminal escapes, bidirectional overrides) as
+    ``\\uXXXX``: what a refusal echoes of a caller's input stays one harmless line wherever it is shown."""
+    return "".join(f"\\u{ord(ch):04x}" if unicodedata.category(ch) in ("Cc", "Cf") else ch for ch in text)
 
 
 def _reason(err: Exception) -> str:

@@ -30,7 +30,6 @@ import base64
 import re
 import secrets
 import threading
-import unicodedata
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -45,7 +44,7 @@ from attest.verifier.service.core import (
     RESOURCE_PATH,
     VerifierCore,
 )
-from attest.verifier.service.errors import SERVER_FAULTS, clip, status_of
+from attest.verifier.service.errors import SERVER_FAULTS, clip, printable, status_of
 
 ERROR_TYPE_PREFIX = "https://github.com/confidential-containers/kbs/errors"
 SEMVER = re.compile(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(\+[0-9A-Za-z.-]+)?")
@@ -53,12 +52,6 @@ SESSION_ID = re.compile(r"[0-9a-f]{32}")
 MAX_SESSIONS = 4096
 MAX_DETAIL = 512  # characters of an ErrorInformation detail
 POLICY_SELECTOR = "attestation-policy-selector"
-
-
-def printable(text: str) -> str:
-    """``text`` with control and format characters (newlines, terminal escapes, bidirectional overrides) as
-    ``\\uXXXX``: what a refusal echoes of a caller's input stays one harmless line wherever it is shown."""
-    return "".join(f"\\u{ord(ch):04x}" if unicodedata.category(ch) in ("Cc", "Cf") else ch for ch in text)
 
 
 class KbsError(Exception):
