@@ -54,6 +54,14 @@ class KbsAttestation:
     nonce: str
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is an error: urllib would otherwise repeat the request, bearer token included, to whatever
+    host (or ``ftp:`` URL) the answer names."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
 class KbsClient:
     """One KBS session (a cookie jar) at ``url`` (``http://HOST:PORT`` or ``https://…`` with ``tls``)."""
 
@@ -62,7 +70,7 @@ class KbsClient:
             raise GuestError(f"kbs url {url!r} is not http:// or https://", "KBS_URL_INVALID")
         self.url = url.rstrip("/")
         self._jar = http.cookiejar.CookieJar()
-        handlers: list[Any] = [urllib.request.HTTPCookieProcessor(self._jar)]
+        handlers: list[Any] = [urllib.request.HTTPCookieProcessor(self._jar), _NoRedirect()]
         if tls is not None:
             handlers.append(urllib.request.HTTPSHandler(context=ssl_client_context(tls)))
         self._opener = urllib.request.build_opener(*handlers)

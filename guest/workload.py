@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import shlex
 import time
 from collections.abc import Callable, Sequence
@@ -623,8 +624,11 @@ class Runner:
 def _write_evidence(folder: Path, files: dict[str, bytes], stale: Sequence[str] = ()) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        for name, data in files.items():
-            (folder / name).write_bytes(data)
+        for name, data in files.items():  # 0600 and never through a symlink: token.jwt is a bearer token
+            fd = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                os.fchmod(out.fileno(), 0o600)
+                out.write(data)
         for name in stale:
             (folder / name).unlink(missing_ok=True)
     except OSError as err:

@@ -9,23 +9,28 @@ resource with 403.
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
-from guest.errors import AttestationRefused
+from guest.errors import AttestationRefused, GuestError
 from guest.image import load_image
-from guest.kbs import KbsClient
+from guest.kbs import KbsAttestation, KbsClient
 from guest.td import Td
-from guest.workload import WorkloadError, parse_workload
+from guest.workload import WorkloadError, _write_evidence, parse_workload
 from tests.conftest import ADMIN_CREDENTIAL, ADMIN_FILE, ROOT, HostProcess, make_pki, start_host
 from wire.credentials import with_bearer
 from wire.v1 import attestation_pb2, attestation_pb2_grpc
@@ -164,3 +169,61 @@ def test_malformed_kbs_steps_are_refused_when_the_workload_loads(line: str) -> N
 def test_an_unreachable_kbs_is_one_reason(world: World) -> None:
     code, report = _run(world, EXAMPLES / "image.json", "kbs http://127.0.0.1:9 resource a/b/c\n")
     assert code != 0 and report["steps"][0]["reason"] == "KBS_UNREACHABLE"  # type: ignore[index]
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    """Answers every GET with ``reply`` (status, headers); counts the requests and their Authorization."""
+
+    reply: tuple[int, dict[str, str]] = (200, {})
+    seen: list[str | None]
+
+    def do_GET(self) -> None:
+        self.seen.append(self.headers.get("Authorization"))
+        status, headers = self.reply
+        self.send_response(status)
+        for name, value in {**headers, "Content-Length": "0"}.items():
+            self.send_header(name, value)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def _http_server(reply: tuple[int, dict[str, str]]) -> Iterator[tuple[str, list[str | None]]]:
+    seen: list[str | None] = []
+    handler = type("Handler", (_Recorder,), {"reply": reply, "seen": seen})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_redirect_is_refused_and_the_token_goes_nowhere_else() -> None:
+    with (
+        _http_server((200, {})) as (elsewhere, taken),
+        _http_server((302, {"Location": elsewhere + "/steal"})) as (kbs, asked),
+    ):
+        attestation = KbsAttestation("the-bearer-token", ec.generate_private_key(ec.SECP256R1()), "nonce")
+        with pytest.raises(GuestError) as err:
+            KbsClient(kbs).get_resource("default/key/1", attestation, by_token=True)
+    assert asked == ["Bearer the-bearer-token"] and taken == []
+    assert "302" in str(err.value)
+
+
+def test_evidence_files_are_private_and_never_written_through_a_symlink(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_bytes(b"untouched")
+    folder = tmp_path / "evidence"
+    folder.mkdir()
+    (folder / "quote.bin").symlink_to(elsewhere)
+    with pytest.raises(WorkloadError):
+        _write_evidence(folder, {"quote.bin": b"q"})
+    assert elsewhere.read_bytes() == b"untouched"
+    _write_evidence(folder, {"token.jwt": b"t"})
+    assert (folder / "token.jwt").read_bytes() == b"t"
+    assert stat.S_IMODE((folder / "token.jwt").stat().st_mode) == 0o600
