@@ -47,7 +47,7 @@ from attest.verifier.dcap.pccs_client import MAX_BODY, PccsClient, PccsCollatera
 from attest.verifier.service.core import CollateralIndex
 from attest.verifier.service.errors import status_of
 from attest.verifier.service.kbs_http import MAX_IN_FLIGHT, KbsHttpServer
-from attest.verifier.service.kbs_protocol import KbsProtocol
+from attest.verifier.service.kbs_protocol import KbsError, KbsProtocol
 from tests.attest.attest_pcs_served import get, start_pcs
 from tests.attest.attest_served import served_verifier
 from tests.attest.test_attest_kbs_http import (
@@ -823,3 +823,19 @@ def test_clients_holding_every_descriptor_cost_a_few_log_lines_not_the_server(pk
     assert code == 0
     log = clean_stderr(pcs.proc, "tdxsim pcs: ")
     assert 1 <= log.count("out of system resource") <= 40 and "more like it not shown" in log, log
+
+
+def test_kbs_auth_flood_gets_503_and_evicts_no_live_session(tmp_path: Path) -> None:
+    """When every session slot holds a live session, a further Request is 503 (and writes no nonce); the
+    sessions already given out keep working."""
+    with served_verifier(tmp_path / "v.db") as served:
+        kbs = KbsProtocol(served.core, max_sessions=3)
+        body = json.dumps(REQUEST).encode()
+        live = [kbs.auth(body)[0] for _ in range(3)]
+        nonces_before = served.core.store.nonce_count()
+        with pytest.raises(KbsError) as refused:
+            kbs.auth(body)
+        assert (refused.value.status, refused.value.kind) == (503, "AttestationError")
+        assert "3 live sessions" in str(refused.value)
+        assert [kbs.session(s.id) for s in live] == live
+        assert served.core.store.nonce_count() == nonces_before == 3

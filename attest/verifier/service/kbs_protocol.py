@@ -19,9 +19,9 @@ the same JWE.
   token that does not verify, 403 when the resource policy (or the token's lack of a TD key) refuses,
   404 for a path that names no resource.
 
-Sessions live in memory, at most ``max_sessions`` (expired ones are dropped first, then the oldest), each
-until its nonce expires or, once attested, its token does; a restart ends them and a client attests again
-(trustee's KBS keeps its sessions in memory too).
+Sessions live in memory, at most ``max_sessions`` (expired ones are dropped; a Request that finds every slot
+live is 503, no live session is evicted), each until its nonce expires or, once attested, its token does; a
+restart ends them and a client attests again (trustee's KBS keeps its sessions in memory too).
 """
 
 from __future__ import annotations
@@ -115,13 +115,21 @@ class KbsProtocol:
 
     # --- sessions -----------------------------------------------------------------------------------------
 
-    def _store(self, session: Session) -> None:
+    def _make_room(self) -> None:
+        """Drop expired sessions; 503 when every slot still holds a live one. A live session is never evicted:
+        a flood of Requests must not cost a TD between its challenge and its attestation its session."""
         now = self.core.clock()
         with self._lock:
             for sid in [sid for sid, s in self._sessions.items() if s.expires_at <= now]:
                 del self._sessions[sid]
-            while len(self._sessions) >= self.max_sessions:
-                self._sessions.popitem(last=False)
+            if len(self._sessions) >= self.max_sessions:
+                raise KbsError(
+                    503, "AttestationError", f"the kbs is busy: {self.max_sessions} live sessions, try later"
+                )
+
+    def _store(self, session: Session) -> None:
+        self._make_room()
+        with self._lock:
             self._sessions[session.id] = session
 
     def session(self, session_id: str | None) -> Session | None:
@@ -154,6 +162,7 @@ class KbsProtocol:
         if selector is not None and not isinstance(selector, str):
             raise KbsError(401, "SerdeError", f"{POLICY_SELECTOR} must be a string")
         policy = selector or DEFAULT_POLICY_NAME
+        self._make_room()  # before a nonce is written for a session that could not be kept
         try:
             self.core.load_policy(policy)
             grant = self.core.get_nonce()
