@@ -126,7 +126,8 @@ class KbsHttpServer:
             self._loop.call_soon_threadsafe(self._loop.stop)
         if self._thread.is_alive():
             self._thread.join(5)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        # Calls already in the verifier core finish before the caller closes the store under them.
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
     # --- plumbing -----------------------------------------------------------------------------------------
 
