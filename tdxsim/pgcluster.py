@@ -32,6 +32,9 @@ PORT = 5432  # names the socket file (.s.PGSQL.5432) in the cluster's own folder
 START_TIMEOUT = 60
 
 
+FOLDER_PREFIX = "tdxsim-pg-"
+
+
 class ClusterError(RuntimeError):
     """The cluster cannot be made, started or stopped; the message is one line saying why."""
 
@@ -99,7 +102,7 @@ class LocalCluster:
             raise ClusterError(missing_reason())
         owner = _owner()
         base = None if owner is not None else parent
-        root = Path(tempfile.mkdtemp(prefix="tdxsim-pg-", dir=base))
+        root = Path(tempfile.mkdtemp(prefix=FOLDER_PREFIX, dir=base))
         cluster = cls(root, binaries, durable=durable)
         for sub in ("data", "socket"):
             (root / sub).mkdir(mode=0o700)
@@ -205,7 +208,10 @@ class LocalCluster:
         return self.url(name)
 
     def destroy(self) -> None:
-        """Stop the server and delete its folder."""
+        """Stop the server and delete its folder: only a folder ``create`` made (``tdxsim-pg-*`` holding
+        ``data/``), so a hand-edited ``fleet.json`` cannot point this at any other folder."""
+        if not (self.root.name.startswith(FOLDER_PREFIX) and (self.root / "data").is_dir()):
+            raise ClusterError(f"{self.root} is not a cluster folder tdxsim made; left as it is")
         try:
             self.stop()
         finally:

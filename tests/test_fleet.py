@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tdxsim.pgcluster import find_binaries, missing_reason
+from tdxsim.pgcluster import ClusterError, LocalCluster, find_binaries, missing_reason
 from tests.conftest import ROOT
 
 HOSTS = 4
@@ -119,3 +119,14 @@ def test_platform_models_are_distinct_and_tcb_mix_lowers_some(tmp_path: Path) ->
     assert len({leaf.serial_number for leaf in leaves}) == 4
     assert [pck_extension_of(leaf).fmspc.hex().upper() for leaf in leaves] == [m.fmspc for m in models]
     assert len({m.fmspc for m in models}) == 4
+
+
+@pytest.mark.parametrize("name", ["precious", "tdxsim-pg-but-no-data"])
+def test_down_deletes_only_a_cluster_folder_tdxsim_made(tmp_path: Path, name: str) -> None:
+    """A fleet.json edited to name another folder as the cluster: destroy refuses and deletes nothing."""
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "keep.txt").write_text("mine")
+    with pytest.raises(ClusterError, match="not a cluster folder tdxsim made"):
+        LocalCluster(folder, tmp_path).destroy()
+    assert (folder / "keep.txt").read_text() == "mine"
