@@ -3,7 +3,7 @@
 ``initdb`` into a folder, ``pg_ctl start`` with only a Unix socket (``listen_addresses=''``, the socket in a
 0700 folder beside the data, so only its owner, or root, reaches it: no TCP port, no password), databases
 created on demand, ``pg_ctl stop -m fast`` at the end. PostgreSQL refuses to run as root: run as root, the
-cluster belongs to an unprivileged user (``postgres`` when it exists, else ``nobody``) and lives in a fresh
+cluster belongs to the ``postgres`` user (never a shared account such as ``nobody``) and lives in a fresh
 folder under the system's temporary directory that this user owns, since the caller's folder may be one the
 user cannot enter; the binaries run through ``setpriv`` (util-linux) as that user. docs/fleet.md "The
 database" says what a real deployment uses instead.
@@ -75,13 +75,16 @@ def _owner() -> _Owner | None:
     """The unprivileged user the cluster runs as when this process is root; None: run as ourselves."""
     if os.geteuid() != 0:
         return None
-    for name in ("postgres", "nobody"):
-        try:
-            entry = pwd.getpwnam(name)
-        except KeyError:
-            continue
-        return _Owner(entry.pw_uid, entry.pw_gid, name)
-    raise ClusterError("running as root and neither a postgres nor a nobody user exists to run PostgreSQL")
+    # Only the postgres user (Debian's package creates it): under a shared account such as nobody, every other
+    # process of that account would be superuser of a database that holds signing keys and secrets.
+    try:
+        entry = pwd.getpwnam("postgres")
+    except KeyError:
+        raise ClusterError(
+            "running as root and no postgres user exists to run PostgreSQL as "
+            "(install Debian's postgresql package, or run as an unprivileged user)"
+        ) from None
+    return _Owner(entry.pw_uid, entry.pw_gid, "postgres")
 
 
 class LocalCluster:
