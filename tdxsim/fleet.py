@@ -295,6 +295,11 @@ def start_fleet(
         raise FleetError("--hosts and --verifiers must be at least 1")
     if (directory / FLEET_FILE).exists():
         raise FleetError(f"{directory / FLEET_FILE} exists: 'tdxsim fleet down --dir {directory}' first")
+    if postgres is not None and _carries_password(postgres):
+        raise FleetError(
+            "--postgres: the url carries a password, which every verifier's command line would show to all "
+            "local users: give it through PGPASSFILE or PGPASSWORD instead"
+        )
     try:
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "logs").mkdir(exist_ok=True)
@@ -352,6 +357,12 @@ def _redacted(url: str) -> str:
     from attest.verifier.store.postgres import redacted
 
     return redacted(url)
+
+
+def _carries_password(url: str) -> bool:
+    from attest.verifier.store.postgres import carries_password
+
+    return carries_password(url)
 
 
 # ---- health ------------------------------------------------------------------------------------------------

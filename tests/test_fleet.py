@@ -130,3 +130,17 @@ def test_down_deletes_only_a_cluster_folder_tdxsim_made(tmp_path: Path, name: st
     with pytest.raises(ClusterError, match="not a cluster folder tdxsim made"):
         LocalCluster(folder, tmp_path).destroy()
     assert (folder / "keep.txt").read_text() == "mine"
+
+
+def test_a_postgres_url_with_a_password_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    url = "postgresql://tdxsim:hunter2@127.0.0.1:5432/tdxsim"
+    result = _tdxsim(
+        "fleet", "up", "--hosts", "1", "--verifiers", "1", "--postgres", url, "--dir", str(tmp_path)
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "tdxsim fleet: --postgres: the url carries a password, which every verifier's command line would "
+        "show to all local users: give it through PGPASSFILE or PGPASSWORD instead"
+    ]
+    assert "hunter2" not in result.stdout + result.stderr
+    assert not (tmp_path / "fleet.json").exists()

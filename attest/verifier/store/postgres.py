@@ -89,6 +89,14 @@ def redacted(url: str) -> str:
     return f"postgresql {shown}".strip()
 
 
+def carries_password(url: str) -> bool:
+    """Whether ``url`` holds a password (which a command line shows to every local user in /proc)."""
+    try:
+        return bool(conninfo.conninfo_to_dict(url).get("password"))
+    except psycopg.Error:
+        return False
+
+
 def _one_line(err: BaseException) -> str:
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     return lines[0] if lines else type(err).__name__
