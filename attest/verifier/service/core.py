@@ -93,6 +93,8 @@ MAX_EVENT_LOG_SIZE = 16 << 20
 MAX_SECRET_SIZE = 64 << 10
 MAX_AUDIT_PAGE = 1000
 MAX_AUDIENCE = 256  # characters of a requested token audience
+#: Seconds a replica publishes its last read of the signing keys before reading them again (docs/fleet.md).
+KEY_RELOAD_SECONDS = 1.0
 RESOURCE_PATH = re.compile(r"[A-Za-z0-9._-]{1,128}(/[A-Za-z0-9._-]{1,128}){0,7}")
 
 
@@ -256,7 +258,7 @@ class VerifierCore:
         if expected is not None and hmac.compare_digest(presented.encode(), expected.encode()):
             return
         try:
-            verify_token(presented, self.jwks(), self.clock(), issuer=self.config.issuer)
+            self._verify_token(presented)
         except TokenError:
             raise Unauthenticated("UNKNOWN_CREDENTIAL", "not the verifier's admin credential") from None
         raise Refused("TOKEN_NOT_ADMIN", "an attestation token does not authorize the verifier's admin api")
@@ -471,10 +473,24 @@ class VerifierCore:
             token, issued + ttl, ear, vq.status, vq.advisory_ids, self.keys.current_kid, claims
         )
 
-    def jwks(self) -> dict[str, Any]:
-        """Every signing key in the database, current and previous: a replica sharing it may have rotated."""
-        self.keys.reload()
+    def jwks(self, *, fresh: bool = False) -> dict[str, Any]:
+        """Every signing key in the database, current and previous: a replica sharing it may have rotated.
+        Read again at most every ``KEY_RELOAD_SECONDS`` (``fresh``: now), not once per call."""
+        self.keys.reload(0.0 if fresh else KEY_RELOAD_SECONDS)
         return self.keys.jwks()
+
+    def _verify_token(self, token: str, audience: str | None = None) -> dict[str, Any]:
+        """A token's claims; a ``kid`` not yet seen reads the keys again first (a replica may have just
+        rotated)."""
+        issuer = self.config.issuer
+        try:
+            return verify_token(token, self.jwks(), self.clock(), issuer=issuer, audience=audience).claims
+        except TokenError as err:
+            if err.reason != "TOKEN_KEY_UNKNOWN":
+                raise
+        return verify_token(
+            token, self.jwks(fresh=True), self.clock(), issuer=issuer, audience=audience
+        ).claims
 
     # --- key broker ---------------------------------------------------------------------------------------
 
@@ -508,7 +524,7 @@ class VerifierCore:
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthenticated("TOKEN_MISSING", "authorization is not a bearer token")
         issuer = self.config.issuer  # the key broker is this verifier: a token meant for others is refused
-        return verify_token(token.strip(), self.jwks(), self.clock(), issuer=issuer, audience=issuer).claims
+        return self._verify_token(token.strip(), audience=issuer)
 
     def get_resource(self, path: str, authorization: str | None, door: str = "") -> dict[str, str]:
         """The resource at ``path`` as a flattened JWE to the TD key the bearer token attests (``door`` as

@@ -12,6 +12,7 @@ exits 2).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -52,6 +53,7 @@ class SigningKeys:
             raise ValueError("no signing key")
         self._store = store
         self._keys = keys
+        self._loaded_at = time.monotonic()
 
     @classmethod
     def load_or_create(cls, store: Store, now: int) -> SigningKeys:
@@ -63,12 +65,17 @@ class SigningKeys:
             keys = _load(store, {})
         return cls(store, keys)
 
-    def reload(self) -> None:
-        """Re-read the key set: keys another verifier sharing the database added (rotation) are published
-        and, when newest, sign here too. Keys already loaded are not parsed again."""
+    def reload(self, max_age: float = 0.0) -> None:
+        """Re-read the key set unless it was read less than ``max_age`` seconds ago: keys another verifier
+        sharing the database added (rotation) are published and, when newest, sign here too. Keys already
+        loaded are not parsed again."""
+        now = time.monotonic()
+        if max_age > 0 and now - self._loaded_at < max_age:
+            return
         keys = _load(self._store, {jwt.thumbprint(k.public_key()): k for k in self._keys})
         if keys:
             self._keys = keys
+        self._loaded_at = now
 
     def rotate(self, now: int) -> str:
         """Add a new signing key; returns its kid. Older keys stay published."""
