@@ -34,7 +34,7 @@ from attest.intel.td_report_builder import DEBUG, SEPT_VE_DISABLE, build_td_repo
 from attest.verifier.appraise import AppraisalRefused, StaleEvidence
 from attest.verifier.dcap.quote_verifier import load_anchors
 from attest.verifier.dcap.roots import INTEL_SGX_ROOT_CA_PEM
-from attest.verifier.service.core import CollateralIndex, ServiceConfig, VerifierCore
+from attest.verifier.service.core import ISSUER, CollateralIndex, ServiceConfig, VerifierCore
 from attest.verifier.service.errors import status_of
 from attest.verifier.store import SqliteStore, open_store
 from attest.verifier.token import b64url, tdx_claims, verify
@@ -464,3 +464,30 @@ def test_a_nul_in_a_callers_name_is_refused_and_audited_on_every_backend(
         assert subjects == ["a\\u0000b", "a\\u0000b/key/1"]
     finally:
         store.close()
+
+
+def test_a_token_of_a_key_another_replica_just_rotated_verifies_at_once(
+    tmp_path: Path, pki: Pki, clock: Clock
+) -> None:
+    """Two verifiers on one database: the JWKS is re-read at most once a second, but a token whose kid is
+    new is checked against a fresh read, and the JWKS then lists the new key."""
+    stores = [SqliteStore(tmp_path / "shared.db") for _ in range(2)]
+    try:
+        a, b = (
+            VerifierCore(
+                store, _anchors(pki.root_pem), CollateralIndex([pki.collateral_json]), ServiceConfig(), clock
+            )
+            for store in stores
+        )
+        before = [k["kid"] for k in b.jwks()["keys"]]
+        kid = a.keys.rotate(int(clock()))
+        now = int(clock())
+        token = a.keys.sign({"iss": ISSUER, "iat": now, "exp": now + 300, "sub": "td"})
+        assert [k["kid"] for k in b.jwks()["keys"]] == before  # read less than a second ago
+        with pytest.raises(Exception) as err:
+            b.require_admin(token)  # verified (so refused as a token, not as an unknown credential)
+        assert _reason(err.value) == ("PERMISSION_DENIED", "TOKEN_NOT_ADMIN")
+        assert [k["kid"] for k in b.jwks()["keys"]] == [*before, kid]
+    finally:
+        for store in stores:
+            store.close()
