@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, HostProcess
+from wire.v1 import host_pb2, host_pb2_grpc
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -59,6 +60,20 @@ def _kill_host_and_time_the_exit(host: HostProcess, guest: subprocess.Popen[str]
     return seconds, out, err
 
 
+def _wait_for_a_td(host: HostProcess, timeout: float = 60.0) -> None:
+    """Until the host holds a runnable TD (the guest finalized it), however loaded the machine is, and then
+    half a second for the guest to attach its lifeline and start the workload."""
+    stub = host_pb2_grpc.HostServiceStub(host.admin_channel)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        tds = stub.ListTds(host_pb2.ListTdsRequest(), timeout=10).tds
+        if any(td.op_state == "RUNNABLE" for td in tds):
+            time.sleep(0.5)
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no TD launched on the host within {timeout} s")
+
+
 def test_a_sleeping_workload_fails_with_lifeline_lost_as_soon_as_the_host_dies(
     host_factory: Callable[..., HostProcess], tmp_path: Path
 ) -> None:
@@ -82,7 +97,7 @@ def test_a_sleeping_workload_in_json_names_the_reason(
     script = tmp_path / "sleep.tdx"
     script.write_text("sleep 30\n")
     guest = _guest(host, tmp_path, "--json", "run", str(script))
-    time.sleep(1.5)  # launched (no line is printed before the end in --json mode)
+    _wait_for_a_td(host)  # launched: --json prints nothing before the end, so ask the host
     seconds, out, err = _kill_host_and_time_the_exit(host, guest)
     assert guest.returncode == 1, (out, err)
     assert seconds < NOTICE + 0.3
