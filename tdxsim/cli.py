@@ -12,6 +12,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # before build_parser imports grpc (see the docstring)
 
@@ -49,6 +50,15 @@ tdxsim simulates an Intel TDX machine as separate processes talking gRPC (make d
 
 Every command takes --help.
 """
+
+
+def _command(sub: Any, name: str, module: Any, help: str) -> None:
+    """A subcommand whose module's docstring is its --help text and whose ``run`` it calls."""
+    parser = sub.add_parser(
+        name, help=help, description=module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    module.add_arguments(parser)
+    parser.set_defaults(func=module.run)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,78 +104,42 @@ def build_parser() -> argparse.ArgumentParser:
     quote_cli.add_arguments(quote)
 
     from guest import cli as guest_cli
-
-    guest = sub.add_parser(
-        "guest",
-        help="launch a TD from an image and run its guest process",
-        description=guest_cli.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    guest_cli.add_arguments(guest)
-    guest.set_defaults(func=guest_cli.run)
-
+    from tdxsim import attack, demo, fleet, memmap, soak
     from tdxsim.bench import cli as bench_cli
 
+    _command(sub, "guest", guest_cli, "launch a TD from an image and run its guest process")
     bench = sub.add_parser(
         "bench", help="benchmarks: speed as ratios against limits measured in the same run"
     )
     bench_cli.add_arguments(bench)
     bench.set_defaults(func=bench_cli.run)
-
-    from tdxsim import soak
-
-    soak_parser = sub.add_parser(
-        "soak",
-        help="run the whole stack under hostile load for minutes and check that nothing breaks",
-        description=soak.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    _command(
+        sub, "soak", soak, "run the whole stack under hostile load for minutes and check that nothing breaks"
     )
-    soak.add_arguments(soak_parser)
-    soak_parser.set_defaults(func=soak.run)
-
-    from tdxsim import attack
-
-    attack_parser = sub.add_parser(
+    _command(
+        sub,
         "attack",
-        help="run the host-side and physical attacks against a live TD and compare with what TDX guarantees",
-        description=attack.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        attack,
+        "run the host-side and physical attacks against a live TD and compare with what TDX guarantees",
     )
-    attack.add_arguments(attack_parser)
-    attack_parser.set_defaults(func=attack.run)
-
-    from tdxsim import fleet
-
-    fleet_parser = sub.add_parser(
+    _command(
+        sub,
         "fleet",
-        help="start, check or stop a fleet: simulated platforms and verifier replicas sharing PostgreSQL",
-        description=fleet.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        fleet,
+        "start, check or stop a fleet: simulated platforms and verifier replicas sharing PostgreSQL",
     )
-    fleet.add_arguments(fleet_parser)
-    fleet_parser.set_defaults(func=fleet.run)
-
-    from tdxsim import memmap
-
-    memmap_parser = sub.add_parser(
+    _command(
+        sub,
         "memmap",
-        help="draw a TD's GPA space: private accepted/pending, shared, unbacked, poisoned (terminal or SVG)",
-        description=memmap.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        memmap,
+        "draw a TD's GPA space: private accepted/pending, shared, unbacked, poisoned (terminal or SVG)",
     )
-    memmap.add_arguments(memmap_parser)
-    memmap_parser.set_defaults(func=memmap.run)
-
-    from tdxsim import demo
-
-    demo_parser = sub.add_parser(
+    _command(
+        sub,
         "demo",
-        help="the whole stack as processes: PCS, host, verifier, guests that attest; then legacy mode",
-        description=demo.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        demo,
+        "the whole stack as processes: PCS, host, verifier, guests that attest; then legacy mode",
     )
-    demo.add_arguments(demo_parser)
-    demo_parser.set_defaults(func=demo.run)
     return parser
 
 
